@@ -1,0 +1,392 @@
+"""KeyManager: every lifecycle operation, and the only writer of the store.
+
+Each operation validates its input first, changes the store under one lock acquisition,
+and writes its audit event only after the store write succeeded. A failed operation
+leaves the store, the .env and the audit log as they were.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from . import envfile, tokens
+from .audit import AuditLog, AuditReading
+from .errors import AmbiguousKey, EnvFileError, InvalidState, KeyNotFound, UsageError
+from .models import ApiKey, IssuedKey, Status, SweepReport, utcnow
+from .store import Store, Transaction
+
+DEFAULT_EXPIRES_IN = timedelta(days=90)
+DEFAULT_WARN_WITHIN = timedelta(days=14)
+MAX_NAME = 64
+MAX_DESCRIPTION = 1024
+MAX_REASON = 256
+MIN_PREFIX = 4
+_SCOPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/*-]{0,127}")
+_ID_INPUT = re.compile(r"[a-z0-9]{4,12}")
+
+
+def check_text(value: str, what: str, *, maximum: int, allow_empty: bool = False) -> str:
+    """Printable text of bounded length: control characters would reach terminals and logs."""
+    if not isinstance(value, str):
+        raise UsageError(f"{what} must be text")
+    if not value.strip() and not allow_empty:
+        raise UsageError(f"{what} must not be empty")
+    if len(value) > maximum:
+        raise UsageError(f"{what} is {len(value)} characters; at most {maximum} are allowed")
+    if not value.isprintable():
+        raise UsageError(f"{what} contains control characters (newlines, tabs, escapes)")
+    return value
+
+
+def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    """Scopes are short tokens such as ``tools:call``; duplicates are dropped, order kept."""
+    if isinstance(scopes, str):
+        raise UsageError("scopes must be a list of strings, not one string")
+    result: list[str] = []
+    for scope in scopes:
+        if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
+            raise UsageError(
+                f"invalid scope {scope!r}: use letters, digits and : . _ / * - (no spaces)"
+            )
+        if scope not in result:
+            result.append(scope)
+    return tuple(result)
+
+
+def _check_duration(value: timedelta | None, what: str, *, zero_ok: bool = False) -> None:
+    if value is None:
+        return
+    if not isinstance(value, timedelta):
+        raise UsageError(f"{what} must be a timedelta")
+    if value < timedelta(0) or (value == timedelta(0) and not zero_ok):
+        raise UsageError(f"{what} must be positive")
+
+
+class KeyManager:
+    """Create, list, get, revoke, delete, rotate and sweep the keys of one store."""
+
+    def __init__(
+        self, store: str | os.PathLike[str] | None = None, *, lock_timeout: float | None = None
+    ) -> None:
+        self.store = Store(store, lock_timeout=lock_timeout)
+        self.audit = AuditLog(self.store.directory / "audit.log")
+
+    def __repr__(self) -> str:
+        return f"KeyManager({str(self.store.path)!r})"
+
+    # -- reading -------------------------------------------------------------------------
+
+    def list(
+        self,
+        *,
+        status: Status | str | None = None,
+        scope: str | None = None,
+        expiring_within: timedelta | None = None,
+        now: datetime | None = None,
+    ) -> list[ApiKey]:
+        """Keys oldest first, filtered by status (``all`` or ``None`` for every key),
+        by a scope they hold, and by expiring within a span (active keys only)."""
+        now = now or utcnow()
+        wanted = None if status in (None, "all") else Status(status)
+        _check_duration(expiring_within, "expiring_within")
+        result = []
+        for key in self.store.read().values():
+            if wanted is not None and key.status_at(now) is not wanted:
+                continue
+            if scope is not None and scope not in key.scopes:
+                continue
+            if expiring_within is not None and not (
+                key.status_at(now) is Status.ACTIVE
+                and key.expires_at is not None
+                and key.expires_at <= now + expiring_within
+            ):
+                continue
+            result.append(key)
+        return sorted(result, key=lambda k: (k.created_at, k.id))
+
+    def get(self, key_id: str) -> ApiKey:
+        """The key with this ID, or with this unique prefix of at least 4 characters."""
+        return self._find(self.store.read(), key_id)
+
+    @staticmethod
+    def _find(keys: dict[str, ApiKey], key_id: str) -> ApiKey:
+        if not isinstance(key_id, str) or not _ID_INPUT.fullmatch(key_id):
+            # Never echo the input: a pasted token must not reach a terminal or log.
+            raise UsageError(
+                "invalid key ID: expected the 12-character ID or a unique prefix of "
+                f"{MIN_PREFIX}+ lowercase letters and digits"
+            )
+        if key_id in keys:
+            return keys[key_id]
+        found = [k for k in keys if k.startswith(key_id)]
+        if not found:
+            raise KeyNotFound(f"no key with ID or prefix {key_id!r}")
+        if len(found) > 1:
+            raise AmbiguousKey(
+                f"prefix {key_id!r} matches {len(found)} keys: {', '.join(sorted(found))}; "
+                "give more characters"
+            )
+        return keys[found[0]]
+
+    def read_audit(
+        self,
+        *,
+        key_id: str | None = None,
+        event: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> AuditReading:
+        """The audit trail, oldest first; damaged lines are reported, not fatal."""
+        return self.audit.read(key_id=key_id, event=event, since=since, limit=limit)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def init(self) -> bool:
+        """Create an empty store if there is none; ``True`` if it was created."""
+        if self.store.exists():
+            self.store.read()  # a corrupt store is reported, not papered over
+            return False
+        with self.store.transaction(create=True):
+            pass
+        self.audit.append("init", detail={"store": str(self.store.path)})
+        return True
+
+    def create(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        scopes: Iterable[str] = (),
+        expires_in: timedelta | None = DEFAULT_EXPIRES_IN,
+        env_file: str | os.PathLike[str] | None = None,
+        env_var: str = envfile.DEFAULT_KEY_VAR,
+    ) -> IssuedKey:
+        """Issue a key; the plaintext is in the returned ``IssuedKey`` and nowhere else
+        (and in ``env_file`` when given). ``expires_in=None`` means it never expires."""
+        name = check_text(name, "name", maximum=MAX_NAME)
+        description = check_text(description, "description", maximum=MAX_DESCRIPTION,
+                                 allow_empty=True)
+        granted = check_scopes(scopes)
+        _check_duration(expires_in, "expires_in")
+        self._check_env(env_file, env_var)
+        now = utcnow()
+        expires_at = self._expiry(now, expires_in)
+        with self.store.transaction(create=True) as txn:
+            key_id = self._new_id(txn.keys)
+            token = tokens.generate(key_id)
+            record = ApiKey(
+                id=key_id,
+                name=name,
+                digest=tokens.digest(token),
+                created_at=now,
+                expires_at=expires_at,
+                description=description,
+                scopes=granted,
+            )
+            txn.keys[key_id] = record
+            self._commit_with_env(txn, env_file, env_var, token)
+        self.audit.append(
+            "create",
+            key_id=key_id,
+            name=name,
+            detail={"scopes": list(granted), "expires_at": record.to_dict()["expires_at"]},
+        )
+        self._audit_env(env_file, env_var, record)
+        return IssuedKey(key=token, record=record)
+
+    def revoke(self, key_id: str, *, reason: str | None = None) -> ApiKey:
+        """Mark a key revoked, keeping its record; revoking a revoked key changes nothing."""
+        if reason is not None:
+            reason = check_text(reason, "reason", maximum=MAX_REASON)
+        with self.store.transaction() as txn:
+            key = self._find(txn.keys, key_id)
+            if key.revoked_at is not None:
+                return key
+            key = _replace(key, revoked_at=utcnow(), revoke_reason=reason)
+            txn.keys[key.id] = key
+        self.audit.append("revoke", key_id=key.id, name=key.name, detail={"reason": reason})
+        return key
+
+    def delete(self, key_id: str) -> ApiKey:
+        """Remove a key's record for good; it then validates as ``UNKNOWN``."""
+        with self.store.transaction() as txn:
+            key = self._find(txn.keys, key_id)
+            del txn.keys[key.id]
+        self.audit.append("delete", key_id=key.id, name=key.name,
+                          detail={"status": key.status.value})
+        return key
+
+    def rotate(
+        self,
+        key_id: str,
+        *,
+        grace: timedelta = timedelta(0),
+        expires_in: timedelta | None = DEFAULT_EXPIRES_IN,
+        env_file: str | os.PathLike[str] | None = None,
+        env_var: str = envfile.DEFAULT_KEY_VAR,
+    ) -> IssuedKey:
+        """Issue a successor with the same name, description and scopes.
+
+        With no grace the old key is revoked (reason ``rotated``) at once; with a grace it
+        stays valid until now + grace (never past its own expiry). One lock, one write.
+        """
+        _check_duration(grace, "grace", zero_ok=True)
+        _check_duration(expires_in, "expires_in")
+        self._check_env(env_file, env_var)
+        now = utcnow()
+        with self.store.transaction() as txn:
+            old = self._find(txn.keys, key_id)
+            status = old.status_at(now)
+            if status is not Status.ACTIVE:
+                raise InvalidState(f"key {old.id} is {status.value}; only an active key can be "
+                                   "rotated (create a new key instead)")
+            if old.rotated_to is not None:
+                raise InvalidState(f"key {old.id} was already rotated to {old.rotated_to}; "
+                                   f"rotate {old.rotated_to} instead")
+            new_id = self._new_id(txn.keys)
+            token = tokens.generate(new_id)
+            new = ApiKey(
+                id=new_id,
+                name=old.name,
+                digest=tokens.digest(token),
+                created_at=now,
+                expires_at=self._expiry(now, expires_in),
+                description=old.description,
+                scopes=old.scopes,
+                rotated_from=old.id,
+            )
+            if grace:
+                end = now + grace
+                if old.expires_at is not None:
+                    end = min(end, old.expires_at)
+                old = _replace(old, expires_at=end, rotated_to=new_id)
+            else:
+                old = _replace(old, revoked_at=now, revoke_reason="rotated", rotated_to=new_id)
+            txn.keys[old.id] = old
+            txn.keys[new_id] = new
+            self._commit_with_env(txn, env_file, env_var, token)
+        self.audit.append(
+            "rotate",
+            key_id=new_id,
+            name=new.name,
+            detail={
+                "rotated_from": old.id,
+                "grace": int(grace.total_seconds()),
+                "old_valid_until": new.to_dict()["created_at"] if not grace
+                else old.to_dict()["expires_at"],
+                "expires_at": new.to_dict()["expires_at"],
+            },
+        )
+        self._audit_env(env_file, env_var, new)
+        return IssuedKey(key=token, record=new)
+
+    def sweep(
+        self,
+        *,
+        now: datetime | None = None,
+        warn_within: timedelta = DEFAULT_WARN_WITHIN,
+        purge_after: timedelta | None = None,
+        dry_run: bool = False,
+    ) -> SweepReport:
+        """Record expirations (once), list keys expiring within ``warn_within``, and with
+        ``purge_after`` delete records revoked or expired for at least that long."""
+        _check_duration(warn_within, "warn_within", zero_ok=True)
+        _check_duration(purge_after, "purge_after")
+        now = now or utcnow()
+        if dry_run or not self.store.exists():
+            keys = self.store.read()
+            return self._sweep(keys, now, warn_within, purge_after, dry_run=True)
+        with self.store.transaction() as txn:
+            report = self._sweep(txn.keys, now, warn_within, purge_after, dry_run=False)
+        for key in report.expired:
+            self.audit.append("expire", key_id=key.id, name=key.name,
+                              detail={"expires_at": key.to_dict()["expires_at"]}, ts=now)
+        for key in report.purged:
+            self.audit.append("purge", key_id=key.id, name=key.name,
+                              detail={"status": key.status_at(now).value}, ts=now)
+        return report
+
+    @staticmethod
+    def _sweep(
+        keys: dict[str, ApiKey],
+        now: datetime,
+        warn_within: timedelta,
+        purge_after: timedelta | None,
+        *,
+        dry_run: bool,
+    ) -> SweepReport:
+        expired, expiring, purged = [], [], []
+        for key in sorted(keys.values(), key=lambda k: (k.created_at, k.id)):
+            status = key.status_at(now)
+            if status is Status.EXPIRED and key.expiry_recorded_at is None:
+                key = _replace(key, expiry_recorded_at=now)
+                keys[key.id] = key
+                expired.append(key)
+            elif status is Status.ACTIVE and key.expires_at is not None \
+                    and key.expires_at <= now + warn_within:
+                expiring.append(key)
+            ended = key.revoked_at if status is Status.REVOKED else (
+                key.expires_at if status is Status.EXPIRED else None)
+            if purge_after is not None and ended is not None and now >= ended + purge_after:
+                del keys[key.id]
+                purged.append(key)
+        return SweepReport(now=now, expired=tuple(expired), expiring=tuple(expiring),
+                           purged=tuple(purged), dry_run=dry_run)
+
+    def set_required(self, env_file: str | os.PathLike[str], required: bool) -> bool:
+        """Write ``API_KEY_REQUIRED=true|false`` into the .env; ``True`` if it changed."""
+        value = "true" if required else "false"
+        changed = envfile.set_variable(env_file, envfile.REQUIRED_VAR, value)
+        if changed:
+            self.audit.append("require", detail={"env_file": str(env_file), "value": value})
+        return changed
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _expiry(now: datetime, expires_in: timedelta | None) -> datetime | None:
+        return None if expires_in is None else now + expires_in
+
+    @staticmethod
+    def _new_id(keys: dict[str, ApiKey]) -> str:
+        while True:
+            key_id = tokens.generate_id()
+            if key_id not in keys:
+                return key_id
+
+    @staticmethod
+    def _check_env(env_file: str | os.PathLike[str] | None, env_var: str) -> None:
+        if env_file is not None:
+            envfile.check_var_name(env_var)
+            envfile.check_writable(env_file)
+
+    @staticmethod
+    def _commit_with_env(
+        txn: Transaction, env_file: str | os.PathLike[str] | None, env_var: str, token: str
+    ) -> None:
+        """Write the store, then the .env; if the .env fails, put the store back."""
+        txn.commit()
+        if env_file is None:
+            return
+        try:
+            envfile.set_variable(env_file, env_var, token)
+        except EnvFileError:
+            txn.rollback()
+            raise
+
+    def _audit_env(
+        self, env_file: str | os.PathLike[str] | None, env_var: str, record: ApiKey
+    ) -> None:
+        if env_file is not None:
+            self.audit.append("env_sync", key_id=record.id, name=record.name,
+                              detail={"env_file": str(Path(env_file)), "variable": env_var})
+
+
+def _replace(key: ApiKey, **changes: object) -> ApiKey:
+    from dataclasses import replace
+
+    return replace(key, **changes)  # type: ignore[arg-type]

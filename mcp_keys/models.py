@@ -1,0 +1,222 @@
+"""The records mcp-keys hands out: ApiKey, IssuedKey, ValidationResult, SweepReport.
+
+Records are frozen dataclasses. Status is never stored: it is computed from the clock,
+so a key past ``expires_at`` is ``expired`` everywhere before any sweep records it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def to_iso(moment: datetime | None) -> str | None:
+    """ISO 8601 UTC with a ``Z`` suffix (``None`` passes through)."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def from_iso(text: str | None) -> datetime | None:
+    """Parse what ``to_iso`` wrote; naive or malformed times are a ``ValueError``."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ValueError(f"expected a timestamp string, got {type(text).__name__}")
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no timezone")
+    return moment.astimezone(UTC)
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class Reason(StrEnum):
+    VALID = "VALID"
+    MISSING = "MISSING"
+    MALFORMED = "MALFORMED"
+    UNKNOWN = "UNKNOWN"
+    REVOKED = "REVOKED"
+    EXPIRED = "EXPIRED"
+    INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
+    STORE_ERROR = "STORE_ERROR"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """One key's record. ``digest`` is the SHA-256 of the token; it never leaves the store."""
+
+    id: str
+    name: str
+    digest: str = field(repr=False)
+    created_at: datetime
+    expires_at: datetime | None
+    description: str = ""
+    scopes: tuple[str, ...] = ()
+    revoked_at: datetime | None = None
+    revoke_reason: str | None = None
+    rotated_from: str | None = None
+    rotated_to: str | None = None
+    expiry_recorded_at: datetime | None = None
+
+    def status_at(self, now: datetime) -> Status:
+        """Revoked wins; otherwise expired from ``expires_at`` on (inclusive)."""
+        if self.revoked_at is not None:
+            return Status.REVOKED
+        if self.expires_at is not None and now >= self.expires_at:
+            return Status.EXPIRED
+        return Status.ACTIVE
+
+    @property
+    def status(self) -> Status:
+        return self.status_at(utcnow())
+
+    def ended_at(self) -> datetime | None:
+        """When the key stopped being usable (revocation or expiry), or ``None`` if active."""
+        if self.revoked_at is not None:
+            return self.revoked_at
+        if self.expires_at is not None and utcnow() >= self.expires_at:
+            return self.expires_at
+        return None
+
+    def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
+        """The public record of DESIGN.md (``--json``): every field but the digest."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "scopes": list(self.scopes),
+            "status": self.status_at(now or utcnow()).value,
+            "created_at": to_iso(self.created_at),
+            "expires_at": to_iso(self.expires_at),
+            "revoked_at": to_iso(self.revoked_at),
+            "revoke_reason": self.revoke_reason,
+            "rotated_from": self.rotated_from,
+            "rotated_to": self.rotated_to,
+        }
+
+    def to_store(self) -> dict[str, Any]:
+        """The stored form: the public record minus status, plus digest and bookkeeping."""
+        data = self.to_dict()
+        del data["status"], data["id"]
+        data["digest"] = self.digest
+        data["expiry_recorded_at"] = to_iso(self.expiry_recorded_at)
+        return data
+
+    @classmethod
+    def from_store(cls, key_id: str, data: Any) -> ApiKey:
+        """Rebuild a record from the store, raising ``ValueError`` on any schema breach."""
+        if not isinstance(data, dict):
+            raise ValueError(f"key {key_id!r} is not an object")
+
+        def text(name: str, *, optional: bool = False) -> Any:
+            if name not in data:
+                if optional:
+                    return None
+                raise ValueError(f"key {key_id!r} lacks {name!r}")
+            value = data[name]
+            if value is None and optional:
+                return None
+            if not isinstance(value, str):
+                raise ValueError(f"key {key_id!r} field {name!r} is not a string")
+            return value
+
+        scopes = data.get("scopes", [])
+        if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+            raise ValueError(f"key {key_id!r} field 'scopes' is not a list of strings")
+        digest = text("digest")
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"key {key_id!r} has a malformed digest")
+        created_at = from_iso(text("created_at"))
+        assert created_at is not None
+        return cls(
+            id=key_id,
+            name=text("name"),
+            digest=digest,
+            created_at=created_at,
+            expires_at=from_iso(text("expires_at", optional=True)),
+            description=text("description", optional=True) or "",
+            scopes=tuple(scopes),
+            revoked_at=from_iso(text("revoked_at", optional=True)),
+            revoke_reason=text("revoke_reason", optional=True),
+            rotated_from=text("rotated_from", optional=True),
+            rotated_to=text("rotated_to", optional=True),
+            expiry_recorded_at=from_iso(text("expiry_recorded_at", optional=True)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A newly issued key: the only object that ever holds the plaintext."""
+
+    key: str = field(repr=False)
+    record: ApiKey
+
+    def __str__(self) -> str:
+        return repr(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationResult:
+    """The outcome of one validation; truthy only when the key is valid."""
+
+    reason: Reason
+    key_id: str | None = None
+    name: str | None = None
+    scopes: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+    detail: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return self.reason is Reason.VALID
+
+    def __bool__(self) -> bool:
+        return self.valid
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "reason": self.reason.value,
+            "key_id": self.key_id,
+            "name": self.name,
+            "scopes": list(self.scopes),
+            "expires_at": to_iso(self.expires_at),
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    """What one sweep did (or, with ``dry_run``, would do)."""
+
+    now: datetime
+    expired: tuple[ApiKey, ...] = ()
+    expiring: tuple[ApiKey, ...] = ()
+    purged: tuple[ApiKey, ...] = ()
+    dry_run: bool = False
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing happened and nothing is about to: cron should send no mail."""
+        return not (self.expired or self.expiring or self.purged)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "now": to_iso(self.now),
+            "dry_run": self.dry_run,
+            "expired": [k.to_dict(self.now) for k in self.expired],
+            "expiring": [k.to_dict(self.now) for k in self.expiring],
+            "purged": [k.to_dict(self.now) for k in self.purged],
+        }

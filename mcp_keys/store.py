@@ -1,0 +1,247 @@
+"""The JSON key store: schema-checked reads, locked atomic writes, digests only.
+
+Every write takes the lock, re-reads, changes, writes a temp file in the same directory,
+fsyncs it, ``os.replace``-s it over the store and fsyncs the directory, so a reader or a
+crash sees the old store or the new one, never half of one. A store that does not parse
+or fails the schema is reported with its path and never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import StoreCorrupt, StoreError, StoreLocked
+from .models import ApiKey
+
+SCHEMA_VERSION = 1
+DEFAULT_PATH = Path(".mcp-keys") / "keys.json"
+DEFAULT_LOCK_TIMEOUT = 10.0
+KEY_ID = re.compile(r"[a-z0-9]{12}")
+
+
+def resolve_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The store path: the argument, else ``MCP_KEYS_STORE``, else ``./.mcp-keys/keys.json``."""
+    if path is not None and str(path) != "":
+        return Path(path)
+    env = os.environ.get("MCP_KEYS_STORE")
+    return Path(env) if env else DEFAULT_PATH
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise ValueError(f"duplicate entry {name!r}")
+        result[name] = value
+    return result
+
+
+def parse(raw: bytes, path: Path) -> dict[str, ApiKey]:
+    """Decode and schema-check a store file's bytes, or raise ``StoreCorrupt`` naming ``path``."""
+    try:
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise StoreCorrupt(f"store {path} is not valid JSON ({exc}); it was left untouched") from None
+    if not isinstance(data, dict) or "version" not in data:
+        raise StoreCorrupt(f"store {path} is not an mcp-keys store (no version); left untouched")
+    if data["version"] != SCHEMA_VERSION:
+        raise StoreCorrupt(
+            f"store {path} has version {data['version']!r}, this mcp-keys reads version "
+            f"{SCHEMA_VERSION}; left untouched"
+        )
+    entries = data.get("keys")
+    if not isinstance(entries, dict):
+        raise StoreCorrupt(f"store {path} has no 'keys' object; left untouched")
+    keys: dict[str, ApiKey] = {}
+    try:
+        for key_id, entry in entries.items():
+            if not KEY_ID.fullmatch(key_id):
+                raise ValueError(f"invalid key ID {key_id!r}")
+            keys[key_id] = ApiKey.from_store(key_id, entry)
+    except (ValueError, TypeError) as exc:
+        raise StoreCorrupt(f"store {path} fails the schema: {exc}; left untouched") from None
+    return keys
+
+
+def serialize(keys: dict[str, ApiKey]) -> bytes:
+    """The bytes of a store holding ``keys``."""
+    body = {"version": SCHEMA_VERSION, "keys": {k: v.to_store() for k, v in sorted(keys.items())}}
+    return (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _describe(exc: OSError) -> str:
+    return exc.strerror or exc.__class__.__name__
+
+
+class Store:
+    """One store file, its lock and its directory."""
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, lock_timeout: float | None = None
+    ) -> None:
+        self.path = resolve_path(path)
+        if lock_timeout is None:
+            lock_timeout = float(os.environ.get("MCP_KEYS_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT))
+        self.lock_timeout = lock_timeout
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def read_raw(self) -> bytes | None:
+        """The store's bytes, or ``None`` if there is no store yet."""
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            raise StoreError(f"store path {self.path} is a directory, not a file") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read store {self.path}: {_describe(exc)}") from None
+
+    def read(self) -> dict[str, ApiKey]:
+        """Every record; an absent store reads as empty."""
+        raw = self.read_raw()
+        return {} if raw is None else parse(raw, self.path)
+
+    @contextlib.contextmanager
+    def transaction(self, *, create: bool = False) -> Iterator[Transaction]:
+        """Lock, read, and yield a transaction whose changes are written when the block ends.
+
+        Without ``create`` an absent store is an error; with it, the store is created.
+        An exception in the block writes nothing more than what was committed.
+        """
+        if not create and not self.path.exists() and not self.path.is_symlink():
+            raise StoreError(f"no store at {self.path}: run 'mcp-keys init' first")
+        self._ensure_directory()
+        with self._lock():
+            raw = self.read_raw()
+            if raw is not None:
+                self._check_writable()
+            txn = Transaction(self, None if raw is None else parse(raw, self.path))
+            yield txn
+            txn.commit()
+
+    def _ensure_directory(self) -> None:
+        directory = self.directory
+        if directory.is_dir():
+            return
+        try:
+            directory.mkdir(mode=0o700, parents=True)
+            os.chmod(directory, 0o700)
+        except FileExistsError:
+            raise StoreError(f"store directory {directory} exists and is not a directory") from None
+        except OSError as exc:
+            raise StoreError(f"cannot create store directory {directory}: {_describe(exc)}") from None
+
+    def _check_writable(self) -> None:
+        mode = self.path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise StoreError(f"store {self.path} is not a regular file; left untouched")
+        if not mode & stat.S_IWUSR:
+            raise StoreError(
+                f"store {self.path} is read-only (mode {stat.S_IMODE(mode):04o}); "
+                "chmod u+w to allow changes"
+            )
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        from filelock import FileLock, Timeout  # deferred: costs ~30 ms at start-up
+
+        lock = FileLock(str(self.lock_path), timeout=self.lock_timeout, mode=0o600)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise StoreLocked(
+                f"store {self.path} is locked by another process "
+                f"(waited {self.lock_timeout:g}s for {self.lock_path})"
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"cannot lock store: {self.lock_path}: {_describe(exc)}") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _write(self, keys: dict[str, ApiKey]) -> None:
+        directory = self.directory
+        self._remove_stale_temps()
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=".tmp", dir=directory
+            )
+        except OSError as exc:
+            raise StoreError(f"cannot write store {self.path}: {_describe(exc)}") from None
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(serialize(keys))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StoreError(
+                f"cannot write store {self.path}: {_describe(exc)}; the previous store is intact"
+            ) from None
+        _fsync_directory(directory)
+
+    def _remove_stale_temps(self) -> None:
+        """Under the lock, any temp file is a dead writer's leftover."""
+        for leftover in self.directory.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
+class Transaction:
+    """The records under the lock: change ``keys``, then ``commit()`` (or let the block end)."""
+
+    def __init__(self, store: Store, on_disk: dict[str, ApiKey] | None) -> None:
+        self._store = store
+        self._on_disk = on_disk
+        self.before: dict[str, ApiKey] = dict(on_disk or {})
+        self.keys: dict[str, ApiKey] = dict(self.before)
+
+    def commit(self) -> None:
+        """Write the records if they differ from what is on disk (or there is no file yet)."""
+        if self._on_disk is None or self.keys != self._on_disk:
+            self._store._write(self.keys)
+            self._on_disk = dict(self.keys)
+
+    def rollback(self) -> None:
+        """Put back the records as they were when the lock was taken."""
+        self.keys = dict(self.before)
+        if self._on_disk is not None and self._on_disk != self.before:
+            self.commit()
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

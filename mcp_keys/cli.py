@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -17,10 +16,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from .durations import format_duration, humanize, parse_duration
-from .envfile import DEFAULT_KEY_VAR, DEFAULT_PATH as DEFAULT_ENV_PATH
+from .envfile import DEFAULT_KEY_VAR
+from .envfile import DEFAULT_PATH as DEFAULT_ENV_PATH
 from .errors import McpKeysError
 from .manager import KeyManager
-from .models import ApiKey, IssuedKey, Status, utcnow
+from .models import ApiKey, IssuedKey, utcnow
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 STATUS_STYLE = {"active": "green", "revoked": "red", "expired": "yellow"}
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg]
     """A duration option (``90d``); ``never`` and ``0`` only where the option allows them."""
 
     name = "duration"
@@ -76,11 +76,17 @@ def _error(message: str) -> None:
     click.echo(f"Error: {' '.join(message.split())}", err=True)
 
 
+class _StderrHandler(logging.Handler):
+    """Library warnings as ``warning: ...`` lines on whatever stderr is current."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
 def _configure_logging() -> None:
     logger = logging.getLogger("mcp_keys")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         logger.addHandler(handler)
         logger.setLevel(logging.WARNING)
         logger.propagate = False
@@ -439,4 +445,3 @@ def main() -> NoReturn:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-_ = os  # keep imports used by type checkers honest

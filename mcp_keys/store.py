@@ -49,7 +49,7 @@ def parse(raw: bytes, path: Path) -> dict[str, ApiKey]:
     try:
         data = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise StoreCorrupt(f"store {path} is not valid JSON ({exc}); it was left untouched") from None
+        raise StoreCorrupt(f"store {path} is not valid JSON ({exc}); left untouched") from None
     if not isinstance(data, dict) or "version" not in data:
         raise StoreCorrupt(f"store {path} is not an mcp-keys store (no version); left untouched")
     if data["version"] != SCHEMA_VERSION:
@@ -150,7 +150,9 @@ class Store:
         except FileExistsError:
             raise StoreError(f"store directory {directory} exists and is not a directory") from None
         except OSError as exc:
-            raise StoreError(f"cannot create store directory {directory}: {_describe(exc)}") from None
+            raise StoreError(
+                f"cannot create store directory {directory}: {_describe(exc)}"
+            ) from None
 
     def _check_writable(self) -> None:
         mode = self.path.stat().st_mode

@@ -1,0 +1,1 @@
+"""Adapters that put mcp-keys in front of MCP servers."""

@@ -63,7 +63,9 @@ def _rewrite(text: str, name: str, value: str) -> str:
     for binding in parse_stream(io.StringIO(text, newline="")):
         if binding.key == name:
             if not replaced:
-                parts.append(line)
+                # Keep what precedes the name (blank lines, indentation, "export ").
+                original = binding.original.string
+                parts.append(original[: original.find(name)] + line)
             replaced = True
         else:
             parts.append(binding.original.string)

@@ -116,8 +116,8 @@ class KeyManager:
     def _find(keys: dict[str, ApiKey], key_id: str) -> ApiKey:
         if not isinstance(key_id, str) or not _ID_INPUT.fullmatch(key_id):
             # Never echo the input: a pasted token must not reach a terminal or log.
-            raise UsageError(
-                "invalid key ID: expected the 12-character ID or a unique prefix of "
+            raise KeyNotFound(
+                "no such key: give the 12-character ID or a unique prefix of "
                 f"{MIN_PREFIX}+ lowercase letters and digits"
             )
         if key_id in keys:

@@ -1,0 +1,112 @@
+"""Shared fixtures: a store in tmp_path, a CLI runner bound to it, and leak checks that
+never print the secret they look for."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from mcp_keys import KeyManager
+from mcp_keys.cli import cli
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own directory with no store or key from the environment."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("MCP_KEYS_STORE", "MCP_API_KEY", "API_KEY_REQUIRED", "MCP_KEYS_ACTOR",
+                "MCP_KEYS_LOCK_TIMEOUT", "NO_COLOR"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "keys" / "keys.json"
+
+
+@pytest.fixture
+def manager(store_path: Path) -> KeyManager:
+    return KeyManager(store_path)
+
+
+@dataclass
+class Cli:
+    """Runs ``mcp-keys --store <store> ...`` through CliRunner and keeps every output."""
+
+    store: Path
+    outputs: list[str]
+
+    def __call__(self, *args: str, input: str | None = None,
+                 env: dict[str, str] | None = None) -> Result:
+        result = CliRunner().invoke(cli, ["--store", str(self.store), *args], input=input,
+                                    env=env, catch_exceptions=True)
+        self.outputs.extend([result.stdout, result.stderr])
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            pytest.fail(f"mcp-keys {args[0] if args else ''} raised "
+                        f"{type(result.exception).__name__}", pytrace=False)
+        return result
+
+
+@pytest.fixture
+def run(store_path: Path) -> Cli:
+    return Cli(store_path, [])
+
+
+def assert_absent(secret: str, haystack: str | bytes, where: str) -> None:
+    """Fail (without echoing the secret) if ``secret`` occurs in ``haystack``."""
+    needle: str | bytes = secret.encode() if isinstance(haystack, bytes) else secret
+    if needle in haystack:  # type: ignore[operator]
+        pytest.fail(f"a secret leaked into {where}", pytrace=False)
+
+
+def redact(text: str, *secrets: str) -> str:
+    """``text`` with each secret replaced by a placeholder, safe to compare and print."""
+    for index, secret in enumerate(secrets):
+        text = text.replace(secret, f"<KEY{index}>")
+    return text
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    """Every regular file below ``root`` with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.is_symlink()}
+
+
+def snapshot(paths: Iterable[Path]) -> dict[str, bytes | None]:
+    """The bytes of each path (``None`` where absent), for byte-identity checks."""
+    result: dict[str, bytes | None] = {}
+    for path in paths:
+        result[str(path)] = path.read_bytes() if path.is_file() else None
+    return result
+
+
+def one_error_line(stderr: str) -> str:
+    """Assert stderr is exactly one ``Error:`` line with no traceback, and return it."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one stderr line, got {len(lines)}: {lines[:5]}"
+    assert lines[0].startswith("Error: "), lines[0]
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def mcp_keys_cmd(*args: str) -> list[str]:
+    """The command line that runs the real CLI in a subprocess."""
+    return [sys.executable, "-m", "mcp_keys", *args]
+
+
+def run_cli_process(*args: str, env: dict[str, str] | None = None, input: str | None = None,
+                    timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(mcp_keys_cmd(*args), env=full_env, input=input, text=True,
+                          capture_output=True, timeout=timeout, check=False, **kwargs)  # type: ignore[call-overload]
+
+
+Fixture = Callable[..., object]

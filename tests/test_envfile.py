@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from mcp_keys import KeyManager
+from mcp_keys.envfile import read_variable, set_variable
+from mcp_keys.errors import EnvFileError
+from tests.conftest import redact
+
+ORIGINAL = (
+    "# production settings\n"
+    "DATABASE_URL='postgres://db/app'  # inline comment\n"
+    "\n"
+    "export DEBUG=false\n"
+    "MULTI=\"line one\nline two\"\n"
+    "   \n"
+    "MCP_API_KEY=old-value\n"
+    "TRAILING=1"
+)
+
+
+def test_sync_keeps_every_other_byte(tmp_path: Path, manager: KeyManager) -> None:
+    env = tmp_path / ".env"
+    env.write_text(ORIGINAL)
+    first = manager.create("svc", env_file=env)
+    assert redact(env.read_text(), first.key) == ORIGINAL.replace("old-value", "<KEY0>")
+    second = manager.create("svc2", env_file=env)
+    assert redact(env.read_text(), second.key) == ORIGINAL.replace("old-value", "<KEY0>")
+    assert read_variable(env, "MCP_API_KEY") == second.key, "the .env holds the second key"
+    assert env.read_text().count("MCP_API_KEY=") == 1
+
+
+def test_new_variable_is_appended_after_a_missing_final_newline(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("A=1")
+    set_variable(env, "API_KEY_REQUIRED", "true")
+    assert env.read_text() == "A=1\nAPI_KEY_REQUIRED=true\n"
+
+
+def test_crlf_files_stay_crlf(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_bytes(b"A=1\r\n# c\r\nMCP_API_KEY=x\r\n")
+    set_variable(env, "MCP_API_KEY", "y")
+    assert env.read_bytes() == b"A=1\r\n# c\r\nMCP_API_KEY=y\r\n"
+
+
+def test_new_env_file_is_0600_and_existing_mode_is_kept(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh.env"
+    set_variable(fresh, "X", "1")
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    shared = tmp_path / "shared.env"
+    shared.write_text("X=0\n")
+    shared.chmod(0o640)
+    set_variable(shared, "X", "1")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640
+
+
+def test_custom_variable_name(tmp_path: Path, manager: KeyManager) -> None:
+    env = tmp_path / ".env"
+    issued = manager.create("svc", env_file=env, env_var="GITHUB_MCP_KEY")
+    assert redact(env.read_text(), issued.key) == "GITHUB_MCP_KEY=<KEY0>\n"
+
+
+def test_env_that_is_a_directory_fails_before_the_store_changes(
+        tmp_path: Path, manager: KeyManager) -> None:
+    manager.create("existing")
+    before = manager.store.path.read_bytes()
+    (tmp_path / "envdir").mkdir()
+    with pytest.raises(EnvFileError) as info:
+        manager.create("svc", env_file=tmp_path / "envdir")
+    assert "directory" in str(info.value)
+    assert manager.store.path.read_bytes() == before

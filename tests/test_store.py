@@ -1,0 +1,108 @@
+"""The store file: schema, refusal to overwrite what it does not understand, locking."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mcp_keys import KeyManager, StoreCorrupt, StoreError, StoreLocked
+from mcp_keys.store import Store
+
+
+def test_store_layout(manager: KeyManager) -> None:
+    issued = manager.create("svc")
+    data = json.loads(manager.store.path.read_text())
+    assert data["version"] == 1
+    entry = data["keys"][issued.record.id]
+    assert "status" not in entry and len(entry["digest"]) == 64
+
+
+@pytest.mark.parametrize("content", [
+    b'{"version": 1, "keys": {', b"", b"[]", b'{"version": 99, "keys": {}}',
+    b'{"keys": {}}', b'{"version": 1}', b'{"version": 1, "keys": {"abc": {}}}',
+    b'{"version": 1, "keys": {"aaaaaaaaaaaa": {"name": 3}}}',
+    b'\xff\xfe', b'{"version": 1, "version": 1, "keys": {}}',
+])
+def test_unreadable_stores_are_reported_and_never_overwritten(
+        store_path: Path, content: bytes) -> None:
+    store_path.parent.mkdir()
+    store_path.write_bytes(content)
+    manager = KeyManager(store_path)
+    with pytest.raises(StoreCorrupt) as info:
+        manager.create("svc")
+    assert str(store_path) in str(info.value)
+    with pytest.raises(StoreCorrupt):
+        manager.list()
+    assert store_path.read_bytes() == content
+
+
+def test_store_path_that_is_a_directory(store_path: Path) -> None:
+    store_path.mkdir(parents=True)
+    with pytest.raises(StoreError) as info:
+        KeyManager(store_path).create("svc")
+    assert "directory" in str(info.value)
+
+
+def test_read_only_store_is_refused(manager: KeyManager) -> None:
+    manager.create("svc")
+    path = manager.store.path
+    before = path.read_bytes()
+    path.chmod(0o400)
+    with pytest.raises(StoreError) as info:
+        manager.create("other")
+    assert "read-only" in str(info.value)
+    assert path.read_bytes() == before
+
+
+HOLD_LOCK = """
+import sys, time
+from filelock import FileLock
+lock = FileLock(sys.argv[1])
+lock.acquire()
+print("locked", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_lock_held_by_another_process_times_out_cleanly(manager: KeyManager) -> None:
+    manager.create("svc")
+    before = manager.store.path.read_bytes()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(manager.store.lock_path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        quick = KeyManager(manager.store.path, lock_timeout=0.2)
+        with pytest.raises(StoreLocked) as info:
+            quick.create("blocked")
+        assert str(manager.store.lock_path) in str(info.value)
+        assert manager.store.path.read_bytes() == before
+    finally:
+        holder.communicate("\n", timeout=10)
+    assert KeyManager(manager.store.path, lock_timeout=0.2).create("after").record.name == "after"
+
+
+def test_missing_store_reads_empty_and_write_ops_say_init(store_path: Path) -> None:
+    store = Store(store_path)
+    assert store.read() == {}
+    with pytest.raises(StoreError) as info:
+        KeyManager(store_path).revoke("abcdabcdabcd")
+    assert "init" in str(info.value)
+    assert not store_path.parent.exists()
+
+
+def test_env_var_selects_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCP_KEYS_STORE", str(tmp_path / "elsewhere.json"))
+    KeyManager().create("svc")
+    assert (tmp_path / "elsewhere.json").is_file()
+    assert not (tmp_path / ".mcp-keys").exists()
+
+
+def test_default_store_location(tmp_path: Path) -> None:
+    KeyManager().create("svc")
+    assert (tmp_path / ".mcp-keys" / "keys.json").is_file()
+    assert oct(os.stat(tmp_path / ".mcp-keys").st_mode & 0o777) == "0o700"

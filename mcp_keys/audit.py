@@ -156,7 +156,7 @@ class AuditLog:
             except (ValueError, UnicodeDecodeError):
                 damaged.append(f"audit log {self.path} line {number} is damaged; skipped")
                 continue
-            if key_id is not None and item.key_id != key_id:
+            if key_id is not None and not (item.key_id or "").startswith(key_id):
                 continue
             if event is not None and item.event != event:
                 continue

@@ -1,0 +1,100 @@
+"""ApiKeyMiddleware and McpKeysTokenVerifier in-process, over a real ASGI transport."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import httpx2
+import pytest
+
+from mcp_keys import KeyManager, Validator, tokens
+from mcp_keys.integrations.mcp import SCOPE_KEY, ApiKeyMiddleware, McpKeysTokenVerifier, mcp_auth
+from tests.conftest import assert_absent
+
+
+async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    result = scope.get(SCOPE_KEY)
+    body = json.dumps({"key_id": result.key_id if result else None}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def request(app: Any, headers: dict[str, str]) -> httpx2.Response:
+    async def go() -> httpx2.Response:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post("/mcp", headers=headers, content=b"{}")
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def keys(manager: KeyManager) -> dict[str, str]:
+    good = manager.create("good", scopes=["tools:call"])
+    weak = manager.create("weak")
+    gone = manager.create("gone", scopes=["tools:call"])
+    manager.revoke(gone.record.id)
+    return {"good": good.key, "weak": weak.key, "gone": gone.key, "id": good.record.id}
+
+
+def middleware(manager: KeyManager, **kwargs: Any) -> ApiKeyMiddleware:
+    validator = Validator(manager.store.path, refresh_interval=0)
+    return ApiKeyMiddleware(echo_app, scopes=["tools:call"], validator=validator, **kwargs)
+
+
+def test_statuses_and_headers(manager: KeyManager, keys: dict[str, str]) -> None:
+    app = middleware(manager)
+    ok = request(app, {"Authorization": f"Bearer {keys['good']}"})
+    assert ok.status_code == 200 and ok.json() == {"key_id": keys["id"]}
+    assert request(app, {"X-API-Key": keys["good"]}).status_code == 200
+    assert request(app, {"authorization": f"bearer {keys['good']}"}).status_code == 200
+
+    missing = request(app, {})
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    for token in ("garbage", keys["gone"], tokens.generate()):
+        denied = request(app, {"Authorization": f"Bearer {token}"})
+        assert denied.status_code == 401
+        assert denied.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+        assert_absent(token, denied.text + str(denied.headers), "a 401 response")
+    weak = request(app, {"Authorization": f"Bearer {keys['weak']}"})
+    assert weak.status_code == 403
+    assert 'error="insufficient_scope"' in weak.headers["www-authenticate"]
+    assert_absent(keys["weak"], weak.text + str(weak.headers), "a 403 response")
+
+
+def test_store_error_is_503_not_open(manager: KeyManager, keys: dict[str, str]) -> None:
+    app = middleware(manager)
+    manager.store.path.write_text("{")
+    assert request(app, {"Authorization": f"Bearer {keys['good']}"}).status_code == 503
+
+
+def test_api_key_required_false_admits_keyless_calls_only(
+        manager: KeyManager, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("API_KEY_REQUIRED", "false")
+    with caplog.at_level(logging.WARNING, logger="mcp_keys"):
+        app = middleware(manager)
+    assert any("API_KEY_REQUIRED=false" in r.getMessage() for r in caplog.records)
+    assert request(app, {}).status_code == 200
+    assert request(app, {"X-API-Key": "garbage"}).status_code == 401
+    assert mcp_auth("http://127.0.0.1:1/mcp") == {}
+
+
+def test_token_verifier_maps_the_key(manager: KeyManager, keys: dict[str, str]) -> None:
+    verifier = McpKeysTokenVerifier(validator=Validator(manager.store.path, refresh_interval=0))
+    access = asyncio.run(verifier.verify_token(keys["good"]))
+    assert access is not None
+    assert access.client_id == keys["id"] and access.scopes == ["tools:call"]
+    record = manager.get(keys["id"])
+    assert record.expires_at is not None
+    assert access.expires_at == int(record.expires_at.timestamp())
+    assert_absent(keys["good"], repr(access) + access.model_dump_json(), "the AccessToken")
+    assert asyncio.run(verifier.verify_token(keys["gone"])) is None
+    assert asyncio.run(verifier.verify_token("garbage")) is None
+    gated = McpKeysTokenVerifier(required_scopes=["admin"],
+                                 validator=Validator(manager.store.path, refresh_interval=0))
+    assert asyncio.run(gated.verify_token(keys["good"])) is None

@@ -164,6 +164,14 @@ def _announce_key(issued: IssuedKey, as_json: bool, verb: str, env_file: str | N
     if env_file:
         message.append(f"\nWrote {env_var} to {env_file}.")
     err.print(message)
+    if env_file:
+        from pathlib import Path
+
+        from .gitignore import git_status
+
+        if git_status(Path(env_file)) in ("exposed", "tracked"):
+            click.echo(f"warning: {env_file} is not git-ignored; a commit would leak the key "
+                       f"(mcp-keys init --env-file {env_file} ignores it)", err=True)
 
 
 @click.group(cls=KeysGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -436,6 +444,28 @@ def audit(ctx: click.Context, key_id: str | None, event: str | None,
         table.add_row(Text(_when(item.ts)), Text(item.event), Text(item.key_id or "-"),
                       Text(item.name or "-"), Text(item.actor), Text(detail))
     _console().print(table)
+
+
+@cli.command()
+@click.option("--env-file", type=click.Path(), default=str(DEFAULT_ENV_PATH), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.pass_context
+def doctor(ctx: click.Context, env_file: str, as_json: bool) -> None:
+    """Check permissions, git exposure and expiries; exit 1 on any failure."""
+    from .doctor import run_checks
+
+    checks = run_checks(_manager(ctx), env_file)
+    if as_json:
+        _emit_json([check.to_dict() for check in checks])
+    else:
+        from rich.text import Text
+
+        console = _console()
+        style = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+        for check in checks:
+            console.print(Text.assemble((f"{check.outcome:<5}", style[check.outcome]),
+                                        f" {check.name}: {check.message}"))
+    ctx.exit(1 if any(check.outcome == "fail" for check in checks) else 0)
 
 
 def main() -> NoReturn:

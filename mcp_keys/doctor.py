@@ -1,0 +1,88 @@
+"""``mcp-keys doctor``: read-only checks of what an operator can get wrong around the keys.
+
+Permissions and ownership, git exposure of the store and the .env, keys that never expire
+and keys about to. Each check passes, warns or fails; nothing is changed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import McpKeysError
+from .gitignore import git_status
+from .manager import DEFAULT_WARN_WITHIN, KeyManager
+from .models import Status, utcnow
+
+Outcome = Literal["pass", "warn", "fail"]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One finding."""
+
+    name: str
+    outcome: Outcome
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": self.name, "outcome": self.outcome, "message": self.message}
+
+
+def _mode_check(name: str, path: Path, wanted: int) -> Check:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return Check(name, "pass", f"{path} does not exist yet")
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid != os.getuid():
+        return Check(name, "fail", f"{path} is owned by uid {info.st_uid}, not you")
+    if mode & 0o077:
+        return Check(name, "fail", f"{path} is mode {mode:04o}; run chmod {wanted:o} {path}")
+    return Check(name, "pass", f"{path} is mode {mode:04o}")
+
+
+def _git_check(name: str, path: Path) -> Check:
+    state = git_status(path)
+    if state == "tracked":
+        return Check(name, "fail", f"{path} is tracked by git: git rm --cached it and rotate keys")
+    if state == "exposed":
+        return Check(name, "fail", f"{path} is not git-ignored: add it to .gitignore")
+    if state == "ignored":
+        return Check(name, "pass", f"{path} is git-ignored")
+    return Check(name, "pass", f"{path} is not inside a git work tree")
+
+
+def run_checks(manager: KeyManager, env_file: str | os.PathLike[str] | None = None,
+               warn_within: timedelta = DEFAULT_WARN_WITHIN) -> list[Check]:
+    """Every check, in a fixed order."""
+    store = manager.store
+    checks = [
+        _mode_check("store directory", store.directory, 0o700),
+        _mode_check("store file", store.path, 0o600),
+        _mode_check("audit log", manager.audit.path, 0o600),
+        _git_check("store in git", store.path),
+    ]
+    if env_file is not None and Path(env_file).exists():
+        checks.append(_mode_check(".env file", Path(env_file), 0o600))
+        checks.append(_git_check(".env in git", Path(env_file)))
+    try:
+        keys = manager.list(status=Status.ACTIVE)
+    except McpKeysError as exc:
+        checks.append(Check("store readable", "fail", str(exc)))
+        return checks
+    checks.append(Check("store readable", "pass", f"{len(keys)} active keys"))
+    forever = [k.id for k in keys if k.expires_at is None]
+    checks.append(Check("expiry set", "warn", "active keys that never expire: "
+                        + ", ".join(forever)) if forever
+                  else Check("expiry set", "pass", "every active key expires"))
+    now = utcnow()
+    soon = [k.id for k in keys if k.expires_at is not None and k.expires_at <= now + warn_within]
+    checks.append(Check("expiring soon", "warn", "keys expiring within "
+                        f"{warn_within.days}d: " + ", ".join(soon)) if soon
+                  else Check("expiring soon", "pass", f"none within {warn_within.days}d"))
+    return checks

@@ -1,20 +1,40 @@
-"""mcp-keys: API key lifecycle for MCP servers (create, rotate, revoke, expire, validate)."""
+"""mcp-keys: API key lifecycle for MCP servers (create, rotate, revoke, expire, validate).
 
-from .errors import (
-    AmbiguousKey,
-    EnvFileError,
-    InvalidState,
-    KeyNotFound,
-    McpKeysError,
-    StoreCorrupt,
-    StoreError,
-    StoreLocked,
-    UsageError,
-)
-from .manager import KeyManager
-from .models import ApiKey, IssuedKey, Reason, Status, SweepReport, ValidationResult
-from .validator import Validator, validate_api_key
+The public API, re-exported. Names resolve on first use so that ``mcp-keys --help`` does
+not pay for modules it never touches.
+"""
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import (
+        AmbiguousKey,
+        EnvFileError,
+        InvalidState,
+        KeyNotFound,
+        McpKeysError,
+        StoreCorrupt,
+        StoreError,
+        StoreLocked,
+        UsageError,
+    )
+    from .manager import KeyManager
+    from .models import ApiKey, IssuedKey, Reason, Status, SweepReport, ValidationResult
+    from .validator import Validator, validate_api_key
+
+_WHERE = {
+    **dict.fromkeys(["AmbiguousKey", "EnvFileError", "InvalidState", "KeyNotFound",
+                     "McpKeysError", "StoreCorrupt", "StoreError", "StoreLocked",
+                     "UsageError"], "errors"),
+    "KeyManager": "manager",
+    **dict.fromkeys(["ApiKey", "IssuedKey", "Reason", "Status", "SweepReport",
+                     "ValidationResult"], "models"),
+    "Validator": "validator",
+    "validate_api_key": "validator",
+}
 __all__ = [
     "AmbiguousKey",
     "ApiKey",
@@ -36,3 +56,16 @@ __all__ = [
     "validate_api_key",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mcp_keys' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -6,7 +6,6 @@ writers never interleave within a line. No line ever holds a key or a digest.
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import os
@@ -34,6 +33,8 @@ log = logging.getLogger("mcp_keys")
 
 def current_actor() -> str:
     """The OS user, with ``MCP_KEYS_ACTOR`` in front when automation sets it."""
+    import getpass
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):

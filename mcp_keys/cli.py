@@ -16,14 +16,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from .durations import format_duration, humanize, parse_duration
-from .envfile import DEFAULT_KEY_VAR
-from .envfile import DEFAULT_PATH as DEFAULT_ENV_PATH
 from .errors import McpKeysError
-from .manager import KeyManager
-from .models import ApiKey, IssuedKey, utcnow
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from .manager import KeyManager
+    from .models import ApiKey, IssuedKey
+
+# Literals rather than imports: start-up time matters for a command run from cron and
+# scripts, so the library is imported only by the commands that use it.
+DEFAULT_KEY_VAR = "MCP_API_KEY"
+DEFAULT_ENV_PATH = ".env"
 
 STATUS_STYLE = {"active": "green", "revoked": "red", "expired": "yellow"}
 
@@ -102,7 +106,15 @@ def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
+def utcnow() -> datetime:
+    from .models import utcnow as now
+
+    return now()
+
+
 def _manager(ctx: click.Context) -> KeyManager:
+    from .manager import KeyManager
+
     obj: dict[str, Any] = ctx.ensure_object(dict)
     if "manager" not in obj:
         obj["manager"] = KeyManager(obj.get("store"))
@@ -395,7 +407,7 @@ def verify(ctx: click.Context, key: str, scopes: tuple[str, ...], as_json: bool)
 
 @cli.command()
 @click.argument("state", type=click.Choice(["on", "off"]))
-@click.option("--env-file", type=click.Path(), default=str(DEFAULT_ENV_PATH),
+@click.option("--env-file", type=click.Path(), default=DEFAULT_ENV_PATH,
               show_default=True)
 @click.pass_context
 def require(ctx: click.Context, state: str, env_file: str) -> None:
@@ -447,7 +459,7 @@ def audit(ctx: click.Context, key_id: str | None, event: str | None,
 
 
 @cli.command()
-@click.option("--env-file", type=click.Path(), default=str(DEFAULT_ENV_PATH), show_default=True)
+@click.option("--env-file", type=click.Path(), default=DEFAULT_ENV_PATH, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @click.pass_context
 def doctor(ctx: click.Context, env_file: str, as_json: bool) -> None:

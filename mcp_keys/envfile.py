@@ -12,7 +12,6 @@ import io
 import os
 import re
 import stat
-import tempfile
 from pathlib import Path
 
 from .errors import EnvFileError, UsageError
@@ -89,6 +88,8 @@ def set_variable(path: str | os.PathLike[str], name: str, value: str) -> bool:
         mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o600
     except OSError as exc:
         raise EnvFileError(f"cannot read {path}: {exc.strerror}") from None
+    import tempfile
+
     new = _rewrite(old, name, value)
     if new == old and target.exists():
         return False

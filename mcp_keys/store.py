@@ -13,7 +13,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,6 +183,8 @@ class Store:
             lock.release()
 
     def _write(self, keys: dict[str, ApiKey]) -> None:
+        import tempfile
+
         directory = self.directory
         self._remove_stale_temps()
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import secrets
 import zlib
 from dataclasses import dataclass
 
@@ -50,11 +49,15 @@ def checksum(body: str) -> str:
 
 def generate_id() -> str:
     """A fresh 12-character public key ID."""
+    import secrets  # deferred: only issuing needs it, and it costs start-up time
+
     return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
 
 
 def generate(key_id: str | None = None) -> str:
     """A fresh token for ``key_id`` (or a new ID), with 256 bits of secret."""
+    import secrets
+
     key_id = key_id or generate_id()
     secret = "".join(secrets.choice(BASE62) for _ in range(SECRET_LENGTH))
     body = f"{PREFIX}{key_id}_{secret}"

@@ -110,7 +110,8 @@ CASES: dict[str, Case] = {
     "store-empty": Case(["list"], 1, setup=write_store(b"")),
     "store-array": Case(["create", "x"], 1, setup=write_store(b"[]")),
     "store-v99": Case(["create", "x"], 1, setup=write_store(b'{"version": 99}')),
-    "store-truncated": Case(["revoke", "abcd11111111"], 1, setup=write_store(b'{"version": 1, "ke')),
+    "store-truncated": Case(["revoke", "abcd11111111"], 1,
+                            setup=write_store(b'{"version": 1, "ke')),
     "store-missing-field": Case(["list"], 1, setup=write_store(
         b'{"version": 1, "keys": {"aaaaaaaaaaaa": {"name": "x"}}}')),
     "store-wrong-type": Case(["create", "x"], 1, setup=write_store(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import contextlib
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -57,13 +57,12 @@ def test_durations_round_trip(count: int, unit: str) -> None:
 
 @given(st.text(max_size=12))
 def test_duration_parser_only_raises_usage_errors(text: str) -> None:
-    try:
+    with contextlib.suppress(UsageError):
         parse_duration(text, allow_never=True, allow_zero=True)
-    except UsageError:
-        pass
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.text(min_size=1, max_size=64), description=st.text(max_size=200))
 def test_store_survives_arbitrary_names(tmp_path: Path, name: str, description: str) -> None:
     manager = KeyManager(tmp_path / "props" / "keys.json")

@@ -6,10 +6,13 @@ so a key past ``expires_at`` is ``expired`` everywhere before any sweep records 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def utcnow() -> datetime:
@@ -136,7 +139,7 @@ class ApiKey:
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             raise ValueError(f"key {key_id!r} field 'scopes' is not a list of strings")
         digest = text("digest")
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        if not _DIGEST.fullmatch(digest):
             raise ValueError(f"key {key_id!r} has a malformed digest")
         created_at = from_iso(text("created_at"))
         assert created_at is not None

@@ -71,9 +71,14 @@ def parse(raw: bytes, path: Path) -> dict[str, ApiKey]:
 
 
 def serialize(keys: dict[str, ApiKey]) -> bytes:
-    """The bytes of a store holding ``keys``."""
-    body = {"version": SCHEMA_VERSION, "keys": {k: v.to_store() for k, v in sorted(keys.items())}}
-    return (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    """The bytes of a store holding ``keys``: one key per line, so diffs stay readable.
+
+    Each record goes through the C JSON encoder (``indent`` would force the slow one).
+    """
+    lines = [f"{json.dumps(key_id)}: {json.dumps(key.to_store(), ensure_ascii=False)}"
+             for key_id, key in sorted(keys.items())]
+    body = "\n" + ",\n".join(lines) + "\n" if lines else ""
+    return f'{{"version": {SCHEMA_VERSION}, "keys": {{{body}}}}}\n'.encode()
 
 
 def _describe(exc: OSError) -> str:

@@ -41,6 +41,23 @@ class _Entry:
     expires_ts: float | None
     scopes: frozenset[str]
     record: ApiKey
+    valid: ValidationResult  # immutable, so one instance serves every successful call
+
+
+def _entry(key: ApiKey) -> _Entry:
+    return _Entry(
+        digest=key.digest,
+        revoked=key.revoked_at is not None,
+        expires_ts=None if key.expires_at is None else key.expires_at.timestamp(),
+        scopes=frozenset(key.scopes),
+        record=key,
+        valid=_result(Reason.VALID, key),
+    )
+
+
+def _result(reason: Reason, key: ApiKey) -> ValidationResult:
+    return ValidationResult(reason, key_id=key.id, name=key.name, scopes=key.scopes,
+                            expires_at=key.expires_at)
 
 
 class Validator:
@@ -96,16 +113,7 @@ class Validator:
             except McpKeysError as exc:
                 self._fail(str(exc), signature)
                 return
-            self._index = {
-                key_id: _Entry(
-                    digest=key.digest,
-                    revoked=key.revoked_at is not None,
-                    expires_ts=None if key.expires_at is None else key.expires_at.timestamp(),
-                    scopes=frozenset(key.scopes),
-                    record=key,
-                )
-                for key_id, key in keys.items()
-            }
+            self._index = {key_id: _entry(key) for key_id, key in keys.items()}
             if self._error is not None:
                 log.warning("mcp-keys store %s is readable again; validating normally", self.path)
             self._error = None
@@ -134,35 +142,31 @@ class Validator:
     def validate(self, token: str | None, scopes: Iterable[str] = ()) -> ValidationResult:
         """Check a token: MISSING, MALFORMED, UNKNOWN, REVOKED, EXPIRED, INSUFFICIENT_SCOPE
         or VALID, in that order; STORE_ERROR when the store cannot be read."""
-        if token is None or not token.strip():
+        token = token.strip() if token else ""
+        if not token:
             return ValidationResult(Reason.MISSING)
-        parsed = tokens.parse(token.strip())
+        parsed = tokens.parse(token)
         if parsed is None:
             return self._failed(ValidationResult(Reason.MALFORMED))
-        self.refresh()
+        if time.monotonic() >= self._next_check:
+            self.refresh()
         if self._error is not None:
             return ValidationResult(Reason.STORE_ERROR, detail=self._error)
         if self._env_digest is not None:
-            if tokens.matches(parsed.token, self._env_digest):
+            if tokens.matches(token, self._env_digest):
                 return ValidationResult(Reason.VALID, key_id=parsed.key_id, detail=ENV_MODE_DETAIL)
             return ValidationResult(Reason.UNKNOWN, key_id=parsed.key_id)
         entry = self._index.get(parsed.key_id)
         # Unknown ID and wrong secret cost the same and answer the same.
-        if not tokens.matches(parsed.token, entry.digest if entry else _DUMMY_DIGEST) \
-                or entry is None:
+        if not tokens.matches(token, entry.digest if entry else _DUMMY_DIGEST) or entry is None:
             return self._failed(ValidationResult(Reason.UNKNOWN, key_id=parsed.key_id))
-        record = entry.record
         if entry.revoked:
-            reason = Reason.REVOKED
-        elif entry.expires_ts is not None and time.time() >= entry.expires_ts:
-            reason = Reason.EXPIRED
-        elif not entry.scopes.issuperset(scopes):
-            reason = Reason.INSUFFICIENT_SCOPE
-        else:
-            reason = Reason.VALID
-        result = ValidationResult(reason, key_id=record.id, name=record.name,
-                                  scopes=record.scopes, expires_at=record.expires_at)
-        return result if reason is Reason.VALID else self._failed(result)
+            return self._failed(_result(Reason.REVOKED, entry.record))
+        if entry.expires_ts is not None and time.time() >= entry.expires_ts:
+            return self._failed(_result(Reason.EXPIRED, entry.record))
+        if scopes and not entry.scopes.issuperset(scopes):
+            return self._failed(_result(Reason.INSUFFICIENT_SCOPE, entry.record))
+        return entry.valid
 
     def _failed(self, result: ValidationResult) -> ValidationResult:
         """Audit a failure, at most one line per key ID and reason per second."""

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Performance figures for mcp-keys, printed, never asserted.
+
+    python scripts/bench.py all          # everything, one table
+    python scripts/bench.py validate     # Validator vs the bare loop at 100 / 10k / 100k keys
+    python scripts/bench.py startup      # CLI start-up vs `python -c "import click"`
+    python scripts/bench.py store        # create / revoke latency at 100 and 10,000 keys
+    python scripts/bench.py contention   # 8 processes x 50 creates on one store
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import multiprocessing
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from mcp_keys import KeyManager, Validator, tokens
+from mcp_keys.models import ApiKey
+from mcp_keys.store import serialize
+
+Row = tuple[str, str, str, str]
+
+
+def seed_store(path: Path, count: int) -> list[str]:
+    """Write a store of ``count`` active keys in one go; return a sample of their tokens."""
+    now = datetime.now(UTC)
+    keys: dict[str, ApiKey] = {}
+    sample: list[str] = []
+    for n in range(count):
+        token = tokens.generate()
+        key_id = token[5:17]
+        keys[key_id] = ApiKey(id=key_id, name=f"bench-{n}", digest=tokens.digest(token),
+                              created_at=now, expires_at=now + timedelta(days=90),
+                              scopes=("tools:call",))
+        if len(sample) < 1000:
+            sample.append(token)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(serialize(keys))
+    path.chmod(0o600)
+    return sample
+
+
+def rate(loop: Callable[[], int], seconds: float = 1.0) -> float:
+    """Calls per second of ``loop`` (which returns how many it did), best of three."""
+    best = 0.0
+    for _ in range(3):
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 3:
+            done += loop()
+        best = max(best, done / (time.perf_counter() - start))
+    return best
+
+
+def validate_rates(size: int) -> tuple[float, float]:
+    """Validations per second through the Validator and through the bare loop."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "keys.json"
+        sample = seed_store(path, size)
+        validator = Validator(path, refresh_interval=1.0, audit_failures=False)
+        assert all(validator.validate(t, ["tools:call"]) for t in sample)
+        index = {k: v.digest for k, v in validator._index.items()}
+        assert len(index) == size
+
+        def validated() -> int:
+            for token in sample:
+                validator.validate(token, ["tools:call"])
+            return len(sample)
+
+        def bare() -> int:
+            for token in sample:
+                parsed = tokens.parse(token)
+                assert parsed is not None
+                hmac.compare_digest(tokens.digest(token), index[parsed.key_id])
+            return len(sample)
+
+        return rate(validated), rate(bare)
+
+
+def bench_validate(sizes: tuple[int, ...] = (100, 10_000, 100_000)) -> list[Row]:
+    rows: list[Row] = []
+    for size in sizes:
+        ours, baseline = validate_rates(size)
+        rows.append((f"validate, {size:,} keys", f"{ours:,.0f}/s", f"bare loop {baseline:,.0f}/s",
+                     f"{baseline / ours:.2f}x (target <= 1.5)"))
+    return rows
+
+
+def median_run(command: list[str], runs: int = 10, env: dict[str, str] | None = None) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                       check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_startup() -> list[Row]:
+    script = shutil.which("mcp-keys") or ""
+    cli = [script] if script else [sys.executable, "-m", "mcp_keys"]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "keys.json"
+        seed_store(store, 100)
+        env = dict(os.environ, MCP_KEYS_STORE=str(store))
+        click_only = median_run([sys.executable, "-c", "import click"])
+        rows = []
+        for args in (["--help"], ["list", "--json"]):
+            ours = median_run([*cli, *args], env=env)
+            rows.append((f"startup: mcp-keys {' '.join(args)}", f"{ours * 1000:.1f} ms",
+                         f"import click {click_only * 1000:.1f} ms",
+                         f"{ours / click_only:.2f}x (target <= 1.3)"))
+    return rows
+
+
+def bench_store() -> list[Row]:
+    rows = []
+    latency: dict[tuple[str, int], float] = {}
+    for size in (100, 10_000):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "keys.json"
+            seed_store(path, size)
+            manager = KeyManager(path)
+            created, creates, revokes = [], [], []
+            for n in range(20):
+                start = time.perf_counter()
+                created.append(manager.create(f"timed-{n}").record.id)
+                creates.append(time.perf_counter() - start)
+            for key_id in created:
+                start = time.perf_counter()
+                manager.revoke(key_id)
+                revokes.append(time.perf_counter() - start)
+            latency["create", size] = statistics.median(creates)
+            latency["revoke", size] = statistics.median(revokes)
+    for op in ("create", "revoke"):
+        small, large = latency[op, 100], latency[op, 10_000]
+        rows.append((f"store: {op}", f"{small * 1000:.1f} ms at 100 keys",
+                     f"{large * 1000:.1f} ms at 10,000 keys",
+                     f"{large / small:.1f}x (target <= 1.5)"))
+    return rows
+
+
+def _contender(store: str, count: int) -> None:
+    manager = KeyManager(store, lock_timeout=120)
+    for n in range(count):
+        manager.create(f"c-{os.getpid()}-{n}")
+
+
+def bench_contention(processes: int = 8, each: int = 50) -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = str(Path(tmp) / "keys.json")
+        context = multiprocessing.get_context("spawn")
+        workers = [context.Process(target=_contender, args=(store, each))
+                   for _ in range(processes)]
+        start = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        elapsed = time.perf_counter() - start
+        total = len(KeyManager(store).store.read())
+    assert total == processes * each, total
+    return [(f"contention: {processes} processes x {each} creates", f"{elapsed:.2f} s wall",
+             f"{total / elapsed:,.0f} creates/s", f"{total} keys, none lost")]
+
+
+def show(rows: list[Row]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["all", "validate", "startup", "store", "contention"],
+                        nargs="?", default="all")
+    args = parser.parse_args()
+    print(f"# mcp-keys bench: {platform.python_implementation()} {platform.python_version()}, "
+          f"{os.cpu_count()} cores, {platform.machine()}, {datetime.now(UTC):%Y-%m-%d}")
+    print(f"# command: python scripts/bench.py {args.what}")
+    benches = {"validate": bench_validate, "startup": bench_startup, "store": bench_store,
+               "contention": bench_contention}
+    rows: list[Row] = []
+    for name, bench in benches.items():
+        if args.what in ("all", name):
+            rows += bench()
+    show(rows)
+
+
+if __name__ == "__main__":
+    main()

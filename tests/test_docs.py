@@ -1,0 +1,20 @@
+"""The README's set-up commands are the ones CI runs, and the docs' examples are real."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bash_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", markdown, flags=re.S)
+
+
+def test_ci_runs_the_readme_commands_word_for_word() -> None:
+    readme = (ROOT / "README.md").read_text()
+    install, tests = (block.strip() for block in bash_blocks(readme)[:2])
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert install in ci and tests in ci
+    assert ci[-1] == tests

@@ -7,7 +7,6 @@ writers never interleave within a line. No line ever holds a key or a digest.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +27,12 @@ EVENTS = (
     "require",
     "validation_failed",
 )
-log = logging.getLogger("mcp_keys")
+
+
+def _warn(message: str, *args: object) -> None:
+    import logging  # deferred: the CLI's start-up should not pay for it
+
+    logging.getLogger("mcp_keys").warning(message, *args)
 
 
 def current_actor() -> str:
@@ -123,12 +127,12 @@ class AuditLog:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
-            log.warning("could not write audit log %s: %s", self.path, exc.strerror)
+            _warn("could not write audit log %s: %s", self.path, exc.strerror)
             return False
         try:
             os.write(fd, line)
         except OSError as exc:
-            log.warning("could not write audit log %s: %s", self.path, exc.strerror)
+            _warn("could not write audit log %s: %s", self.path, exc.strerror)
             return False
         finally:
             os.close(fd)

@@ -7,7 +7,6 @@ exit 1 (2 for bad arguments); ``--json`` output is the only thing on stdout.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -58,7 +57,6 @@ class KeysGroup(click.Group):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: Any) -> NoReturn:
-        _configure_logging()
         try:
             code = super().main(args, prog_name or "mcp-keys", complete_var,
                                 standalone_mode=False, **extra)
@@ -80,18 +78,20 @@ def _error(message: str) -> None:
     click.echo(f"Error: {' '.join(message.split())}", err=True)
 
 
-class _StderrHandler(logging.Handler):
-    """Library warnings as ``warning: ...`` lines on whatever stderr is current."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"warning: {record.getMessage()}", err=True)
-
-
 def _configure_logging() -> None:
+    """Library warnings become ``warning: ...`` lines on whatever stderr is current.
+
+    Called before the first library call rather than at start-up: logging costs ~3 ms.
+    """
+    import logging
+
+    class StderrHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            click.echo(f"warning: {record.getMessage()}", err=True)
+
     logger = logging.getLogger("mcp_keys")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
-        logger.addHandler(handler)
+    if not any(type(h).__name__ == "StderrHandler" for h in logger.handlers):
+        logger.addHandler(StderrHandler())
         logger.setLevel(logging.WARNING)
         logger.propagate = False
 
@@ -115,6 +115,7 @@ def utcnow() -> datetime:
 def _manager(ctx: click.Context) -> KeyManager:
     from .manager import KeyManager
 
+    _configure_logging()
     obj: dict[str, Any] = ctx.ensure_object(dict)
     if "manager" not in obj:
         obj["manager"] = KeyManager(obj.get("store"))
@@ -394,6 +395,7 @@ def verify(ctx: click.Context, key: str, scopes: tuple[str, ...], as_json: bool)
 
     if key == "-":
         key = sys.stdin.readline(64 * 1024)
+    _configure_logging()
     validator = Validator(ctx.obj.get("store"), refresh_interval=0, audit_failures=False)
     result = validator.validate(key, scopes)
     if as_json:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from . import envfile, tokens
+from . import envfile
 from .audit import AuditLog, AuditReading
 from .errors import AmbiguousKey, EnvFileError, InvalidState, KeyNotFound, UsageError
 from .models import ApiKey, IssuedKey, Status, SweepReport, utcnow
@@ -173,6 +173,8 @@ class KeyManager:
         granted = check_scopes(scopes)
         _check_duration(expires_in, "expires_in")
         self._check_env(env_file, env_var)
+        from . import tokens  # deferred with hashlib: read-only commands start faster
+
         now = utcnow()
         expires_at = self._expiry(now, expires_in)
         with self.store.transaction(create=True) as txn:
@@ -237,6 +239,8 @@ class KeyManager:
         _check_duration(grace, "grace", zero_ok=True)
         _check_duration(expires_in, "expires_in")
         self._check_env(env_file, env_var)
+        from . import tokens
+
         now = utcnow()
         with self.store.transaction() as txn:
             old = self._find(txn.keys, key_id)
@@ -353,6 +357,8 @@ class KeyManager:
 
     @staticmethod
     def _new_id(keys: dict[str, ApiKey]) -> str:
+        from . import tokens
+
         while True:
             key_id = tokens.generate_id()
             if key_id not in keys:

@@ -126,16 +126,13 @@ class AuditLog:
         line = (json.dumps(record.to_dict(), ensure_ascii=True) + "\n").encode("ascii")
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
         except OSError as exc:
             _warn("could not write audit log %s: %s", self.path, exc.strerror)
             return False
-        try:
-            os.write(fd, line)
-        except OSError as exc:
-            _warn("could not write audit log %s: %s", self.path, exc.strerror)
-            return False
-        finally:
-            os.close(fd)
         return True
 
     def read(

@@ -437,7 +437,7 @@ def audit(ctx: click.Context, key_id: str | None, event: str | None,
     if event is not None and event not in EVENTS:
         raise click.BadParameter(f"unknown event {event!r}; one of {', '.join(EVENTS)}",
                                  param_hint="--event")
-    reading = _manager(ctx).read_audit(key_id=key_id, event=event, limit=limit,
+    reading = _manager(ctx).audit.read(key_id=key_id, event=event, limit=limit,
                                        since=None if since is None else utcnow() - since)
     for message in reading.damaged:
         click.echo(f"warning: {message}", err=True)

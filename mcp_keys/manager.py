@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from . import envfile
-from .audit import AuditLog, AuditReading
+from .audit import AuditLog
 from .errors import AmbiguousKey, EnvFileError, InvalidState, KeyNotFound, UsageError
 from .models import ApiKey, IssuedKey, Status, SweepReport, utcnow
 from .store import Store, Transaction
@@ -131,17 +131,6 @@ class KeyManager:
                 "give more characters"
             )
         return keys[found[0]]
-
-    def read_audit(
-        self,
-        *,
-        key_id: str | None = None,
-        event: str | None = None,
-        since: datetime | None = None,
-        limit: int | None = None,
-    ) -> AuditReading:
-        """The audit trail, oldest first; damaged lines are reported, not fatal."""
-        return self.audit.read(key_id=key_id, event=event, since=since, limit=limit)
 
     # -- writing -------------------------------------------------------------------------
 

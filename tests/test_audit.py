@@ -76,7 +76,7 @@ def test_damaged_lines_are_reported_and_skipped(manager: KeyManager) -> None:
     manager.create("a")
     with manager.audit.path.open("a") as log:
         log.write('{"ts": "2026-12-01T00:00:00Z", "event": "crea')
-    reading = manager.read_audit()
+    reading = manager.audit.read()
     assert [e.event for e in reading.events] == ["create"]
     assert len(reading.damaged) == 1 and "line 2" in reading.damaged[0]
 

@@ -72,7 +72,7 @@ def test_cron_line_is_quiet_unless_something_happened(store: Path) -> None:
     assert ran.returncode == 0 and short.id in ran.stdout
     again = as_written(env, argv, store)
     assert (again.returncode, again.stdout) == (0, "")
-    actors = {e.actor.split(" ")[0] for e in manager.read_audit(event="expire").events}
+    actors = {e.actor.split(" ")[0] for e in manager.audit.read(event="expire").events}
     assert actors == {"cron-sweep"}
 
 

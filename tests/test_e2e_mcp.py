@@ -119,7 +119,7 @@ def test_protected_server_end_to_end(server: tuple[str, Path], manager: KeyManag
     def server_saw_it_expire() -> bool:
         status(url, {"Authorization": f"Bearer {short}"})
         return any(e.key_id == short_id and e.detail.get("reason") == "EXPIRED"
-                   for e in manager.read_audit(event="validation_failed").events)
+                   for e in manager.audit.read(event="validation_failed").events)
 
     wait_for(server_saw_it_expire, 10, "the server to reject the one-second key as expired")
     assert status(url, {"Authorization": f"Bearer {short}"}) == 401

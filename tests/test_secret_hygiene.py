@@ -67,7 +67,7 @@ def test_no_secret_or_digest_leaks_anywhere(run: Cli, tmp_path: Path,
         except McpKeysError as exc:
             errors.extend([str(exc), repr(exc)])
     objects = [manager, validator, verifier, access, report, *records, *results,
-               *manager.read_audit().events, manager.store, manager.audit]
+               *manager.audit.read().events, manager.store, manager.audit]
     outputs += [repr(o) for o in objects] + [str(o) for o in objects] + errors
     outputs += [json.dumps(r.to_dict()) for r in results] + [json.dumps(report.to_dict())]
     outputs += [r.getMessage() for r in caplog.records]

@@ -16,7 +16,7 @@ T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def events(manager: KeyManager, name: str) -> list[str | None]:
-    return [e.key_id for e in manager.read_audit(event=name).events]
+    return [e.key_id for e in manager.audit.read(event=name).events]
 
 
 def test_expirations_are_recorded_exactly_once(manager: KeyManager) -> None:

@@ -138,11 +138,11 @@ def test_failed_validations_are_audited_at_most_once_per_second(
         for _ in range(100):
             check.validate(good.key)
             check.validate(forged)
-        failures = manager.read_audit(event="validation_failed").events
+        failures = manager.audit.read(event="validation_failed").events
         assert sorted(str(e.detail["reason"]) for e in failures) == ["REVOKED", "UNKNOWN"]
         frozen.tick(1)
         check.validate(good.key)
-        assert len(manager.read_audit(event="validation_failed").events) == 3
+        assert len(manager.audit.read(event="validation_failed").events) == 3
     text = manager.audit.path.read_text()
     assert_absent(good.key, text, "the audit log")
     assert_absent(forged, text, "the audit log")

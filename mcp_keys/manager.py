@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from . import envfile
 from .audit import AuditLog
 from .errors import AmbiguousKey, EnvFileError, InvalidState, KeyNotFound, UsageError
-from .models import ApiKey, IssuedKey, Status, SweepReport, utcnow
+from .models import ApiKey, IssuedKey, Status, SweepReport, to_iso, utcnow
 from .store import Store, Transaction
 
 DEFAULT_EXPIRES_IN = timedelta(days=90)
@@ -162,32 +163,15 @@ class KeyManager:
         granted = check_scopes(scopes)
         _check_duration(expires_in, "expires_in")
         self._check_env(env_file, env_var)
-        from . import tokens  # deferred with hashlib: read-only commands start faster
-
-        now = utcnow()
-        expires_at = self._expiry(now, expires_in)
         with self.store.transaction(create=True) as txn:
-            key_id = self._new_id(txn.keys)
-            token = tokens.generate(key_id)
-            record = ApiKey(
-                id=key_id,
-                name=name,
-                digest=tokens.digest(token),
-                created_at=now,
-                expires_at=expires_at,
-                description=description,
-                scopes=granted,
-            )
-            txn.keys[key_id] = record
-            self._commit_with_env(txn, env_file, env_var, token)
-        self.audit.append(
-            "create",
-            key_id=key_id,
-            name=name,
-            detail={"scopes": list(granted), "expires_at": record.to_dict()["expires_at"]},
-        )
+            issued = self._issue(txn, utcnow(), expires_in,
+                                 name=name, description=description, scopes=granted)
+            self._commit_with_env(txn, env_file, env_var, issued.key)
+        record = issued.record
+        self.audit.append("create", key_id=record.id, name=name,
+                          detail={"scopes": list(granted), "expires_at": to_iso(record.expires_at)})
         self._audit_env(env_file, env_var, record)
-        return IssuedKey(key=token, record=record)
+        return issued
 
     def revoke(self, key_id: str, *, reason: str | None = None) -> ApiKey:
         """Mark a key revoked, keeping its record; revoking a revoked key changes nothing."""
@@ -197,7 +181,7 @@ class KeyManager:
             key = self._find(txn.keys, key_id)
             if key.revoked_at is not None:
                 return key
-            key = _replace(key, revoked_at=utcnow(), revoke_reason=reason)
+            key = replace(key, revoked_at=utcnow(), revoke_reason=reason)
             txn.keys[key.id] = key
         self.audit.append("revoke", key_id=key.id, name=key.name, detail={"reason": reason})
         return key
@@ -228,8 +212,6 @@ class KeyManager:
         _check_duration(grace, "grace", zero_ok=True)
         _check_duration(expires_in, "expires_in")
         self._check_env(env_file, env_var)
-        from . import tokens
-
         now = utcnow()
         with self.store.transaction() as txn:
             old = self._find(txn.keys, key_id)
@@ -240,42 +222,25 @@ class KeyManager:
             if old.rotated_to is not None:
                 raise InvalidState(f"key {old.id} was already rotated to {old.rotated_to}; "
                                    f"rotate {old.rotated_to} instead")
-            new_id = self._new_id(txn.keys)
-            token = tokens.generate(new_id)
-            new = ApiKey(
-                id=new_id,
-                name=old.name,
-                digest=tokens.digest(token),
-                created_at=now,
-                expires_at=self._expiry(now, expires_in),
-                description=old.description,
-                scopes=old.scopes,
-                rotated_from=old.id,
-            )
+            issued = self._issue(txn, now, expires_in, name=old.name,
+                                 description=old.description, scopes=old.scopes,
+                                 rotated_from=old.id)
+            new = issued.record
             if grace:
-                end = now + grace
-                if old.expires_at is not None:
-                    end = min(end, old.expires_at)
-                old = _replace(old, expires_at=end, rotated_to=new_id)
+                end = now + grace if old.expires_at is None else min(now + grace, old.expires_at)
+                old = replace(old, expires_at=end, rotated_to=new.id)
             else:
-                old = _replace(old, revoked_at=now, revoke_reason="rotated", rotated_to=new_id)
+                old = replace(old, revoked_at=now, revoke_reason="rotated", rotated_to=new.id)
             txn.keys[old.id] = old
-            txn.keys[new_id] = new
-            self._commit_with_env(txn, env_file, env_var, token)
-        self.audit.append(
-            "rotate",
-            key_id=new_id,
-            name=new.name,
-            detail={
-                "rotated_from": old.id,
-                "grace": int(grace.total_seconds()),
-                "old_valid_until": new.to_dict()["created_at"] if not grace
-                else old.to_dict()["expires_at"],
-                "expires_at": new.to_dict()["expires_at"],
-            },
-        )
+            self._commit_with_env(txn, env_file, env_var, issued.key)
+        self.audit.append("rotate", key_id=new.id, name=new.name, detail={
+            "rotated_from": old.id,
+            "grace": int(grace.total_seconds()),
+            "old_valid_until": to_iso(old.revoked_at or old.expires_at),
+            "expires_at": to_iso(new.expires_at),
+        })
         self._audit_env(env_file, env_var, new)
-        return IssuedKey(key=token, record=new)
+        return issued
 
     def sweep(
         self,
@@ -291,8 +256,7 @@ class KeyManager:
         _check_duration(purge_after, "purge_after")
         now = now or utcnow()
         if dry_run or not self.store.exists():
-            keys = self.store.read()
-            return self._sweep(keys, now, warn_within, purge_after, dry_run=True)
+            return self._sweep(self.store.read(), now, warn_within, purge_after, dry_run=dry_run)
         with self.store.transaction() as txn:
             report = self._sweep(txn.keys, now, warn_within, purge_after, dry_run=False)
         for key in report.expired:
@@ -316,14 +280,13 @@ class KeyManager:
         for key in sorted(keys.values(), key=lambda k: (k.created_at, k.id)):
             status = key.status_at(now)
             if status is Status.EXPIRED and key.expiry_recorded_at is None:
-                key = _replace(key, expiry_recorded_at=now)
+                key = replace(key, expiry_recorded_at=now)
                 keys[key.id] = key
                 expired.append(key)
             elif status is Status.ACTIVE and key.expires_at is not None \
                     and key.expires_at <= now + warn_within:
                 expiring.append(key)
-            ended = key.revoked_at if status is Status.REVOKED else (
-                key.expires_at if status is Status.EXPIRED else None)
+            ended = key.ended_at(now)
             if purge_after is not None and ended is not None and now >= ended + purge_after:
                 del keys[key.id]
                 purged.append(key)
@@ -341,17 +304,21 @@ class KeyManager:
     # -- helpers -------------------------------------------------------------------------
 
     @staticmethod
-    def _expiry(now: datetime, expires_in: timedelta | None) -> datetime | None:
-        return None if expires_in is None else now + expires_in
+    def _issue(txn: Transaction, now: datetime, expires_in: timedelta | None, *, name: str,
+               description: str, scopes: tuple[str, ...],
+               rotated_from: str | None = None) -> IssuedKey:
+        """A fresh key with an ID unused in the store, added to the transaction."""
+        from . import tokens  # deferred with hashlib: read-only commands start faster
 
-    @staticmethod
-    def _new_id(keys: dict[str, ApiKey]) -> str:
-        from . import tokens
-
-        while True:
+        key_id = tokens.generate_id()
+        while key_id in txn.keys:
             key_id = tokens.generate_id()
-            if key_id not in keys:
-                return key_id
+        token = tokens.generate(key_id)
+        record = ApiKey(id=key_id, name=name, digest=tokens.digest(token), created_at=now,
+                        expires_at=None if expires_in is None else now + expires_in,
+                        description=description, scopes=scopes, rotated_from=rotated_from)
+        txn.keys[key_id] = record
+        return IssuedKey(key=token, record=record)
 
     @staticmethod
     def _check_env(env_file: str | os.PathLike[str] | None, env_var: str) -> None:
@@ -379,9 +346,3 @@ class KeyManager:
         if env_file is not None:
             self.audit.append("env_sync", key_id=record.id, name=record.name,
                               detail={"env_file": str(Path(env_file)), "variable": env_var})
-
-
-def _replace(key: ApiKey, **changes: object) -> ApiKey:
-    from dataclasses import replace
-
-    return replace(key, **changes)  # type: ignore[arg-type]

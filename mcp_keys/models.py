@@ -85,13 +85,12 @@ class ApiKey:
     def status(self) -> Status:
         return self.status_at(utcnow())
 
-    def ended_at(self) -> datetime | None:
+    def ended_at(self, now: datetime) -> datetime | None:
         """When the key stopped being usable (revocation or expiry), or ``None`` if active."""
-        if self.revoked_at is not None:
+        status = self.status_at(now)
+        if status is Status.REVOKED:
             return self.revoked_at
-        if self.expires_at is not None and utcnow() >= self.expires_at:
-            return self.expires_at
-        return None
+        return self.expires_at if status is Status.EXPIRED else None
 
     def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
         """The public record of DESIGN.md (``--json``): every field but the digest."""

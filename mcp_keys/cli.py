@@ -61,7 +61,7 @@ class KeysGroup(click.Group):
             code = super().main(args, prog_name or "mcp-keys", complete_var,
                                 standalone_mode=False, **extra)
         except click.exceptions.Abort:
-            _error("aborted; nothing was changed")
+            _error("aborted")
             sys.exit(1)
         except click.ClickException as exc:
             _error(exc.format_message())
@@ -143,12 +143,12 @@ def _status_text(key: ApiKey, now: datetime) -> Any:
     return Text(status, style=STATUS_STYLE[status])
 
 
-def _render_keys(keys: list[ApiKey], title: str | None = None) -> None:
+def _render_keys(keys: list[ApiKey]) -> None:
     from rich.table import Table
     from rich.text import Text
 
     now = utcnow()
-    table = Table(title=title, title_justify="left")
+    table = Table()
     for column in ("ID", "Name", "Status", "Scopes", "Created", "Expires"):
         table.add_column(column, overflow="fold")
     for key in keys:
@@ -210,8 +210,7 @@ def init(ctx: click.Context, env_file: str | None) -> None:
     manager = _manager(ctx)
     created = manager.init()
     path = manager.store.path
-    click.echo(f"{'Created' if created else 'Store already exists at'} {path}"
-               if not created else f"Created store {path}")
+    click.echo(f"Created store {path}" if created else f"Store already exists at {path}")
     entries = [entry_for(manager.store.directory, directory=True)]
     if env_file:
         entries.append(entry_for(Path(env_file), directory=False))

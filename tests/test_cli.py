@@ -89,11 +89,13 @@ def test_delete_asks_and_aborts_without_yes(run: Cli) -> None:
     assert accepted.exit_code == 0 and key_id not in run.store.read_text()
 
 
-def test_no_color_and_plain_pipes_have_no_escape_codes(run: Cli) -> None:
+def test_status_colours_and_no_color(run: Cli) -> None:
     create(run, "svc")
-    for env in ({"NO_COLOR": "1"}, {}):
-        out = run("list", env=env).stdout
-        assert "\x1b[" not in out
+    coloured = run("list", env={"FORCE_COLOR": "1"}).stdout
+    assert "\x1b[32mactive" in coloured  # green status on a terminal
+    plain = run("list", env={"FORCE_COLOR": "1", "NO_COLOR": "1"}).stdout
+    assert "active" in plain and "\x1b[32m" not in plain
+    assert "\x1b[" not in run("list").stdout  # not a terminal: no escapes at all
 
 
 def test_json_stdout_is_pure_json_even_with_warnings(run: Cli, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from .store import parse, resolve_path
 log = logging.getLogger("mcp_keys")
 ENV_KEY_VAR = "MCP_API_KEY"
 _DUMMY_DIGEST = tokens.digest("mcpk_000000000000_not-a-key")
+AUDIT_LINES_PER_SECOND = 20
 ENV_MODE_DETAIL = "environment mode (MCP_API_KEY): scopes were not checked"
 
 
@@ -80,7 +81,9 @@ class Validator:
         self._index: dict[str, _Entry] = {}
         self._error: str | None = None
         self._env_digest: str | None = None
-        self._audited: tuple[int, set[tuple[str | None, Reason]]] = (0, set())
+        self._audit_second = 0
+        self._audited: set[tuple[str | None, Reason]] = set()
+        self._suppressed = 0
 
     def __repr__(self) -> str:
         return f"Validator({str(self.path)!r}, refresh_interval={self.refresh_interval})"
@@ -169,18 +172,27 @@ class Validator:
         return entry.valid
 
     def _failed(self, result: ValidationResult) -> ValidationResult:
-        """Audit a failure, at most one line per key ID and reason per second."""
+        """Audit a failure: at most one line per key ID and reason per second, and at most
+        ``AUDIT_LINES_PER_SECOND`` in all (random IDs must not fill the disk either); what
+        is held back is counted in a ``suppressed`` line the next second."""
         if not self.audit_failures or self._error is not None or self._signature in ("env",
                                                                                      "unloaded"):
             return result
         second = int(time.time())
         with self._lock:
-            if self._audited[0] != second:
-                self._audited = (second, set())
-            seen = self._audited[1]
-            if (result.key_id, result.reason) in seen:
+            suppressed = 0
+            if self._audit_second != second:
+                self._audit_second, self._audited = second, set()
+                suppressed, self._suppressed = self._suppressed, 0
+            pair = (result.key_id, result.reason)
+            if pair in self._audited:
                 return result
-            seen.add((result.key_id, result.reason))
+            if len(self._audited) >= AUDIT_LINES_PER_SECOND:
+                self._suppressed += 1
+                return result
+            self._audited.add(pair)
+        if suppressed:
+            self._audit.append("validation_failed", detail={"suppressed": suppressed})
         self._audit.append("validation_failed", key_id=result.key_id, name=result.name,
                            detail={"reason": result.reason.value})
         return result

@@ -148,6 +148,22 @@ def test_failed_validations_are_audited_at_most_once_per_second(
     assert_absent(forged, text, "the audit log")
 
 
+def test_a_storm_of_random_ids_is_capped_per_second(manager: KeyManager,
+                                                     check: Validator) -> None:
+    from mcp_keys.validator import AUDIT_LINES_PER_SECOND
+
+    with freeze_time(T0) as frozen:
+        manager.create("good")
+        for _ in range(500):
+            check.validate(tokens.generate())
+        assert len(manager.audit.read(event="validation_failed").events) == AUDIT_LINES_PER_SECOND
+        frozen.tick(1)
+        check.validate(tokens.generate())
+        lines = manager.audit.read(event="validation_failed").events
+        assert lines[-2].detail == {"suppressed": 500 - AUDIT_LINES_PER_SECOND}
+        assert len(lines) == AUDIT_LINES_PER_SECOND + 2
+
+
 def test_module_level_function_reuses_one_validator(manager: KeyManager) -> None:
     good = manager.create("good")
     assert validate_api_key(good.key, store=manager.store.path).valid

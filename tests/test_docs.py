@@ -18,3 +18,18 @@ def test_ci_runs_the_readme_commands_word_for_word() -> None:
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert install in ci and tests in ci
     assert ci[-1] == tests
+
+
+def test_operator_guide_covers_every_command_and_option() -> None:
+    import click
+
+    from mcp_keys.cli import cli
+
+    guide = (ROOT / "docs" / "operator-guide.md").read_text()
+    assert isinstance(cli, click.Group)
+    for name, command in cli.commands.items():
+        assert f"## {name}" in guide, name
+        for param in command.params:
+            for option in getattr(param, "opts", []):
+                if option.startswith("--") and option != "--help":
+                    assert option in guide, f"{name} {option}"

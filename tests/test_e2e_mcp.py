@@ -71,8 +71,13 @@ def server(manager: KeyManager, tmp_path: Path) -> Iterator[tuple[str, Path]]:
                 process.wait()
 
 
+BODIES: list[str] = []
+
+
 def status(url: str, headers: dict[str, str]) -> int:
     response = httpx2.post(url, json=INIT, headers={**HEADERS, **headers}, timeout=10)
+    if response.status_code != 200:  # a 200 is an SSE stream left open; errors are small
+        BODIES.append(response.text + str(response.headers))
     return response.status_code
 
 
@@ -126,5 +131,8 @@ def test_protected_server_end_to_end(server: tuple[str, Path], manager: KeyManag
 
     assert status(url, {"Authorization": f"Bearer {brief.key}"}) == 200
     served = log.read_text(errors="replace")
+    assert BODIES, "error responses were collected"
     for key in (good.key, weak.key, doomed.key, brief.key, short):
         assert_absent(key, served, "the server log")
+        for body in BODIES:
+            assert_absent(key, body, "an error response")

@@ -66,7 +66,11 @@ def test_no_secret_or_digest_leaks_anywhere(run: Cli, tmp_path: Path,
             bad()
         except McpKeysError as exc:
             errors.extend([str(exc), repr(exc)])
-    objects = [manager, validator, verifier, access, report, *records, *results,
+    issued = manager.create("python-api")
+    secrets.append(issued.key)
+    rotated = manager.rotate(issued.record.id)
+    secrets.append(rotated.key)
+    objects = [manager, validator, verifier, access, report, *records, *results, issued, rotated,
                *manager.audit.read().events, manager.store, manager.audit]
     outputs += [repr(o) for o in objects] + [str(o) for o in objects] + errors
     outputs += [json.dumps(r.to_dict()) for r in results] + [json.dumps(report.to_dict())]

@@ -26,7 +26,7 @@ MAX_NAME = 64
 MAX_DESCRIPTION = 1024
 MAX_REASON = 256
 MIN_PREFIX = 4
-_SCOPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/*-]{0,127}")
+_SCOPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/-]{0,127}")
 _ID_INPUT = re.compile(r"[a-z0-9]{4,12}")
 
 
@@ -44,14 +44,15 @@ def check_text(value: str, what: str, *, maximum: int, allow_empty: bool = False
 
 
 def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
-    """Scopes are short tokens such as ``tools:call``; duplicates are dropped, order kept."""
+    """Scopes are short tokens such as ``tools:call``, matched exactly (no wildcards);
+    duplicates are dropped, order kept."""
     if isinstance(scopes, str):
         raise UsageError("scopes must be a list of strings, not one string")
     result: list[str] = []
     for scope in scopes:
         if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
             raise UsageError(
-                f"invalid scope {scope!r}: use letters, digits and : . _ / * - (no spaces)"
+                f"invalid scope {scope!r}: use letters, digits and : . _ / - (no spaces)"
             )
         if scope not in result:
             result.append(scope)

@@ -95,6 +95,7 @@ CASES: dict[str, Case] = {
     "description-newline": Case(["create", "x", "--description", "a\nb"], 2),
     "scope-space": Case(["create", "x", "--scope", "tools call"], 2),
     "scope-empty": Case(["create", "x", "--scope", ""], 2),
+    "scope-wildcard": Case(["create", "x", "--scope", "tools:*"], 2),
     "reason-escape": Case(["revoke", "abcd11111111", "--reason", "\x1b]0;pwned\x07"], 2),
     "env-var-name": Case(["create", "x", "--env-file", ".env", "--env-var", "BAD NAME"], 2),
     "audit-limit-zero": Case(["audit", "--limit", "0"], 2),

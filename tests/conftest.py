@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,11 +102,8 @@ def mcp_keys_cmd(*args: str) -> list[str]:
 
 
 def run_cli_process(*args: str, env: dict[str, str] | None = None, input: str | None = None,
-                    timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run(mcp_keys_cmd(*args), env=full_env, input=input, text=True,
-                          capture_output=True, timeout=timeout, check=False, **kwargs)  # type: ignore[call-overload]
+                    timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess with this environment plus ``env``."""
+    return subprocess.run(mcp_keys_cmd(*args), env={**os.environ, **(env or {})}, input=input,
+                          text=True, capture_output=True, timeout=timeout, check=False)
 
-
-Fixture = Callable[..., object]

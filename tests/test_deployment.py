@@ -20,7 +20,7 @@ DOC_BINARY = "/opt/mcp-keys/bin/mcp-keys"
 
 
 def block(language: str, index: int = 0) -> str:
-    return re.findall(rf"```{language}\n(.*?)```", DOC, flags=re.S)[index]
+    return str(re.findall(rf"```{language}\n(.*?)```", DOC, flags=re.S)[index])
 
 
 def as_written(env: dict[str, str], argv: list[str],

@@ -11,11 +11,19 @@ import httpx2
 import pytest
 
 from mcp_keys import KeyManager, Validator, tokens
-from mcp_keys.integrations.mcp import SCOPE_KEY, ApiKeyMiddleware, McpKeysTokenVerifier, mcp_auth
+from mcp_keys.integrations.mcp import (
+    SCOPE_KEY,
+    ApiKeyMiddleware,
+    McpKeysTokenVerifier,
+    Receive,
+    Scope,
+    Send,
+    mcp_auth,
+)
 from tests.conftest import assert_absent
 
 
-async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
     result = scope.get(SCOPE_KEY)
     body = json.dumps({"key_id": result.key_id if result else None}).encode()
     await send({"type": "http.response.start", "status": 200,

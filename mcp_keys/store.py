@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreCorrupt, StoreError, StoreLocked
+from .errors import StoreCorrupt, StoreError, StoreLocked, UsageError
 from .models import ApiKey
 
 SCHEMA_VERSION = 1
@@ -93,7 +93,12 @@ class Store:
     ) -> None:
         self.path = resolve_path(path)
         if lock_timeout is None:
-            lock_timeout = float(os.environ.get("MCP_KEYS_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT))
+            setting = os.environ.get("MCP_KEYS_LOCK_TIMEOUT", "")
+            try:
+                lock_timeout = float(setting) if setting else DEFAULT_LOCK_TIMEOUT
+            except ValueError:
+                raise UsageError(
+                    f"MCP_KEYS_LOCK_TIMEOUT={setting!r} is not a number of seconds") from None
         self.lock_timeout = lock_timeout
 
     def __repr__(self) -> str:
@@ -159,6 +164,10 @@ class Store:
             ) from None
 
     def _check_writable(self) -> None:
+        if self.path.is_symlink():
+            # Replacing the link would silently fork the store from its target.
+            raise StoreError(f"store {self.path} is a symlink to {os.path.realpath(self.path)}; "
+                             "give that path instead; left untouched")
         mode = self.path.stat().st_mode
         if not stat.S_ISREG(mode):
             raise StoreError(f"store {self.path} is not a regular file; left untouched")
@@ -203,8 +212,7 @@ class Store:
                 handle.write(serialize(keys))
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
+            os.replace(tmp, self.path)  # mkstemp made it 0600
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -226,6 +234,7 @@ class Transaction:
     def __init__(self, store: Store, on_disk: dict[str, ApiKey] | None) -> None:
         self._store = store
         self._on_disk = on_disk
+        self._existed = on_disk is not None
         self.before: dict[str, ApiKey] = dict(on_disk or {})
         self.keys: dict[str, ApiKey] = dict(self.before)
 
@@ -236,9 +245,13 @@ class Transaction:
             self._on_disk = dict(self.keys)
 
     def rollback(self) -> None:
-        """Put back the records as they were when the lock was taken."""
+        """Put back the store as it was when the lock was taken (absent, if it was)."""
         self.keys = dict(self.before)
-        if self._on_disk is not None and self._on_disk != self.before:
+        if not self._existed and self._on_disk is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._store.path.unlink()
+            self._on_disk = None
+        elif self._on_disk is not None and self._on_disk != self.before:
             self.commit()
 
 

@@ -73,3 +73,26 @@ def test_env_that_is_a_directory_fails_before_the_store_changes(
         manager.create("svc", env_file=tmp_path / "envdir")
     assert "directory" in str(info.value)
     assert manager.store.path.read_bytes() == before
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_a_failed_env_write_withdraws_the_key(tmp_path: Path, manager: KeyManager,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             existing: bool) -> None:
+    if existing:
+        manager.create("existing")
+    before = manager.store.path.read_bytes() if existing else None
+    audit_before = manager.audit.path.read_bytes() if existing else None
+
+    def full_disk(*args: object) -> bool:
+        raise EnvFileError("cannot write .env: No space left on device")
+
+    monkeypatch.setattr("mcp_keys.envfile.set_variable", full_disk)
+    with pytest.raises(EnvFileError):
+        manager.create("svc", env_file=tmp_path / ".env")
+    if existing:
+        assert manager.store.path.read_bytes() == before
+        assert manager.audit.path.read_bytes() == audit_before
+    else:
+        assert not manager.store.path.exists()
+        assert not manager.audit.path.exists()

@@ -106,3 +106,24 @@ def test_default_store_location(tmp_path: Path) -> None:
     KeyManager().create("svc")
     assert (tmp_path / ".mcp-keys" / "keys.json").is_file()
     assert oct(os.stat(tmp_path / ".mcp-keys").st_mode & 0o777) == "0o700"
+
+
+def test_symlinked_store_is_read_but_not_replaced(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "keys.json"
+    KeyManager(real).create("svc")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    assert [k.name for k in KeyManager(link).list()] == ["svc"]
+    with pytest.raises(StoreError) as info:
+        KeyManager(link).create("other")
+    assert str(real) in str(info.value)
+    assert link.is_symlink()
+
+
+def test_bad_lock_timeout_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcp_keys import UsageError
+
+    monkeypatch.setenv("MCP_KEYS_LOCK_TIMEOUT", "soon")
+    with pytest.raises(UsageError) as info:
+        Store("keys.json")
+    assert "MCP_KEYS_LOCK_TIMEOUT" in str(info.value)

@@ -45,6 +45,15 @@ class _Entry:
     valid: ValidationResult  # immutable, so one instance serves every successful call
 
 
+@dataclass(frozen=True, slots=True)
+class _State:
+    """What validations read, swapped in one assignment so a reader never sees half of it."""
+
+    index: dict[str, _Entry]
+    error: str | None = None
+    env_digest: str | None = None
+
+
 def _entry(key: ApiKey) -> _Entry:
     return _Entry(
         digest=key.digest,
@@ -78,9 +87,7 @@ class Validator:
         self._lock = threading.Lock()
         self._signature: tuple[int, int, int] | str | None = "unloaded"
         self._next_check = float("-inf")
-        self._index: dict[str, _Entry] = {}
-        self._error: str | None = None
-        self._env_digest: str | None = None
+        self._state = _State({})
         self._audit_second = 0
         self._audited: set[tuple[str | None, Reason]] = set()
         self._suppressed = 0
@@ -116,11 +123,9 @@ class Validator:
             except McpKeysError as exc:
                 self._fail(str(exc), signature)
                 return
-            self._index = {key_id: _entry(key) for key_id, key in keys.items()}
-            if self._error is not None:
+            if self._state.error is not None:
                 log.warning("mcp-keys store %s is readable again; validating normally", self.path)
-            self._error = None
-            self._env_digest = None
+            self._state = _State({key_id: _entry(key) for key_id, key in keys.items()})
             self._signature = signature
 
     def _load_missing(self) -> None:
@@ -128,8 +133,8 @@ class Validator:
         if env_key:
             if self._signature != "env":
                 log.info("no mcp-keys store at %s; validating against %s", self.path, ENV_KEY_VAR)
-            self._index, self._error, self._signature = {}, None, "env"
-            self._env_digest = tokens.digest(env_key)
+            self._state = _State({}, env_digest=tokens.digest(env_key))
+            self._signature = "env"
             return
         self._fail(f"no store at {self.path} and {ENV_KEY_VAR} is not set", "missing")
 
@@ -137,7 +142,7 @@ class Validator:
         """Fail closed; log once per change of state, not once per call."""
         if signature != self._signature:
             log.error("mcp-keys rejects every key: %s", message)
-        self._index, self._error, self._env_digest = {}, message, None
+        self._state = _State({}, error=message)
         self._signature = signature
 
     # -- validating ----------------------------------------------------------------------
@@ -153,13 +158,14 @@ class Validator:
             return self._failed(ValidationResult(Reason.MALFORMED))
         if time.monotonic() >= self._next_check:
             self.refresh()
-        if self._error is not None:
-            return ValidationResult(Reason.STORE_ERROR, detail=self._error)
-        if self._env_digest is not None:
-            if tokens.matches(token, self._env_digest):
+        state = self._state
+        if state.error is not None:
+            return ValidationResult(Reason.STORE_ERROR, detail=state.error)
+        if state.env_digest is not None:
+            if tokens.matches(token, state.env_digest):
                 return ValidationResult(Reason.VALID, key_id=parsed.key_id, detail=ENV_MODE_DETAIL)
             return ValidationResult(Reason.UNKNOWN, key_id=parsed.key_id)
-        entry = self._index.get(parsed.key_id)
+        entry = state.index.get(parsed.key_id)
         # Unknown ID and wrong secret cost the same and answer the same.
         if not tokens.matches(token, entry.digest if entry else _DUMMY_DIGEST) or entry is None:
             return self._failed(ValidationResult(Reason.UNKNOWN, key_id=parsed.key_id))
@@ -175,8 +181,8 @@ class Validator:
         """Audit a failure: at most one line per key ID and reason per second, and at most
         ``AUDIT_LINES_PER_SECOND`` in all (random IDs must not fill the disk either); what
         is held back is counted in a ``suppressed`` line the next second."""
-        if not self.audit_failures or self._error is not None or self._signature in ("env",
-                                                                                     "unloaded"):
+        if not self.audit_failures or self._state.error is not None \
+                or self._signature in ("env", "unloaded"):
             return result
         second = int(time.time())
         with self._lock:

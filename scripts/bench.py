@@ -27,7 +27,7 @@ from pathlib import Path
 
 from mcp_keys import KeyManager, Validator, tokens
 from mcp_keys.models import ApiKey
-from mcp_keys.store import serialize
+from mcp_keys.store import Store, serialize
 
 Row = tuple[str, str, str, str]
 
@@ -69,7 +69,7 @@ def validate_rates(size: int) -> tuple[float, float]:
         sample = seed_store(path, size)
         validator = Validator(path, refresh_interval=1.0, audit_failures=False)
         assert all(validator.validate(t, ["tools:call"]) for t in sample)
-        index = {k: v.digest for k, v in validator._index.items()}
+        index = {k: v.digest for k, v in Store(path).read().items()}
         assert len(index) == size
 
         def validated() -> int:

@@ -22,7 +22,15 @@ if TYPE_CHECKING:
         UsageError,
     )
     from .manager import KeyManager
-    from .models import ApiKey, IssuedKey, Reason, Status, SweepReport, ValidationResult
+    from .models import (
+        ApiKey,
+        InitReport,
+        IssuedKey,
+        Reason,
+        Status,
+        SweepReport,
+        ValidationResult,
+    )
     from .validator import Validator, validate_api_key
 
 _WHERE = {
@@ -30,7 +38,7 @@ _WHERE = {
                      "McpKeysError", "StoreCorrupt", "StoreError", "StoreLocked",
                      "UsageError"], "errors"),
     "KeyManager": "manager",
-    **dict.fromkeys(["ApiKey", "IssuedKey", "Reason", "Status", "SweepReport",
+    **dict.fromkeys(["ApiKey", "InitReport", "IssuedKey", "Reason", "Status", "SweepReport",
                      "ValidationResult"], "models"),
     "Validator": "validator",
     "validate_api_key": "validator",
@@ -39,6 +47,7 @@ __all__ = [
     "AmbiguousKey",
     "ApiKey",
     "EnvFileError",
+    "InitReport",
     "InvalidState",
     "IssuedKey",
     "KeyManager",

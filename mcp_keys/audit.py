@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .errors import warn
 from .models import from_iso, to_iso, utcnow
 
 EVENTS = (
@@ -27,12 +28,6 @@ EVENTS = (
     "require",
     "validation_failed",
 )
-
-
-def _warn(message: str, *args: object) -> None:
-    import logging  # deferred: the CLI's start-up should not pay for it
-
-    logging.getLogger("mcp_keys").warning(message, *args)
 
 
 def current_actor() -> str:
@@ -131,7 +126,7 @@ class AuditLog:
             finally:
                 os.close(fd)
         except OSError as exc:
-            _warn("could not write audit log %s: %s", self.path, exc.strerror)
+            warn("could not write audit log %s: %s", self.path, exc.strerror)
             return False
         return True
 

@@ -177,14 +177,6 @@ def _announce_key(issued: IssuedKey, as_json: bool, verb: str, env_file: str | N
     if env_file:
         message.append(f"\nWrote {env_var} to {env_file}.")
     err.print(message)
-    if env_file:
-        from pathlib import Path
-
-        from .gitignore import git_status
-
-        if git_status(Path(env_file)) in ("exposed", "tracked"):
-            click.echo(f"warning: {env_file} is not git-ignored; a commit would leak the key "
-                       f"(mcp-keys init --env-file {env_file} ignores it)", err=True)
 
 
 @click.group(cls=KeysGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -203,20 +195,12 @@ def cli(ctx: click.Context, store: str | None) -> None:
 @click.pass_context
 def init(ctx: click.Context, env_file: str | None) -> None:
     """Create the store and git-ignore it (idempotent)."""
-    from pathlib import Path
-
-    from .gitignore import add_entry, entry_for
-
     manager = _manager(ctx)
-    created = manager.init()
+    report = manager.init(env_file=env_file)
     path = manager.store.path
-    click.echo(f"Created store {path}" if created else f"Store already exists at {path}")
-    entries = [entry_for(manager.store.directory, directory=True)]
-    if env_file:
-        entries.append(entry_for(Path(env_file), directory=False))
-    for entry in entries:
-        if entry and add_entry(entry):
-            click.echo(f"Added {entry} to .gitignore")
+    click.echo(f"Created store {path}" if report.created else f"Store already exists at {path}")
+    for entry in report.gitignored:
+        click.echo(f"Added {entry} to .gitignore")
 
 
 @cli.command()

@@ -7,6 +7,14 @@ line, name the file or ID involved, and never contain a key or digest.
 from __future__ import annotations
 
 
+def warn(message: str, *args: object) -> None:
+    """A problem that does not stop the operation, on the ``mcp_keys`` logger (the CLI
+    prints it as a ``warning:`` line). logging is imported only when there is one."""
+    import logging
+
+    logging.getLogger("mcp_keys").warning(message, *args)
+
+
 class McpKeysError(Exception):
     """Base of every expected failure; ``str()`` is the user-facing message."""
 

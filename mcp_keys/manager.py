@@ -16,8 +16,9 @@ from pathlib import Path
 
 from . import envfile
 from .audit import AuditLog
-from .errors import AmbiguousKey, EnvFileError, InvalidState, KeyNotFound, UsageError
-from .models import ApiKey, IssuedKey, Status, SweepReport, to_iso, utcnow
+from .errors import AmbiguousKey, EnvFileError, InvalidState, KeyNotFound, UsageError, warn
+from .gitignore import add_entry, entry_for, git_status
+from .models import ApiKey, InitReport, IssuedKey, Status, SweepReport, to_iso, utcnow
 from .store import Store, Transaction
 
 DEFAULT_EXPIRES_IN = timedelta(days=90)
@@ -136,15 +137,22 @@ class KeyManager:
 
     # -- writing -------------------------------------------------------------------------
 
-    def init(self) -> bool:
-        """Create an empty store if there is none; ``True`` if it was created."""
+    def init(self, *, env_file: str | os.PathLike[str] | None = None) -> InitReport:
+        """Create an empty store if there is none, and git-ignore the store directory (and
+        ``env_file``) in ``./.gitignore`` when they lie below the current directory."""
         if self.store.exists():
             self.store.read()  # a corrupt store is reported, not papered over
-            return False
-        with self.store.transaction(create=True):
-            pass
-        self.audit.append("init", detail={"store": str(self.store.path)})
-        return True
+            created = False
+        else:
+            with self.store.transaction(create=True):
+                pass
+            self.audit.append("init", detail={"store": str(self.store.path)})
+            created = True
+        entries = [entry_for(self.store.directory, directory=True)]
+        if env_file is not None:
+            entries.append(entry_for(Path(env_file), directory=False))
+        added = tuple(e for e in entries if e is not None and add_entry(e))
+        return InitReport(created=created, gitignored=added)
 
     def create(
         self,
@@ -344,6 +352,10 @@ class KeyManager:
     def _audit_env(
         self, env_file: str | os.PathLike[str] | None, env_var: str, record: ApiKey
     ) -> None:
-        if env_file is not None:
-            self.audit.append("env_sync", key_id=record.id, name=record.name,
-                              detail={"env_file": str(Path(env_file)), "variable": env_var})
+        if env_file is None:
+            return
+        self.audit.append("env_sync", key_id=record.id, name=record.name,
+                          detail={"env_file": str(Path(env_file)), "variable": env_var})
+        if git_status(Path(env_file)) in ("exposed", "tracked"):
+            warn("%s is not git-ignored; a commit would leak the key "
+                 "(mcp-keys init --env-file %s ignores it)", env_file, env_file)

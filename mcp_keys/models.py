@@ -200,6 +200,14 @@ class ValidationResult:
 
 
 @dataclass(frozen=True, slots=True)
+class InitReport:
+    """What ``init`` did: whether it created the store, and the .gitignore lines it added."""
+
+    created: bool
+    gitignored: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class SweepReport:
     """What one sweep did (or, with ``dry_run``, would do)."""
 

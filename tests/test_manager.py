@@ -135,8 +135,20 @@ def test_sixty_four_printable_characters_is_fine(manager: KeyManager) -> None:
     assert manager.create("é" * 64).record.name == "é" * 64
 
 
-def test_init_is_idempotent(manager: KeyManager) -> None:
-    assert manager.init() is True
+def test_init_is_idempotent(manager: KeyManager, tmp_path: Path) -> None:
+    first = manager.init(env_file=".env")
+    assert first.created and first.gitignored == ("keys/", ".env")
     before = manager.store.path.read_bytes()
-    assert manager.init() is False
+    second = manager.init(env_file=".env")
+    assert not second.created and second.gitignored == ()
     assert manager.store.path.read_bytes() == before
+    assert (tmp_path / ".gitignore").read_text() == "keys/\n.env\n"
+
+
+def test_init_leaves_gitignore_alone_for_a_store_elsewhere(tmp_path: Path) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as elsewhere:
+        report = KeyManager(Path(elsewhere) / "keys.json").init()
+    assert report.created and report.gitignored == ()
+    assert not (tmp_path / ".gitignore").exists()

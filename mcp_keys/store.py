@@ -155,13 +155,15 @@ class Store:
             return
         try:
             directory.mkdir(mode=0o700, parents=True)
-            os.chmod(directory, 0o700)
         except FileExistsError:
+            if directory.is_dir():
+                return  # another process created it between our look and our mkdir
             raise StoreError(f"store directory {directory} exists and is not a directory") from None
         except OSError as exc:
             raise StoreError(
                 f"cannot create store directory {directory}: {_describe(exc)}"
             ) from None
+        os.chmod(directory, 0o700)  # whatever the umask
 
     def _check_writable(self) -> None:
         if self.path.is_symlink():

@@ -127,3 +127,28 @@ def test_bad_lock_timeout_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UsageError) as info:
         Store("keys.json")
     assert "MCP_KEYS_LOCK_TIMEOUT" in str(info.value)
+
+
+def test_directory_created_by_a_racing_process_is_fine(
+        store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two first writers both see no directory; the loser's mkdir must not fail the write."""
+    store_path.parent.mkdir()
+    real_is_dir = Path.is_dir
+    looks: list[Path] = []
+
+    def racing_is_dir(self: Path) -> bool:
+        looks.append(self)
+        if self == store_path.parent and looks.count(self) == 1:
+            return False  # the first look misses the directory the other process just made
+        return real_is_dir(self)
+
+    monkeypatch.setattr(Path, "is_dir", racing_is_dir)
+    KeyManager(store_path).create("svc")
+    assert store_path.is_file()
+
+
+def test_a_file_where_the_directory_should_be(store_path: Path) -> None:
+    store_path.parent.write_text("not a directory")
+    with pytest.raises(StoreError) as info:
+        KeyManager(store_path).create("svc")
+    assert "not a directory" in str(info.value)

@@ -63,6 +63,12 @@ class AuditEvent:
             "detail": self.detail,
         }
 
+    def concerns(self, key_id: str) -> bool:
+        """Whether this event is about the key with this ID (or prefix); a rotation
+        concerns both the new key and the one it replaced."""
+        ids = (self.key_id, self.detail.get("rotated_from"))
+        return any(isinstance(i, str) and i.startswith(key_id) for i in ids)
+
     @classmethod
     def from_dict(cls, data: Any) -> AuditEvent:
         if not isinstance(data, dict) or not isinstance(data.get("event"), str):
@@ -153,7 +159,7 @@ class AuditLog:
             except (ValueError, UnicodeDecodeError):
                 damaged.append(f"audit log {self.path} line {number} is damaged; skipped")
                 continue
-            if key_id is not None and not (item.key_id or "").startswith(key_id):
+            if key_id is not None and not item.concerns(key_id):
                 continue
             if event is not None and item.event != event:
                 continue

@@ -437,7 +437,9 @@ def audit(ctx: click.Context, key_id: str | None, event: str | None,
     for column in ("Time", "Event", "Key", "Name", "Actor", "Detail"):
         table.add_column(column, overflow="fold")
     for item in reading.events:
-        detail = ", ".join(f"{k}={v}" for k, v in item.detail.items() if v not in (None, ""))
+        detail = ", ".join(
+            f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in item.detail.items() if v not in (None, "", []))
         table.add_row(Text(_when(item.ts)), Text(item.event), Text(item.key_id or "-"),
                       Text(item.name or "-"), Text(item.actor), Text(detail))
     _console().print(table)

@@ -119,6 +119,10 @@ def test_cli_audit_filters(run: Cli) -> None:
                                                    "--json").stdout)] == ["revoke"]
         newest = json.loads(run("audit", "--limit", "1", "--json").stdout)
         assert [e["event"] for e in newest] == ["revoke"]
+        rotated = json.loads(run("rotate", first, "--json").stdout)["record"]["id"]
+        about_first = json.loads(run("audit", "--key", first, "--json").stdout)
+        assert [(e["event"], e["key_id"]) for e in about_first] == [("create", first),
+                                                                    ("rotate", rotated)]
         table = run("audit")
-        assert table.exit_code == 0 and "revoke" in table.stdout
+        assert table.exit_code == 0 and "revoke" in table.stdout and "rotated_from=" in table.stdout
         assert run("audit", "--event", "bogus").exit_code == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 
@@ -38,6 +37,8 @@ def add_entry(line: str, root: Path | None = None) -> bool:
 
 def git_status(path: Path) -> str:
     """``ignored``, ``tracked``, ``exposed`` (in a repo, neither) or ``no-repo``."""
+    import subprocess  # deferred: only commands that write a .env or run doctor ask git
+
     cwd = path.parent if path.parent.is_dir() else Path.cwd()
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
 

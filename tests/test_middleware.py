@@ -106,3 +106,12 @@ def test_token_verifier_maps_the_key(manager: KeyManager, keys: dict[str, str]) 
     gated = McpKeysTokenVerifier(required_scopes=["admin"],
                                  validator=Validator(manager.store.path, refresh_interval=0))
     assert asyncio.run(gated.verify_token(keys["good"])) is None
+
+
+def test_missing_sdk_is_a_clear_error_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mcp.server.auth.provider", None)  # import fails
+    with pytest.raises(ImportError) as info:
+        McpKeysTokenVerifier()
+    assert "pip install 'mcp-keys[mcp]'" in str(info.value)

@@ -30,6 +30,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SCOPE_KEY = "mcp_keys.result"
 
 
+def _require_sdk() -> None:
+    """Fail at start-up, not on the first request, when the MCP SDK is missing."""
+    try:
+        import mcp.server.auth.provider  # noqa: F401
+    except ImportError:
+        raise ImportError("this integration needs the MCP SDK: pip install 'mcp-keys[mcp]'"
+                          ) from None
+
+
 def _validator(store: str | os.PathLike[str] | None, validator: Validator | None) -> Validator:
     return validator if validator is not None else get_validator(store)
 
@@ -53,6 +62,7 @@ class McpKeysTokenVerifier:
         *,
         validator: Validator | None = None,
     ) -> None:
+        _require_sdk()
         self.validator = _validator(store, validator)
         self.required_scopes = tuple(required_scopes)
 
@@ -89,6 +99,7 @@ def mcp_auth(
     if not key_required():
         log.warning("API_KEY_REQUIRED=false: this MCP server admits calls without a key")
         return {}
+    _require_sdk()
     from mcp.server.auth.settings import AuthSettings
 
     scopes = list(required_scopes)

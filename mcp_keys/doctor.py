@@ -81,7 +81,7 @@ def run_checks(manager: KeyManager, env_file: str | os.PathLike[str] | None = No
                         + ", ".join(forever)) if forever
                   else Check("expiry set", "pass", "every active key expires"))
     now = utcnow()
-    soon = [k.id for k in keys if k.expires_at is not None and k.expires_at <= now + warn_within]
+    soon = [k.id for k in keys if k.expires_soon(now, warn_within)]
     checks.append(Check("expiring soon", "warn", "keys expiring within "
                         f"{warn_within.days}d: " + ", ".join(soon)) if soon
                   else Check("expiring soon", "pass", f"none within {warn_within.days}d"))

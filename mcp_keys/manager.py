@@ -259,8 +259,9 @@ class KeyManager:
         purge_after: timedelta | None = None,
         dry_run: bool = False,
     ) -> SweepReport:
-        """Record expirations (once), list keys expiring within ``warn_within``, and with
-        ``purge_after`` delete records revoked or expired for at least that long."""
+        """Record expirations (once), list keys expiring within ``warn_within`` (not keys in
+        a rotation's grace period: their end is planned), and with ``purge_after`` delete
+        records revoked or expired for at least that long."""
         _check_duration(warn_within, "warn_within", zero_ok=True)
         _check_duration(purge_after, "purge_after")
         now = now or utcnow()
@@ -292,8 +293,7 @@ class KeyManager:
                 key = replace(key, expiry_recorded_at=now)
                 keys[key.id] = key
                 expired.append(key)
-            elif status is Status.ACTIVE and key.expires_at is not None \
-                    and key.expires_at <= now + warn_within:
+            elif key.expires_soon(now, warn_within):
                 expiring.append(key)
             ended = key.ended_at(now)
             if purge_after is not None and ended is not None and now >= ended + purge_after:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -84,6 +84,11 @@ class ApiKey:
     @property
     def status(self) -> Status:
         return self.status_at(utcnow())
+
+    def expires_soon(self, now: datetime, within: timedelta) -> bool:
+        """Active, expiring within ``within``, and not already replaced by a rotation."""
+        return (self.status_at(now) is Status.ACTIVE and self.rotated_to is None
+                and self.expires_at is not None and self.expires_at <= now + within)
 
     def ended_at(self, now: datetime) -> datetime | None:
         """When the key stopped being usable (revocation or expiry), or ``None`` if active."""

@@ -43,6 +43,15 @@ def test_warning_window_boundaries(manager: KeyManager) -> None:
         assert manager.sweep(warn_within=timedelta(days=14) - timedelta(seconds=1)).expiring == ()
 
 
+def test_keys_in_a_rotation_grace_period_are_not_warned_about(manager: KeyManager) -> None:
+    with freeze_time(T0):
+        old = manager.create("svc", expires_in=timedelta(days=365)).record
+        new = manager.rotate(old.id, grace=timedelta(hours=24)).record
+        assert manager.sweep().expiring == ()
+        assert [k.id for k in manager.list(expiring_within=timedelta(days=1))] == [old.id]
+        assert new.expires_at == T0 + timedelta(days=90)
+
+
 def test_purge_removes_only_records_dead_long_enough(manager: KeyManager) -> None:
     with freeze_time(T0) as frozen:
         revoked = manager.create("revoked").record

@@ -13,6 +13,9 @@ from enum import StrEnum
 from typing import Any
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_REQUIRED_TEXT = ("name", "digest", "created_at")
+_OPTIONAL_TEXT = ("description", "expires_at", "revoked_at", "revoke_reason", "rotated_from",
+                  "rotated_to", "expiry_recorded_at")
 
 
 def utcnow() -> datetime:
@@ -126,40 +129,31 @@ class ApiKey:
         """Rebuild a record from the store, raising ``ValueError`` on any schema breach."""
         if not isinstance(data, dict):
             raise ValueError(f"key {key_id!r} is not an object")
-
-        def text(name: str, *, optional: bool = False) -> Any:
-            if name not in data:
-                if optional:
-                    return None
-                raise ValueError(f"key {key_id!r} lacks {name!r}")
-            value = data[name]
-            if value is None and optional:
-                return None
-            if not isinstance(value, str):
-                raise ValueError(f"key {key_id!r} field {name!r} is not a string")
-            return value
-
+        for name in _REQUIRED_TEXT:
+            if not isinstance(data.get(name), str):
+                raise ValueError(f"key {key_id!r} lacks the text field {name!r}")
+        for name in _OPTIONAL_TEXT:
+            if not isinstance(data.get(name), str | None):
+                raise ValueError(f"key {key_id!r} field {name!r} is not text or null")
         scopes = data.get("scopes", [])
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             raise ValueError(f"key {key_id!r} field 'scopes' is not a list of strings")
-        digest = text("digest")
-        if not _DIGEST.fullmatch(digest):
+        if not _DIGEST.fullmatch(data["digest"]):
             raise ValueError(f"key {key_id!r} has a malformed digest")
-        created_at = from_iso(text("created_at"))
-        assert created_at is not None
+        get = data.get
         return cls(
             id=key_id,
-            name=text("name"),
-            digest=digest,
-            created_at=created_at,
-            expires_at=from_iso(text("expires_at", optional=True)),
-            description=text("description", optional=True) or "",
+            name=data["name"],
+            digest=data["digest"],
+            created_at=from_iso(data["created_at"]),  # type: ignore[arg-type]
+            expires_at=from_iso(get("expires_at")),
+            description=get("description") or "",
             scopes=tuple(scopes),
-            revoked_at=from_iso(text("revoked_at", optional=True)),
-            revoke_reason=text("revoke_reason", optional=True),
-            rotated_from=text("rotated_from", optional=True),
-            rotated_to=text("rotated_to", optional=True),
-            expiry_recorded_at=from_iso(text("expiry_recorded_at", optional=True)),
+            revoked_at=from_iso(get("revoked_at")),
+            revoke_reason=get("revoke_reason"),
+            rotated_from=get("rotated_from"),
+            rotated_to=get("rotated_to"),
+            expiry_recorded_at=from_iso(get("expiry_recorded_at")),
         )
 
 

@@ -172,13 +172,17 @@ def test_module_level_function_reuses_one_validator(manager: KeyManager) -> None
     assert get_validator(manager.store.path) is get_validator(str(manager.store.path))
 
 
-def _wait_until(condition: object, deadline: float) -> bool:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if condition():  # type: ignore[operator]
-            return True
+def poll_until(check: Validator, key: str, wanted: Reason, since: float) -> None:
+    """Validate until ``wanted`` (5 s deadline); any call made a full refresh interval after
+    ``since`` must already answer ``wanted``."""
+    while True:
+        started = time.monotonic()
+        reason = check.validate(key).reason
+        if reason is wanted:
+            return
+        assert started < since + check.refresh_interval, f"still {reason} after the interval"
+        assert started < since + 5, "deadline passed"
         time.sleep(0.01)
-    return False
 
 
 def test_revoke_in_another_process_reaches_a_running_validator(manager: KeyManager) -> None:
@@ -187,9 +191,7 @@ def test_revoke_in_another_process_reaches_a_running_validator(manager: KeyManag
     assert check.validate(good.key).valid
     done = run_cli_process("--store", str(manager.store.path), "revoke", good.record.id)
     assert done.returncode == 0, done.stderr
-    finished = time.monotonic()
-    assert _wait_until(lambda: time.monotonic() >= finished + check.refresh_interval, 5)
-    assert check.validate(good.key).reason is Reason.REVOKED
+    poll_until(check, good.key, Reason.REVOKED, since=time.monotonic())
 
 
 def test_new_key_from_another_process_becomes_valid(manager: KeyManager) -> None:
@@ -198,10 +200,7 @@ def test_new_key_from_another_process_becomes_valid(manager: KeyManager) -> None
     assert check.validate(tokens.generate()).reason is Reason.UNKNOWN
     created = run_cli_process("--store", str(manager.store.path), "create", "second")
     assert created.returncode == 0
-    key = created.stdout.strip()
-    finished = time.monotonic()
-    assert _wait_until(lambda: time.monotonic() >= finished + check.refresh_interval, 5)
-    assert check.validate(key).valid
+    poll_until(check, created.stdout.strip(), Reason.VALID, since=time.monotonic())
 
 
 def test_validator_repr_and_results_hold_no_secret(manager: KeyManager, check: Validator) -> None:

@@ -33,3 +33,14 @@ def test_operator_guide_covers_every_command_and_option() -> None:
             for option in getattr(param, "opts", []):
                 if option.startswith("--") and option != "--help":
                     assert option in guide, f"{name} {option}"
+
+
+def test_readme_python_example_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    (example,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+                  if "KeyManager()" in b]
+    code = example.replace("result = validate_api_key(token,",
+                           "token = issued.key\nresult = validate_api_key(token,")
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert str(namespace["result"].reason) == "VALID"  # type: ignore[attr-defined]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from .errors import EnvFileError, UsageError
 
-DEFAULT_PATH = Path(".env")
 DEFAULT_KEY_VAR = "MCP_API_KEY"
 REQUIRED_VAR = "API_KEY_REQUIRED"
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -109,13 +108,3 @@ def set_variable(path: str | os.PathLike[str], name: str, value: str) -> bool:
             os.unlink(tmp)
         raise EnvFileError(f"cannot write {path}: {exc.strerror}; it was left as it was") from None
     return True
-
-
-def read_variable(path: str | os.PathLike[str], name: str) -> str | None:
-    """The value bound to ``name`` in the file, or ``None``."""
-    from dotenv import dotenv_values
-
-    target = _target(path)
-    if not target.is_file():
-        return None
-    return dotenv_values(target).get(name)

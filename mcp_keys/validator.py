@@ -17,12 +17,13 @@ from pathlib import Path
 
 from . import tokens
 from .audit import AuditLog
+from .envfile import DEFAULT_KEY_VAR
 from .errors import McpKeysError
 from .models import ApiKey, Reason, ValidationResult
 from .store import parse, resolve_path
 
 log = logging.getLogger("mcp_keys")
-ENV_KEY_VAR = "MCP_API_KEY"
+ENV_KEY_VAR = DEFAULT_KEY_VAR
 _DUMMY_DIGEST = tokens.digest("mcpk_000000000000_not-a-key")
 AUDIT_LINES_PER_SECOND = 20
 ENV_MODE_DETAIL = "environment mode (MCP_API_KEY): scopes were not checked"

@@ -1,20 +1,37 @@
-"""The append-only audit trail: one JSON line per event beside the store.
+"""The audit trail: one hash-chained JSON line per event beside the store, size-bounded.
 
-Each line is written by a single ``write`` on an ``O_APPEND`` descriptor, so concurrent
-writers never interleave within a line. No line ever holds a key or a digest.
+Each line carries ``seq`` and ``prev`` (the SHA-256 of the previous line's bytes; the
+first line of a new trail chains to ``GENESIS``), so an edit, a deletion, an insertion or
+a reordering breaks the chain (``audit_verify`` finds where). Appends hold an ``flock`` on
+the log itself, so concurrent CLI processes and validators still make one linear chain.
+At ``max_bytes`` the log rotates (``audit.log.1`` is the newest old file, ``keep`` of them
+kept) and the new file's first line chains to the old file's last. ``audit.log.head``
+records the newest ``seq`` and hash, which is how a cut-off tail is noticed. No line ever
+holds a key or a digest.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import warn
+from .errors import UsageError, warn
 from .models import from_iso, to_iso, utcnow
+
+GENESIS = "0" * 64
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_KEEP = 5
+_TAIL_CHUNK = 8192
+_OPEN = os.O_NOFOLLOW | os.O_CLOEXEC
 
 EVENTS = (
     "init",
@@ -30,6 +47,19 @@ EVENTS = (
 )
 
 
+def line_hash(line: bytes) -> str:
+    """The chain hash of one line (its bytes without the newline)."""
+    return hashlib.sha256(line).hexdigest()
+
+
+def check_actor(value: str) -> str:
+    """``MCP_KEYS_ACTOR`` must be printable: it reaches terminals through ``audit``."""
+    if not value.isprintable() or len(value) > 128:
+        raise UsageError("MCP_KEYS_ACTOR must be at most 128 printable characters "
+                         "(no control characters)")
+    return value
+
+
 def current_actor() -> str:
     """The OS user, with ``MCP_KEYS_ACTOR`` in front when automation sets it."""
     import getpass
@@ -39,7 +69,22 @@ def current_actor() -> str:
     except (KeyError, OSError):
         user = f"uid:{os.getuid()}"
     automation = os.environ.get("MCP_KEYS_ACTOR", "").strip()
+    if automation and not automation.isprintable():
+        automation = automation.encode("unicode_escape").decode("ascii")  # never raise here
     return f"{automation} ({user})" if automation else user
+
+
+def _setting(name: str, default: int, minimum: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise UsageError(f"{name}={text!r} must be a whole number of at least {minimum}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +97,13 @@ class AuditEvent:
     name: str | None = None
     actor: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+    seq: int | None = None
+    prev: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "seq": self.seq,
+            "prev": self.prev,
             "ts": to_iso(self.ts),
             "event": self.event,
             "key_id": self.key_id,
@@ -79,13 +128,18 @@ class AuditEvent:
         detail = data.get("detail") or {}
         if not isinstance(detail, dict):
             raise ValueError("detail is not an object")
+        seq, prev = data.get("seq"), data.get("prev")
+        if seq is not None and (type(seq) is not int or not isinstance(prev, str)):
+            raise ValueError("malformed chain fields")
         return cls(
             ts=ts,
             event=data["event"],
-            key_id=data.get("key_id"),
-            name=data.get("name"),
+            key_id=data.get("key_id") if isinstance(data.get("key_id"), str) else None,
+            name=data.get("name") if isinstance(data.get("name"), str) else None,
             actor=str(data.get("actor", "")),
             detail=detail,
+            seq=seq,
+            prev=prev,
         )
 
 
@@ -98,13 +152,28 @@ class AuditReading:
 
 
 class AuditLog:
-    """The audit log file; appends never fail the operation that caused them."""
+    """The audit log and its rotated files; appends never fail the operation behind them."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, max_bytes: int | None = None,
+                 keep: int | None = None) -> None:
         self.path = Path(path)
+        self.max_bytes = max_bytes if max_bytes is not None else _setting(
+            "MCP_KEYS_AUDIT_MAX_BYTES", DEFAULT_MAX_BYTES, 1024)
+        self.keep = keep if keep is not None else _setting("MCP_KEYS_AUDIT_KEEP", DEFAULT_KEEP, 1)
 
     def __repr__(self) -> str:
         return f"AuditLog({str(self.path)!r})"
+
+    @property
+    def head_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".head")
+
+    def files(self) -> list[Path]:
+        """The log's files, oldest first (rotated ones, then the current one)."""
+        old = [self.path.with_name(f"{self.path.name}.{n}") for n in range(self.keep, 0, -1)]
+        return [p for p in old if p.exists()] + [self.path]
+
+    # -- writing -------------------------------------------------------------------------
 
     def append(
         self,
@@ -115,26 +184,136 @@ class AuditLog:
         detail: dict[str, Any] | None = None,
         ts: datetime | None = None,
     ) -> bool:
-        """Append one event; on an I/O error warn and return ``False`` (the change stands)."""
-        record = AuditEvent(
-            ts=ts or utcnow(),
-            event=event,
-            key_id=key_id,
-            name=name,
-            actor=current_actor(),
-            detail=detail or {},
-        )
-        line = (json.dumps(record.to_dict(), ensure_ascii=True) + "\n").encode("ascii")
+        """Append one chained event; on an I/O error warn and return ``False`` (the change
+        it records stands)."""
+        body = {"ts": to_iso(ts or utcnow()), "event": event, "key_id": key_id, "name": name,
+                "actor": current_actor(), "detail": detail or {}}
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+            with self._locked() as fd:
+                seq, prev = self._last(fd)
+                line = json.dumps({"seq": seq + 1, "prev": prev, **body}, ensure_ascii=True)
+                data = line.encode("ascii")
+                os.write(fd, data + b"\n")
+                self._write_head(seq + 1, line_hash(data))
         except OSError as exc:
-            warn("could not write audit log %s: %s", self.path, exc.strerror)
+            warn("could not write audit log %s: %s", self.path,
+                 exc.strerror or type(exc).__name__)
             return False
         return True
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[int]:
+        """The current log file, open for appending and exclusively locked; rotated first
+        when full. A writer that locked a file someone else just rotated away retries."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | _OPEN, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                held = os.fstat(fd)
+                try:
+                    now = os.stat(self.path, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino):
+                    continue
+                if held.st_size >= self.max_bytes > 0 and held.st_size > 0:
+                    self._rotate()
+                    continue
+                yield fd
+                return
+            finally:
+                os.close(fd)
+
+    def _rotate(self) -> None:
+        """Under the lock of the full file: shift ``.N`` names up, the oldest dropped."""
+        name = self.path.name
+        oldest = self.path.with_name(f"{name}.{self.keep}")
+        with contextlib.suppress(FileNotFoundError):
+            oldest.unlink()
+        for n in range(self.keep - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(self.path.with_name(f"{name}.{n}"),
+                          self.path.with_name(f"{name}.{n + 1}"))
+        os.rename(self.path, self.path.with_name(f"{name}.1"))
+
+    def _last(self, fd: int) -> tuple[int, str]:
+        """The ``seq`` and hash that the next line chains to."""
+        size = os.fstat(fd).st_size
+        if size == 0:
+            head = self.head()
+            return head if head is not None else (0, GENESIS)
+        line = _last_line(fd, size)
+        if not line.endswith(b"\n"):
+            os.write(fd, b"\n")  # a torn line from a crash: keep it (verify reports it)
+        line = line.rstrip(b"\n")
+        try:
+            seq = json.loads(line).get("seq")
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            seq = None
+        if type(seq) is not int:
+            head = self.head()
+            seq = head[0] if head is not None else 0
+        return seq, line_hash(line)
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        data = json.dumps({"seq": seq, "hash": digest}).encode() + b"\n"
+        fd = os.open(self.head_path, os.O_WRONLY | os.O_CREAT | _OPEN, 0o600)
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+
+    def head(self) -> tuple[int, str] | None:
+        """The newest ``(seq, hash)`` recorded beside the log, if any."""
+        try:
+            fd = os.open(self.head_path, os.O_RDONLY | os.O_NONBLOCK | _OPEN)
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(os.read(fd, 256))
+            seq, digest = data["seq"], data["hash"]
+            if type(seq) is int and isinstance(digest, str):
+                return seq, digest
+            return None
+        except (ValueError, KeyError, TypeError, OSError):
+            return None
+        finally:
+            os.close(fd)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def lines(self) -> Iterator[tuple[Path, int, bytes]]:
+        """Every line of every file, oldest first, streamed: ``(file, number, bytes)``
+        with the newline removed (a final line without one keeps its bytes as they are)."""
+        for path in self.files():
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN)
+            except FileNotFoundError:
+                continue
+            with os.fdopen(fd, "rb") as handle:
+                for number, raw in enumerate(handle, start=1):
+                    yield path, number, raw[:-1] if raw.endswith(b"\n") else raw
+
+    def events(self) -> Iterator[AuditEvent | str]:
+        """Each event, or a message for each damaged line, oldest first."""
+        for path, number, line in self.lines():
+            if not line.strip():
+                continue
+            try:
+                yield AuditEvent.from_dict(json.loads(line))
+            except (ValueError, UnicodeDecodeError):
+                yield f"audit log {path} line {number} is damaged; skipped"
+
+    def matching(self, *, key_id: str | None = None, event: str | None = None,
+                 since: datetime | None = None) -> Iterator[AuditEvent | str]:
+        """The events that match every filter given, and damaged-line messages, streamed."""
+        for item in self.events():
+            if isinstance(item, str) or not (
+                    (key_id is not None and not item.concerns(key_id))
+                    or (event is not None and item.event != event)
+                    or (since is not None and item.ts < since)):
+                yield item
 
     def read(
         self,
@@ -144,28 +323,29 @@ class AuditLog:
         since: datetime | None = None,
         limit: int | None = None,
     ) -> AuditReading:
-        """Events oldest first (the newest ``limit`` of them), skipping damaged lines."""
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
+        """Matching events oldest first (the newest ``limit`` of them, holding no more than
+        that in memory), skipping damaged lines."""
+        if limit is not None and limit <= 0:
             return AuditReading([], [])
-        events: list[AuditEvent] = []
+        events: deque[AuditEvent] = deque(maxlen=limit)
         damaged: list[str] = []
-        for number, line in enumerate(raw.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                item = AuditEvent.from_dict(json.loads(line))
-            except (ValueError, UnicodeDecodeError):
-                damaged.append(f"audit log {self.path} line {number} is damaged; skipped")
-                continue
-            if key_id is not None and not item.concerns(key_id):
-                continue
-            if event is not None and item.event != event:
-                continue
-            if since is not None and item.ts < since:
-                continue
-            events.append(item)
-        if limit is not None:
-            events = events[-limit:] if limit > 0 else []
-        return AuditReading(events, damaged)
+        for item in self.matching(key_id=key_id, event=event, since=since):
+            if isinstance(item, str):
+                damaged.append(item)
+            else:
+                events.append(item)
+        return AuditReading(list(events), damaged)
+
+
+def _last_line(fd: int, size: int) -> bytes:
+    """The file's last line (with its newline, if it has one), read backwards."""
+    end = size
+    tail = b""
+    while end > 0:
+        start = max(0, end - _TAIL_CHUNK)
+        tail = os.pread(fd, end - start, start) + tail
+        end = start
+        cut = tail.rfind(b"\n", 0, len(tail) - 1)
+        if cut >= 0:
+            return tail[cut + 1:]
+    return tail

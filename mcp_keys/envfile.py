@@ -1,72 +1,106 @@
-"""Writing one variable into a .env file, keeping every other byte as it was.
+"""Writing one variable into a .env file, keeping every other binding as it was.
 
 python-dotenv's parser finds the bindings (quotes, ``export``, comments, multi-line
-values); the write itself is ours so it is atomic, fsync-ed, keeps the file's line
-endings and mode, and creates a new file 0600.
+values); the write itself is ours so it is atomic, fsync-ed and keeps the file's line
+endings. A key never lands in a file others can read: a new file is 0600 and an existing
+one loses its group and other bits. A symlinked .env, or one owned by someone else, is
+refused unless the caller says ``follow_symlink``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
 import stat
 from pathlib import Path
 
-from .errors import EnvFileError, UsageError
+from .atomic import write_atomic
+from .errors import EnvFileError, UnsafeFile, UsageError, warn
+from .safefs import read_regular
 
 DEFAULT_KEY_VAR = "MCP_API_KEY"
 REQUIRED_VAR = "API_KEY_REQUIRED"
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.:/+@=,-]*")
 
 
 def check_var_name(name: str) -> str:
     """Reject anything that is not a plain environment variable name."""
-    if not _VAR_NAME.fullmatch(name):
+    if not isinstance(name, str) or not _VAR_NAME.fullmatch(name):
         raise UsageError(f"invalid variable name {name!r}: use letters, digits and '_'")
     return name
 
 
-def _target(path: str | os.PathLike[str]) -> Path:
-    """The file to write: a symlinked .env is written through to its target."""
-    return Path(os.path.realpath(path))
+def _target(path: str | os.PathLike[str], follow_symlink: bool) -> Path:
+    """The file to write; a symlink is written through only when the caller asked."""
+    path = Path(path)
+    if path.is_symlink():
+        if not follow_symlink:
+            raise EnvFileError(
+                f".env path {path} is a symlink to {os.path.realpath(path)}; refusing to write "
+                "a key through it (give the target, or pass --follow-symlink)")
+        return Path(os.path.realpath(path))
+    return path
 
 
-def check_writable(path: str | os.PathLike[str]) -> None:
+def _read(path: Path, shown: str | os.PathLike[str], follow_symlink: bool) -> tuple[str, int]:
+    """The current text and mode (``("", -1)`` for a new file), after every check."""
+    try:
+        found = read_regular(path)
+    except IsADirectoryError:
+        raise EnvFileError(f".env path {shown} is a directory, not a file") from None
+    except UnsafeFile:
+        raise EnvFileError(f".env path {shown} is not a regular file") from None
+    except OSError as exc:
+        raise EnvFileError(f"cannot read {shown}: {exc.strerror}") from None
+    if found is None:
+        if not path.parent.is_dir():
+            raise EnvFileError(f"cannot write {shown}: directory {path.parent} does not exist")
+        return "", -1
+    raw, info = found
+    if info.st_uid != os.getuid() and not follow_symlink:
+        raise EnvFileError(f".env file {shown} is owned by uid {info.st_uid}, not you; refusing "
+                           "to write a key into it (pass --follow-symlink to allow)")
+    try:
+        return raw.decode("utf-8"), stat.S_IMODE(info.st_mode)
+    except UnicodeDecodeError:
+        raise EnvFileError(f"cannot update {shown}: it is not UTF-8 text") from None
+
+
+def check_writable(path: str | os.PathLike[str], *, follow_symlink: bool = False) -> None:
     """Fail now, before anything else changes, if ``path`` cannot take a write."""
-    target = _target(path)
-    if target.is_dir():
-        raise EnvFileError(f".env path {path} is a directory, not a file")
-    if target.exists() and not target.is_file():
-        raise EnvFileError(f".env path {path} is not a regular file")
-    if not target.parent.is_dir():
-        raise EnvFileError(f"cannot write {path}: directory {target.parent} does not exist")
-    if target.exists():
-        try:
-            target.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise EnvFileError(f"cannot update {path}: it is not UTF-8 text") from None
-        except OSError as exc:
-            raise EnvFileError(f"cannot read {path}: {exc.strerror}") from None
+    _read(_target(path, follow_symlink), path, follow_symlink)
 
 
-def _rewrite(text: str, name: str, value: str) -> str:
+def _quote(value: str) -> str:
+    if _PLAIN_VALUE.fullmatch(value):
+        return value
+    if "'" not in value and "\n" not in value:
+        return f"'{value}'"
+    raise UsageError("the value cannot be written to a .env file (it holds quotes or newlines)")
+
+
+def rewrite(text: str, name: str, value: str) -> str:
+    """``text`` with ``name`` bound to ``value``: the first binding replaced in place (what
+    precedes the name, such as blank lines and ``export``, kept), later duplicates dropped
+    (dotenv reads the last one), or a new line appended. Every other binding is kept as
+    written, byte for byte."""
     from dotenv.parser import parse_stream
 
     newline = "\r\n" if "\r\n" in text else "\n"
-    line = f"{name}={value}{newline}"
+    line = f"{name}={_quote(value)}{newline}"
     parts: list[str] = []
     replaced = False
     for binding in parse_stream(io.StringIO(text, newline="")):
-        if binding.key == name:
-            if not replaced:
-                # Keep what precedes the name (blank lines, indentation, "export ").
-                original = binding.original.string
-                parts.append(original[: original.find(name)] + line)
+        original = binding.original.string
+        if binding.key != name:
+            parts.append(original)
+            continue
+        if not replaced:
+            head = original[: original.find(name)]
+            parts.append(head + line)
             replaced = True
-        else:
-            parts.append(binding.original.string)
     if not replaced:
         if parts and not parts[-1].endswith("\n"):
             parts.append(newline)
@@ -74,37 +108,26 @@ def _rewrite(text: str, name: str, value: str) -> str:
     return "".join(parts)
 
 
-def set_variable(path: str | os.PathLike[str], name: str, value: str) -> bool:
+def set_variable(path: str | os.PathLike[str], name: str, value: str, *,
+                 follow_symlink: bool = False, secret: bool = True) -> bool:
     """Set ``name=value`` in the file, replacing the binding in place or appending it.
 
-    Returns ``True`` if the file changed. The value never appears in an error message.
+    A ``secret`` value makes the file private (0600 new, group/other bits dropped from an
+    existing one). Returns ``True`` if the file changed. The value never appears in an
+    error message.
     """
     check_var_name(name)
-    check_writable(path)
-    target = _target(path)
-    try:
-        old = target.read_bytes().decode("utf-8") if target.exists() else ""
-        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o600
-    except OSError as exc:
-        raise EnvFileError(f"cannot read {path}: {exc.strerror}") from None
-    import tempfile
-
-    new = _rewrite(old, name, value)
-    if new == old and target.exists():
+    target = _target(path, follow_symlink)
+    old, mode = _read(target, path, follow_symlink)
+    new = rewrite(old, name, value)
+    private = 0o600 if mode < 0 else mode & ~0o077 if secret else mode
+    if new == old and mode == private:
         return False
+    if mode >= 0 and mode != private:
+        warn("%s was mode %04o; removed group and other permissions (now %04o) so the key "
+             "is not readable by others", path, mode, private)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        write_atomic(target, new.encode("utf-8"), mode=private)
     except OSError as exc:
-        raise EnvFileError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(new.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise EnvFileError(f"cannot write {path}: {exc.strerror}; it was left as it was") from None
     return True

@@ -56,3 +56,8 @@ class StoreLocked(StoreError):
 
 class EnvFileError(McpKeysError):
     """The .env file could not be read or written."""
+
+
+class UnsafeFile(McpKeysError):
+    """A file mcp-keys would trust is not safe to trust: writable or owned by someone else,
+    a symlink where none may be, or not a regular file."""

@@ -1,21 +1,44 @@
-"""Keeping the store and the .env out of git: add ignore entries, ask git what it ignores."""
+"""Keeping the store and the .env out of git: add ignore entries that git really honours,
+then ask git whether it ignores the path."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from .errors import McpKeysError
+
+_GLOB = re.compile(r"([\\*?\[])")
+
+
+def escape(relative: str) -> str:
+    """A .gitignore pattern matching ``relative`` literally: glob characters, a leading
+    ``#`` or ``!`` and trailing spaces escaped (git would read them as syntax)."""
+    pattern = _GLOB.sub(r"\\\1", relative)
+    if pattern.startswith(("#", "!")):
+        pattern = "\\" + pattern
+    stripped = pattern.rstrip(" ")
+    return stripped + "\\ " * (len(pattern) - len(stripped))
+
+
+def relative_to_root(path: Path, root: Path | None = None) -> str | None:
+    """``path`` relative to ``root`` (cwd) in POSIX form, or ``None`` if outside it."""
+    root = (root or Path.cwd()).resolve()
+    try:
+        relative = Path(os.path.abspath(path)).resolve().relative_to(root)
+    except ValueError:
+        return None
+    text = relative.as_posix()
+    return None if text == "." else text
 
 
 def entry_for(path: Path, *, directory: bool, root: Path | None = None) -> str | None:
     """The .gitignore line for ``path`` relative to ``root`` (cwd), or ``None`` if outside it."""
-    root = (root or Path.cwd()).resolve()
-    try:
-        relative = path.resolve().relative_to(root)
-    except ValueError:
+    relative = relative_to_root(path, root)
+    if relative is None:
         return None
-    if str(relative) == ".":
-        return None
-    return relative.as_posix() + ("/" if directory else "")
+    return escape(relative) + ("/" if directory else "")
 
 
 def add_entry(line: str, root: Path | None = None) -> bool:
@@ -25,7 +48,7 @@ def add_entry(line: str, root: Path | None = None) -> bool:
         text = gitignore.read_text(encoding="utf-8")
     except FileNotFoundError:
         text = ""
-    existing = {raw.strip() for raw in text.splitlines()}
+    existing = {raw.rstrip("\r\n") for raw in text.splitlines()}
     if line in existing or line.rstrip("/") in existing or "/" + line in existing:
         return False
     with open(gitignore, "a", encoding="utf-8") as handle:
@@ -33,6 +56,18 @@ def add_entry(line: str, root: Path | None = None) -> bool:
             handle.write("\n")
         handle.write(line + "\n")
     return True
+
+
+def confirm_ignored(paths: list[Path]) -> None:
+    """Raise unless git ignores each path (nothing to confirm outside a work tree)."""
+    for path in paths:
+        state = git_status(path)
+        if state in ("exposed", "tracked"):
+            why = ("it is already tracked: git rm --cached it" if state == "tracked"
+                   else "another rule re-includes it (see: git check-ignore -v --no-index "
+                   f"{path})")
+            raise McpKeysError(f"git still does not ignore {path} after adding it to "
+                               f".gitignore: {why}")
 
 
 def git_status(path: Path) -> str:
@@ -52,9 +87,9 @@ def git_status(path: Path) -> str:
         return "no-repo"
     if inside.returncode != 0 or inside.stdout.strip() != "true":
         return "no-repo"
-    target = str(path.resolve())
+    target = str(Path(os.path.abspath(path)))
     if git("ls-files", "--error-unmatch", "--", target).returncode == 0:
         return "tracked"
-    if git("check-ignore", "-q", "--", target).returncode == 0:
+    if git("check-ignore", "-q", "--no-index", "--", target).returncode == 0:
         return "ignored"
     return "exposed"

@@ -7,6 +7,7 @@ leaves the store, the .env and the audit log as they were.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 from collections.abc import Iterable
@@ -15,11 +16,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from . import envfile
-from .audit import AuditLog
-from .errors import AmbiguousKey, EnvFileError, InvalidState, KeyNotFound, UsageError, warn
-from .gitignore import add_entry, entry_for, git_status
+from .atomic import temp_pattern
+from .audit import AuditLog, check_actor
+from .errors import (
+    AmbiguousKey,
+    EnvFileError,
+    InvalidState,
+    KeyNotFound,
+    StoreError,
+    UsageError,
+    warn,
+)
+from .gitignore import add_entry, confirm_ignored, entry_for, git_status
 from .models import ApiKey, InitReport, IssuedKey, Status, SweepReport, to_iso, utcnow
-from .store import Store, Transaction
+from .store import Store, Transaction, shadowed_store
 
 DEFAULT_EXPIRES_IN = timedelta(days=90)
 DEFAULT_WARN_WITHIN = timedelta(days=14)
@@ -75,6 +85,7 @@ class KeyManager:
     def __init__(
         self, store: str | os.PathLike[str] | None = None, *, lock_timeout: float | None = None
     ) -> None:
+        check_actor(os.environ.get("MCP_KEYS_ACTOR", ""))
         self.store = Store(store, lock_timeout=lock_timeout)
         self.audit = AuditLog(self.store.directory / "audit.log")
 
@@ -138,21 +149,54 @@ class KeyManager:
     # -- writing -------------------------------------------------------------------------
 
     def init(self, *, env_file: str | os.PathLike[str] | None = None) -> InitReport:
-        """Create an empty store if there is none, and git-ignore the store directory (and
-        ``env_file``) in ``./.gitignore`` when they lie below the current directory."""
-        if self.store.exists():
+        """Create an empty store if there is none, and git-ignore the store (its directory,
+        or the store, lock and audit files when they sit at the project root), ``env_file``
+        and its temp files in ``./.gitignore`` when they lie below the current directory;
+        then confirm with git that they are ignored."""
+        if self.store.exists() or self.store.path.is_symlink():
+            self.store.check_trusted()  # an unsafe store is refused, not reported "exists"
             self.store.read()  # a corrupt store is reported, not papered over
             created = False
         else:
+            shadow = shadowed_store(self.store.path)
+            if shadow is not None:
+                warn("a store already exists at %s (a parent directory); creating a separate "
+                     "one at %s", shadow, self.store.path)
             with self.store.transaction(create=True):
                 pass
             self.audit.append("init", detail={"store": str(self.store.path)})
             created = True
-        entries = [entry_for(self.store.directory, directory=True)]
-        if env_file is not None:
-            entries.append(entry_for(Path(env_file), directory=False))
-        added = tuple(e for e in entries if e is not None and add_entry(e))
+        ignored = self._ignore_entries(env_file)
+        added = tuple(entry for entry, _ in ignored if add_entry(entry))
+        confirm_ignored([path for _, path in ignored])
         return InitReport(created=created, gitignored=added)
+
+    def _ignore_entries(
+        self, env_file: str | os.PathLike[str] | None
+    ) -> builtins.list[tuple[str, Path]]:
+        """(entry, path it must ignore) for every file that holds a secret or a digest."""
+        wanted: list[tuple[Path, bool]] = []
+        store = self.store
+        if entry_for(store.directory, directory=True) is not None:
+            wanted.append((store.directory, True))
+        else:  # the store sits at the project root: ignore its files one by one
+            for path in (store.path, store.lock_path, self.audit.path, self.audit.head_path):
+                wanted.append((path, False))
+            wanted.append((self.audit.path.with_name(self.audit.path.name + ".*"), False))
+        if env_file is not None:
+            env = Path(env_file)
+            wanted.append((env, False))
+            wanted.append((env.with_name(temp_pattern(env)), False))
+        result = []
+        for path, directory in wanted:
+            entry = entry_for(path, directory=directory)
+            if entry is None:
+                continue
+            if "*" in path.name:  # a pattern of ours: keep its wildcard
+                entry = entry.replace("\\*", "*")
+            probe = store.path if directory else path.with_name(path.name.replace("*", "0"))
+            result.append((entry, probe))
+        return result
 
     def create(
         self,
@@ -163,6 +207,7 @@ class KeyManager:
         expires_in: timedelta | None = DEFAULT_EXPIRES_IN,
         env_file: str | os.PathLike[str] | None = None,
         env_var: str = envfile.DEFAULT_KEY_VAR,
+        follow_symlink: bool = False,
     ) -> IssuedKey:
         """Issue a key; the plaintext is in the returned ``IssuedKey`` and nowhere else
         (and in ``env_file`` when given). ``expires_in=None`` means it never expires."""
@@ -171,11 +216,17 @@ class KeyManager:
                                  allow_empty=True)
         granted = check_scopes(scopes)
         _check_duration(expires_in, "expires_in")
-        self._check_env(env_file, env_var)
+        self._check_env(env_file, env_var, follow_symlink)
+        if not self.store.exists():
+            shadow = shadowed_store(self.store.path)
+            if shadow is not None:
+                raise StoreError(
+                    f"no store at {self.store.path}, but a parent directory has one at {shadow}; "
+                    f"use --store {shadow}, or run 'mcp-keys init' to create a separate store")
         with self.store.transaction(create=True) as txn:
             issued = self._issue(txn, utcnow(), expires_in,
                                  name=name, description=description, scopes=granted)
-            self._commit_with_env(txn, env_file, env_var, issued.key)
+            self._commit_with_env(txn, env_file, env_var, issued.key, follow_symlink)
         record = issued.record
         self.audit.append("create", key_id=record.id, name=name,
                           detail={"scopes": list(granted), "expires_at": to_iso(record.expires_at)})
@@ -199,7 +250,7 @@ class KeyManager:
         """Remove a key's record for good; it then validates as ``UNKNOWN``."""
         with self.store.transaction() as txn:
             key = self._find(txn.keys, key_id)
-            del txn.keys[key.id]
+            _remove(txn.keys, key.id)
         self.audit.append("delete", key_id=key.id, name=key.name,
                           detail={"status": key.status.value})
         return key
@@ -212,6 +263,7 @@ class KeyManager:
         expires_in: timedelta | None = DEFAULT_EXPIRES_IN,
         env_file: str | os.PathLike[str] | None = None,
         env_var: str = envfile.DEFAULT_KEY_VAR,
+        follow_symlink: bool = False,
     ) -> IssuedKey:
         """Issue a successor with the same name, description and scopes.
 
@@ -220,17 +272,17 @@ class KeyManager:
         """
         _check_duration(grace, "grace", zero_ok=True)
         _check_duration(expires_in, "expires_in")
-        self._check_env(env_file, env_var)
+        self._check_env(env_file, env_var, follow_symlink)
         now = utcnow()
         with self.store.transaction() as txn:
             old = self._find(txn.keys, key_id)
             status = old.status_at(now)
-            if status is not Status.ACTIVE:
-                raise InvalidState(f"key {old.id} is {status.value}; only an active key can be "
-                                   "rotated (create a new key instead)")
             if old.rotated_to is not None:
                 raise InvalidState(f"key {old.id} was already rotated to {old.rotated_to}; "
                                    f"rotate {old.rotated_to} instead")
+            if status is not Status.ACTIVE:
+                raise InvalidState(f"key {old.id} is {status.value}; only an active key can be "
+                                   "rotated (create a new key instead)")
             issued = self._issue(txn, now, expires_in, name=old.name,
                                  description=old.description, scopes=old.scopes,
                                  rotated_from=old.id)
@@ -241,7 +293,7 @@ class KeyManager:
             else:
                 old = replace(old, revoked_at=now, revoke_reason="rotated", rotated_to=new.id)
             txn.keys[old.id] = old
-            self._commit_with_env(txn, env_file, env_var, issued.key)
+            self._commit_with_env(txn, env_file, env_var, issued.key, follow_symlink)
         self.audit.append("rotate", key_id=new.id, name=new.name, detail={
             "rotated_from": old.id,
             "grace": int(grace.total_seconds()),
@@ -297,7 +349,7 @@ class KeyManager:
                 expiring.append(key)
             ended = key.ended_at(now)
             if purge_after is not None and ended is not None and now >= ended + purge_after:
-                del keys[key.id]
+                _remove(keys, key.id)
                 purged.append(key)
         return SweepReport(now=now, expired=tuple(expired), expiring=tuple(expiring),
                            purged=tuple(purged), dry_run=dry_run)
@@ -305,7 +357,7 @@ class KeyManager:
     def set_required(self, env_file: str | os.PathLike[str], required: bool) -> bool:
         """Write ``API_KEY_REQUIRED=true|false`` into the .env; ``True`` if it changed."""
         value = "true" if required else "false"
-        changed = envfile.set_variable(env_file, envfile.REQUIRED_VAR, value)
+        changed = envfile.set_variable(env_file, envfile.REQUIRED_VAR, value, secret=False)
         if changed:
             self.audit.append("require", detail={"env_file": str(env_file), "value": value})
         return changed
@@ -330,21 +382,23 @@ class KeyManager:
         return IssuedKey(key=token, record=record)
 
     @staticmethod
-    def _check_env(env_file: str | os.PathLike[str] | None, env_var: str) -> None:
+    def _check_env(env_file: str | os.PathLike[str] | None, env_var: str,
+                   follow_symlink: bool) -> None:
         if env_file is not None:
             envfile.check_var_name(env_var)
-            envfile.check_writable(env_file)
+            envfile.check_writable(env_file, follow_symlink=follow_symlink)
 
     @staticmethod
     def _commit_with_env(
-        txn: Transaction, env_file: str | os.PathLike[str] | None, env_var: str, token: str
+        txn: Transaction, env_file: str | os.PathLike[str] | None, env_var: str, token: str,
+        follow_symlink: bool,
     ) -> None:
         """Write the store, then the .env; if the .env fails, put the store back."""
         txn.commit()
         if env_file is None:
             return
         try:
-            envfile.set_variable(env_file, env_var, token)
+            envfile.set_variable(env_file, env_var, token, follow_symlink=follow_symlink)
         except EnvFileError:
             txn.rollback()
             raise
@@ -359,3 +413,15 @@ class KeyManager:
         if git_status(Path(env_file)) in ("exposed", "tracked"):
             warn("%s is not git-ignored; a commit would leak the key "
                  "(mcp-keys init --env-file %s ignores it)", env_file, env_file)
+
+
+def _remove(keys: dict[str, ApiKey], key_id: str) -> None:
+    """Delete a record and every rotation link that names it, so no record ever points at
+    one that does not exist."""
+    del keys[key_id]
+    for other in list(keys.values()):
+        if key_id in (other.rotated_to, other.rotated_from):
+            keys[other.id] = replace(
+                other,
+                rotated_to=None if other.rotated_to == key_id else other.rotated_to,
+                rotated_from=None if other.rotated_from == key_id else other.rotated_from)

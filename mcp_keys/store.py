@@ -17,8 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreCorrupt, StoreError, StoreLocked, UsageError
+from .atomic import write_atomic
+from .errors import StoreCorrupt, StoreError, StoreLocked, UnsafeFile, UsageError
+from .locking import LockFile, LockTimeout
 from .models import ApiKey
+from .safefs import check_trusted, make_private_dirs, read_regular
 
 SCHEMA_VERSION = 1
 DEFAULT_PATH = Path(".mcp-keys") / "keys.json"
@@ -32,6 +35,27 @@ def resolve_path(path: str | os.PathLike[str] | None = None) -> Path:
         return Path(path)
     env = os.environ.get("MCP_KEYS_STORE")
     return Path(env) if env else DEFAULT_PATH
+
+
+def check_location(location: str | os.PathLike[str]) -> None:
+    """A store path names a file: a trailing slash or an existing directory is an error
+    (``Path`` would silently drop the slash and create a file named like the folder)."""
+    text = os.fspath(location)
+    if text.endswith(("/", os.sep)) or os.path.isdir(text):
+        raise UsageError(f"store path {text} is a directory; give the store file, "
+                         f"e.g. --store {os.path.join(text, 'keys.json')}")
+
+
+def shadowed_store(path: Path) -> Path | None:
+    """For a relative store path that does not exist: a default store in a parent of the
+    current directory, which the operator most likely meant (``None`` if there is none)."""
+    if path.is_absolute() or path.exists():
+        return None
+    for parent in Path.cwd().resolve().parents:
+        candidate = parent / DEFAULT_PATH
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -92,6 +116,7 @@ class Store:
         self, path: str | os.PathLike[str] | None = None, *, lock_timeout: float | None = None
     ) -> None:
         self.path = resolve_path(path)
+        check_location(self.path)
         if lock_timeout is None:
             setting = os.environ.get("MCP_KEYS_LOCK_TIMEOUT", "")
             try:
@@ -115,19 +140,25 @@ class Store:
     def exists(self) -> bool:
         return self.path.exists()
 
+    def check_trusted(self, *, reader: bool = False) -> None:
+        """The StrictModes rule (see ``safefs``) for the store, its directory and parents."""
+        check_trusted(self.path, what="store", reader=reader)
+
     def read_raw(self) -> bytes | None:
         """The store's bytes, or ``None`` if there is no store yet."""
         try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
+            found = read_regular(self.path)
         except IsADirectoryError:
             raise StoreError(f"store path {self.path} is a directory, not a file") from None
+        except UnsafeFile as exc:
+            raise StoreError(str(exc)) from None
         except OSError as exc:
             raise StoreError(f"cannot read store {self.path}: {_describe(exc)}") from None
+        return None if found is None else found[0]
 
     def read(self) -> dict[str, ApiKey]:
         """Every record; an absent store reads as empty."""
+        self.check_trusted(reader=True)
         raw = self.read_raw()
         return {} if raw is None else parse(raw, self.path)
 
@@ -136,34 +167,44 @@ class Store:
         """Lock, read, and yield a transaction whose changes are written when the block ends.
 
         Without ``create`` an absent store is an error; with it, the store is created.
-        An exception in the block writes nothing more than what was committed.
+        An exception in the block writes nothing more than what was committed, and a
+        transaction that leaves no store behind leaves no lock file or directory either.
         """
         if not create and not self.path.exists() and not self.path.is_symlink():
             raise StoreError(f"no store at {self.path}: run 'mcp-keys init' first")
-        self._ensure_directory()
-        with self._lock():
-            raw = self.read_raw()
-            if raw is not None:
-                self._check_writable()
-            txn = Transaction(self, None if raw is None else parse(raw, self.path))
-            yield txn
-            txn.commit()
-
-    def _ensure_directory(self) -> None:
-        directory = self.directory
-        if directory.is_dir():
-            return
+        self.check_trusted()
+        made = self._ensure_directory()
+        lock = LockFile(self.lock_path, self.lock_timeout)
         try:
-            directory.mkdir(mode=0o700, parents=True)
-        except FileExistsError:
-            if directory.is_dir():
-                return  # another process created it between our look and our mkdir
-            raise StoreError(f"store directory {directory} exists and is not a directory") from None
+            self._acquire(lock)
+            txn: Transaction | None = None
+            try:
+                raw = self.read_raw()
+                if raw is not None:
+                    self._check_writable()
+                txn = Transaction(self, None if raw is None else parse(raw, self.path))
+                yield txn
+                txn.commit()
+            finally:
+                if lock.created and (txn is None or not txn.persisted):
+                    lock.remove()
+                lock.release()
+        finally:
+            if not self.path.exists():
+                for directory in reversed(made):
+                    with contextlib.suppress(OSError):
+                        directory.rmdir()
+
+    def _ensure_directory(self) -> list[Path]:
+        try:
+            return make_private_dirs(self.directory)
+        except FileExistsError as exc:
+            raise StoreError(f"store directory {exc.filename or self.directory} exists and is "
+                             "not a directory") from None
         except OSError as exc:
             raise StoreError(
-                f"cannot create store directory {directory}: {_describe(exc)}"
+                f"cannot create store directory {self.directory}: {_describe(exc)}"
             ) from None
-        os.chmod(directory, 0o700)  # whatever the umask
 
     def _check_writable(self) -> None:
         if self.path.is_symlink():
@@ -179,55 +220,24 @@ class Store:
                 "chmod u+w to allow changes"
             )
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        from filelock import FileLock, Timeout  # deferred: costs ~30 ms at start-up
-
-        lock = FileLock(str(self.lock_path), timeout=self.lock_timeout, mode=0o600)
+    def _acquire(self, lock: LockFile) -> None:
         try:
             lock.acquire()
-        except Timeout:
+        except LockTimeout:
             raise StoreLocked(
                 f"store {self.path} is locked by another process "
                 f"(waited {self.lock_timeout:g}s for {self.lock_path})"
             ) from None
         except OSError as exc:
             raise StoreError(f"cannot lock store: {self.lock_path}: {_describe(exc)}") from None
-        try:
-            yield
-        finally:
-            lock.release()
 
     def _write(self, keys: dict[str, ApiKey]) -> None:
-        import tempfile
-
-        directory = self.directory
-        self._remove_stale_temps()
         try:
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{self.path.name}.", suffix=".tmp", dir=directory
-            )
+            write_atomic(self.path, serialize(keys))
         except OSError as exc:
-            raise StoreError(f"cannot write store {self.path}: {_describe(exc)}") from None
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(serialize(keys))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)  # mkstemp made it 0600
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             raise StoreError(
                 f"cannot write store {self.path}: {_describe(exc)}; the previous store is intact"
             ) from None
-        _fsync_directory(directory)
-
-    def _remove_stale_temps(self) -> None:
-        """Under the lock, any temp file is a dead writer's leftover."""
-        for leftover in self.directory.glob(f".{self.path.name}.*.tmp"):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
 
 
 class Transaction:
@@ -239,6 +249,11 @@ class Transaction:
         self._existed = on_disk is not None
         self.before: dict[str, ApiKey] = dict(on_disk or {})
         self.keys: dict[str, ApiKey] = dict(self.before)
+
+    @property
+    def persisted(self) -> bool:
+        """Whether this transaction left the store different from how it found it."""
+        return self._on_disk != (self.before if self._existed else None)
 
     def commit(self) -> None:
         """Write the records if they differ from what is on disk (or there is no file yet)."""
@@ -255,16 +270,3 @@ class Transaction:
             self._on_disk = None
         elif self._on_disk is not None and self._on_disk != self.before:
             self.commit()
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

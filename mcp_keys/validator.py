@@ -1,37 +1,56 @@
 """Validator and validate_api_key: read-only, cached, fail-closed key checks for servers.
 
-The parsed store is kept in memory and reloaded when the file changes (stat compared at
-most once per ``refresh_interval``), so a revoke at the terminal reaches a running server
-within a second while a validation costs a parse, a dict lookup and one SHA-256.
+The parsed store is kept in memory, indexed by digest, and reloaded when the file changes
+(stat compared at most once per ``refresh_interval``, and at once, at most every 50 ms,
+when a well-formed key is unknown), so a revoke at the terminal reaches a running server
+within a second and a key created elsewhere is accepted on its first use. A hit costs one
+SHA-256 and a dict lookup: the digest of the whole token matching a stored digest proves
+its format and checksum, so the token is parsed only on a miss.
+
+Anything unexpected fails closed: a missing, unreadable, unsafe or corrupt store, or any
+exception at all while loading or checking, answers ``STORE_ERROR`` until a good load.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import tokens
 from .audit import AuditLog
 from .envfile import DEFAULT_KEY_VAR
-from .errors import McpKeysError
 from .models import ApiKey, Reason, ValidationResult
+from .safefs import check_trusted, read_regular
 from .store import parse, resolve_path
 
 log = logging.getLogger("mcp_keys")
 ENV_KEY_VAR = DEFAULT_KEY_VAR
-_DUMMY_DIGEST = tokens.digest("mcpk_000000000000_not-a-key")
+ENV_FALLBACK_VAR = "MCP_KEYS_ENV_FALLBACK"
 AUDIT_LINES_PER_SECOND = 20
+UNKNOWN_RECHECK_INTERVAL = 0.05
 ENV_MODE_DETAIL = "environment mode (MCP_API_KEY): scopes were not checked"
+PROVEN = frozenset({Reason.REVOKED, Reason.EXPIRED, Reason.INSUFFICIENT_SCOPE})
+_sha256 = hashlib.sha256
+_compare = hmac.compare_digest
+_MAX_TOKEN = tokens.MAX_TOKEN_LENGTH
 
 
 def key_required() -> bool:
     """``API_KEY_REQUIRED=false`` (any case) turns the requirement off; anything else keeps it."""
     return os.environ.get("API_KEY_REQUIRED", "").strip().lower() != "false"
+
+
+def env_fallback_enabled() -> bool:
+    """``MCP_KEYS_ENV_FALLBACK=1`` (or ``true``/``yes``) opts in to environment mode."""
+    return os.environ.get(ENV_FALLBACK_VAR, "").strip().lower() in ("1", "true", "yes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +69,18 @@ class _Entry:
 class _State:
     """What validations read, swapped in one assignment so a reader never sees half of it."""
 
-    index: dict[str, _Entry]
+    by_digest: dict[str, _Entry] = field(default_factory=dict)
     error: str | None = None
     env_digest: str | None = None
+
+
+@dataclass(slots=True)
+class _Budget:
+    """Audit lines allowed per second for one class of failure."""
+
+    second: int = 0
+    seen: set[tuple[str | None, Reason]] = field(default_factory=set)
+    suppressed: int = 0
 
 
 def _entry(key: ApiKey) -> _Entry:
@@ -71,8 +99,17 @@ def _result(reason: Reason, key: ApiKey) -> ValidationResult:
                             expires_at=key.expires_at)
 
 
+_LOADING_FAILED = ValidationResult(Reason.STORE_ERROR, detail="the key could not be checked")
+_live: weakref.WeakSet[Validator] = weakref.WeakSet()
+
+
 class Validator:
-    """Validates tokens against one store; never takes the write lock, never writes it."""
+    """Validates tokens against one store; never takes the write lock, never writes it.
+
+    ``env_fallback`` (default: ``MCP_KEYS_ENV_FALLBACK``) lets a validator with no store
+    compare against ``MCP_API_KEY``; it is never entered once a store has been loaded,
+    and it never satisfies a scope.
+    """
 
     def __init__(
         self,
@@ -80,18 +117,26 @@ class Validator:
         refresh_interval: float = 1.0,
         *,
         audit_failures: bool = True,
+        env_fallback: bool | None = None,
     ) -> None:
         self.path = resolve_path(store).absolute()
         self.refresh_interval = refresh_interval
         self.audit_failures = audit_failures
+        self.env_fallback = env_fallback_enabled() if env_fallback is None else env_fallback
         self._audit = AuditLog(self.path.parent / "audit.log")
+        self._loaded_once = False
+        self._reset()
+        _live.add(self)
+
+    def _reset(self) -> None:
+        """Fresh locks and state: at construction, and in a forked child (a lock another
+        thread held at fork time would otherwise never be released there)."""
         self._lock = threading.Lock()
-        self._signature: tuple[int, int, int] | str | None = "unloaded"
+        self._signature: tuple[int, ...] | str | None = "unloaded"
         self._next_check = float("-inf")
-        self._state = _State({})
-        self._audit_second = 0
-        self._audited: set[tuple[str | None, Reason]] = set()
-        self._suppressed = 0
+        self._next_recheck = float("-inf")
+        self._state = _State(error="the store has not been loaded yet")
+        self._budgets = {True: _Budget(), False: _Budget()}
 
     def __repr__(self) -> str:
         return f"Validator({str(self.path)!r}, refresh_interval={self.refresh_interval})"
@@ -99,77 +144,105 @@ class Validator:
     # -- loading -------------------------------------------------------------------------
 
     def refresh(self, *, force: bool = False) -> None:
-        """Reload the store if its inode, size or mtime changed since the last look."""
+        """Reload the store if it changed since the last look. Never raises: any failure
+        leaves the validator failing closed."""
         now = time.monotonic()
         if not force and now < self._next_check:
             return
         with self._lock:
             self._next_check = now + self.refresh_interval
             try:
-                with open(self.path, "rb") as handle:
-                    info = os.fstat(handle.fileno())
-                    signature: tuple[int, int, int] | str = (
-                        info.st_ino, info.st_size, info.st_mtime_ns)
-                    if signature == self._signature:
-                        return
-                    raw = handle.read()
-            except FileNotFoundError:
-                self._load_missing()
-                return
-            except OSError as exc:
-                self._fail(f"cannot read store {self.path}: {exc.strerror}", f"os:{exc.errno}")
-                return
-            try:
-                keys = parse(raw, self.path)
-            except McpKeysError as exc:
-                self._fail(str(exc), signature)
-                return
-            if self._state.error is not None:
-                log.warning("mcp-keys store %s is readable again; validating normally", self.path)
-            self._state = _State({key_id: _entry(key) for key_id, key in keys.items()})
-            self._signature = signature
+                self._load()
+            except Exception as exc:  # fail closed on anything, MemoryError included
+                self._fail(f"cannot load store {self.path}: {type(exc).__name__}: {exc}",
+                           f"exception:{type(exc).__name__}")
+
+    def _load(self) -> None:
+        from .errors import McpKeysError
+
+        try:
+            check_trusted(self.path, what="store", reader=True)
+            found = read_regular(self.path)
+        except McpKeysError as exc:
+            self._fail(str(exc), f"unsafe:{exc}")
+            return
+        except OSError as exc:
+            self._fail(f"cannot read store {self.path}: {exc.strerror}", f"os:{exc.errno}")
+            return
+        if found is None:
+            self._load_missing()
+            return
+        raw, info = found
+        signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        if signature == self._signature:
+            return
+        try:
+            keys = parse(raw, self.path)
+        except McpKeysError as exc:
+            self._fail(str(exc), signature)
+            return
+        if self._state.error is not None and self._loaded_once:
+            log.warning("mcp-keys store %s is readable again; validating normally", self.path)
+        self._state = _State({key.digest: _entry(key) for key in keys.values()})
+        self._signature = signature
+        self._loaded_once = True
 
     def _load_missing(self) -> None:
         env_key = os.environ.get(ENV_KEY_VAR, "").strip()
-        if env_key:
+        if self.env_fallback and not self._loaded_once and env_key:
             if self._signature != "env":
-                log.info("no mcp-keys store at %s; validating against %s", self.path, ENV_KEY_VAR)
-            self._state = _State({}, env_digest=tokens.digest(env_key))
+                log.warning("no mcp-keys store at %s; validating against %s (environment "
+                            "mode: one key, no scopes, no revocation)", self.path, ENV_KEY_VAR)
+            self._state = _State(env_digest=tokens.digest(env_key))
             self._signature = "env"
             return
-        self._fail(f"no store at {self.path} and {ENV_KEY_VAR} is not set", "missing")
+        if self._loaded_once:
+            message = f"the store at {self.path} has disappeared"
+        elif self.env_fallback:
+            message = f"no store at {self.path} and {ENV_KEY_VAR} is not set"
+        else:
+            message = (f"no store at {self.path} (run 'mcp-keys init', or set "
+                       f"{ENV_FALLBACK_VAR}=1 to check {ENV_KEY_VAR} instead)")
+        self._fail(message, "missing")
 
-    def _fail(self, message: str, signature: tuple[int, int, int] | str) -> None:
+    def _fail(self, message: str, signature: tuple[int, ...] | str) -> None:
         """Fail closed; log once per change of state, not once per call."""
         if signature != self._signature:
             log.error("mcp-keys rejects every key: %s", message)
-        self._state = _State({}, error=message)
+        self._state = _State(error=message)
         self._signature = signature
 
     # -- validating ----------------------------------------------------------------------
 
     def validate(self, token: str | None, scopes: Iterable[str] = ()) -> ValidationResult:
         """Check a token: MISSING, MALFORMED, UNKNOWN, REVOKED, EXPIRED, INSUFFICIENT_SCOPE
-        or VALID, in that order; STORE_ERROR when the store cannot be read."""
-        token = token.strip() if token else ""
+        or VALID; STORE_ERROR when the store cannot be trusted or anything goes wrong."""
+        try:
+            return self._validate(token, scopes, True)
+        except Exception:  # fail closed, whatever happened
+            log.exception("mcp-keys could not check a key; refusing it")
+            return _LOADING_FAILED
+
+    def _validate(self, token: str | None, scopes: Iterable[str],
+                  may_recheck: bool) -> ValidationResult:
+        if not token or not isinstance(token, str):
+            return ValidationResult(Reason.MISSING)
+        token = token.strip()
         if not token:
             return ValidationResult(Reason.MISSING)
-        parsed = tokens.parse(token)
-        if parsed is None:
-            return self._failed(ValidationResult(Reason.MALFORMED))
         if time.monotonic() >= self._next_check:
             self.refresh()
         state = self._state
         if state.error is not None:
             return ValidationResult(Reason.STORE_ERROR, detail=state.error)
+        if len(token) > _MAX_TOKEN:
+            return self._failed(ValidationResult(Reason.MALFORMED))
+        digest = _sha256(token.encode()).hexdigest()
         if state.env_digest is not None:
-            if tokens.matches(token, state.env_digest):
-                return ValidationResult(Reason.VALID, key_id=parsed.key_id, detail=ENV_MODE_DETAIL)
-            return ValidationResult(Reason.UNKNOWN, key_id=parsed.key_id)
-        entry = state.index.get(parsed.key_id)
-        # Unknown ID and wrong secret cost the same and answer the same.
-        if not tokens.matches(token, entry.digest if entry else _DUMMY_DIGEST) or entry is None:
-            return self._failed(ValidationResult(Reason.UNKNOWN, key_id=parsed.key_id))
+            return self._validate_env(token, digest, state.env_digest, scopes)
+        entry = state.by_digest.get(digest)
+        if entry is None or not _compare(digest, entry.digest):
+            return self._miss(token, scopes, may_recheck)
         if entry.revoked:
             return self._failed(_result(Reason.REVOKED, entry.record))
         if entry.expires_ts is not None and time.time() >= entry.expires_ts:
@@ -178,28 +251,59 @@ class Validator:
             return self._failed(_result(Reason.INSUFFICIENT_SCOPE, entry.record))
         return entry.valid
 
+    def _miss(self, token: str, scopes: Iterable[str], may_recheck: bool) -> ValidationResult:
+        """No stored digest matches: malformed, or a key this snapshot does not know (it
+        may have been created a moment ago: look again, at most every 50 ms)."""
+        parsed = tokens.parse(token)
+        if parsed is None:
+            return self._failed(ValidationResult(Reason.MALFORMED))
+        now = time.monotonic()
+        if may_recheck and now >= self._next_recheck:
+            self._next_recheck = now + UNKNOWN_RECHECK_INTERVAL
+            before = self._state
+            self.refresh(force=True)
+            if self._state is not before:
+                return self._validate(token, scopes, False)
+        return self._failed(ValidationResult(Reason.UNKNOWN, key_id=parsed.key_id))
+
+    def _validate_env(self, token: str, digest: str, env_digest: str,
+                      scopes: Iterable[str]) -> ValidationResult:
+        parsed = tokens.parse(token)
+        if not _compare(digest, env_digest):
+            reason = Reason.MALFORMED if parsed is None else Reason.UNKNOWN
+            return ValidationResult(reason, key_id=None if parsed is None else parsed.key_id)
+        key_id = None if parsed is None else parsed.key_id
+        if tuple(scopes):
+            return ValidationResult(Reason.INSUFFICIENT_SCOPE, key_id=key_id,
+                                    detail="environment mode (MCP_API_KEY) grants no scopes")
+        return ValidationResult(Reason.VALID, key_id=key_id, detail=ENV_MODE_DETAIL)
+
     def _failed(self, result: ValidationResult) -> ValidationResult:
         """Audit a failure: at most one line per key ID and reason per second, and at most
-        ``AUDIT_LINES_PER_SECOND`` in all (random IDs must not fill the disk either); what
-        is held back is counted in a ``suppressed`` line the next second."""
-        if not self.audit_failures or self._state.error is not None \
-                or self._signature in ("env", "unloaded"):
+        ``AUDIT_LINES_PER_SECOND`` per second for each of two budgets, so failures that
+        proved the secret (revoked, expired, out of scope) are never crowded out by
+        unknown or malformed noise. What is held back is counted in a ``suppressed`` line
+        the next second."""
+        if not self.audit_failures or not isinstance(self._signature, tuple):
             return result
+        proven = result.reason in PROVEN
         second = int(time.time())
         with self._lock:
+            budget = self._budgets[proven]
             suppressed = 0
-            if self._audit_second != second:
-                self._audit_second, self._audited = second, set()
-                suppressed, self._suppressed = self._suppressed, 0
+            if budget.second != second:
+                budget.second, budget.seen = second, set()
+                suppressed, budget.suppressed = budget.suppressed, 0
             pair = (result.key_id, result.reason)
-            if pair in self._audited:
+            if pair in budget.seen:
                 return result
-            if len(self._audited) >= AUDIT_LINES_PER_SECOND:
-                self._suppressed += 1
+            if len(budget.seen) >= AUDIT_LINES_PER_SECOND:
+                budget.suppressed += 1
                 return result
-            self._audited.add(pair)
+            budget.seen.add(pair)
         if suppressed:
-            self._audit.append("validation_failed", detail={"suppressed": suppressed})
+            self._audit.append("validation_failed", detail={
+                "suppressed": suppressed, "class": "proven" if proven else "unproven"})
         self._audit.append("validation_failed", key_id=result.key_id, name=result.name,
                            detail={"reason": result.reason.value})
         return result
@@ -207,6 +311,16 @@ class Validator:
 
 _validators: dict[Path, Validator] = {}
 _validators_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _validators_lock
+    _validators_lock = threading.Lock()
+    for validator in list(_live):
+        validator._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def get_validator(store: str | os.PathLike[str] | None = None) -> Validator:

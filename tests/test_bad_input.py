@@ -23,8 +23,8 @@ IDS = ["abcd11111111", "abcd22222222", "rrrr00000000", "eeee00000000"]
 ENV_TEXT = "# settings\nA=1\nMCP_API_KEY=placeholder\n"
 HOLD_LOCK = """
 import sys
-from filelock import FileLock
-lock = FileLock(sys.argv[1]); lock.acquire(); print("locked", flush=True); sys.stdin.readline()
+from mcp_keys.locking import LockFile
+lock = LockFile(sys.argv[1], 10); lock.acquire(); print("locked", flush=True); sys.stdin.readline()
 """
 
 
@@ -121,7 +121,7 @@ CASES: dict[str, Case] = {
         b'{"version": 1, "keys": {"aaaaaaaaaaaa": ' + GOOD_ENTRY + b', "aaaaaaaaaaaa": '
         + GOOD_ENTRY + b"}}")),
     "store-dev-null": Case(["create", "x"], 1, setup=dev_null),
-    "store-directory": Case(["create", "x"], 1, setup=make_dir),
+    "store-directory": Case(["create", "x"], 2, setup=make_dir),
     "store-read-only": Case(["create", "x"], 1, setup=read_only),
     "sweep-corrupt": Case(["sweep"], 1, setup=write_store(b"{")),
     "env-is-directory": Case(["create", "x", "--env-file", "envdir"], 1, setup=env_dir),
@@ -185,7 +185,7 @@ def test_the_corpus_is_large_enough() -> None:
 
 def _in_child_without_privileges(store: Path) -> str:
     """Fork; drop to 'nobody' when root; try a create; report the error text."""
-    import filelock  # noqa: F401  (imported before fork: the child may not read site-packages)
+    import mcp_keys.locking  # noqa: F401  (imported before fork: the child may not read site-packages)
 
     read, write = os.pipe()
     pid = os.fork()
@@ -222,6 +222,7 @@ def test_unwritable_store_directory() -> None:
         store.chmod(0o644)  # readable by the unprivileged child
         (base / "keys.json.lock").unlink(missing_ok=True)
         (base / "audit.log").unlink()
+        (base / "audit.log.head").unlink()
         base.chmod(0o555)
         before = store.read_bytes()
         message = _in_child_without_privileges(store)

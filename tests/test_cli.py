@@ -111,7 +111,7 @@ def test_init_writes_gitignore_once(run: Cli, tmp_path: Path) -> None:
     (tmp_path / ".gitignore").write_text("node_modules/")
     run("init", "--env-file", ".env")
     run("init", "--env-file", ".env")
-    assert (tmp_path / ".gitignore").read_text() == "node_modules/\nkeys/\n.env\n"
+    assert (tmp_path / ".gitignore").read_text() == "node_modules/\nkeys/\n.env\n..env.*.tmp\n"
 
 
 def test_python_dash_m_works(tmp_path: Path) -> None:

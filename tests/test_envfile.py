@@ -55,8 +55,20 @@ def test_new_env_file_is_0600_and_existing_mode_is_kept(tmp_path: Path) -> None:
     shared = tmp_path / "shared.env"
     shared.write_text("X=0\n")
     shared.chmod(0o640)
-    set_variable(shared, "X", "1")
+    set_variable(shared, "X", "1", secret=False)
     assert stat.S_IMODE(shared.stat().st_mode) == 0o640
+
+
+def test_a_key_never_lands_in_a_file_others_can_read(tmp_path: Path, manager: KeyManager,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    shared = tmp_path / ".env"
+    shared.write_text("A=1\n")
+    shared.chmod(0o664)
+    with caplog.at_level("WARNING", logger="mcp_keys"):
+        issued = manager.create("svc", env_file=shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o600
+    assert any("removed group and other permissions" in r.getMessage() for r in caplog.records)
+    assert redact(shared.read_text(), issued.key) == "A=1\nMCP_API_KEY=<KEY0>\n"
 
 
 def test_custom_variable_name(tmp_path: Path, manager: KeyManager) -> None:
@@ -85,7 +97,7 @@ def test_a_failed_env_write_withdraws_the_key(tmp_path: Path, manager: KeyManage
     before = manager.store.path.read_bytes() if existing else None
     audit_before = manager.audit.path.read_bytes() if existing else None
 
-    def full_disk(*args: object) -> bool:
+    def full_disk(*args: object, **kwargs: object) -> bool:
         raise EnvFileError("cannot write .env: No space left on device")
 
     monkeypatch.setattr("mcp_keys.envfile.set_variable", full_disk)
@@ -94,6 +106,5 @@ def test_a_failed_env_write_withdraws_the_key(tmp_path: Path, manager: KeyManage
     if existing:
         assert manager.store.path.read_bytes() == before
         assert manager.audit.path.read_bytes() == audit_before
-    else:
-        assert not manager.store.path.exists()
-        assert not manager.audit.path.exists()
+    else:  # no litter either: no store, lock, audit log or directory
+        assert not manager.store.directory.exists()

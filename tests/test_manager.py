@@ -137,12 +137,12 @@ def test_sixty_four_printable_characters_is_fine(manager: KeyManager) -> None:
 
 def test_init_is_idempotent(manager: KeyManager, tmp_path: Path) -> None:
     first = manager.init(env_file=".env")
-    assert first.created and first.gitignored == ("keys/", ".env")
+    assert first.created and first.gitignored == ("keys/", ".env", "..env.*.tmp")
     before = manager.store.path.read_bytes()
     second = manager.init(env_file=".env")
     assert not second.created and second.gitignored == ()
     assert manager.store.path.read_bytes() == before
-    assert (tmp_path / ".gitignore").read_text() == "keys/\n.env\n"
+    assert (tmp_path / ".gitignore").read_text() == "keys/\n.env\n..env.*.tmp\n"
 
 
 def test_init_leaves_gitignore_alone_for_a_store_elsewhere(tmp_path: Path) -> None:

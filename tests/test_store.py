@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_keys import KeyManager, StoreCorrupt, StoreError, StoreLocked
+from mcp_keys import KeyManager, StoreCorrupt, StoreError, StoreLocked, UsageError
 from mcp_keys.store import Store
 
 
@@ -43,9 +43,9 @@ def test_unreadable_stores_are_reported_and_never_overwritten(
 
 def test_store_path_that_is_a_directory(store_path: Path) -> None:
     store_path.mkdir(parents=True)
-    with pytest.raises(StoreError) as info:
+    with pytest.raises(UsageError) as info:
         KeyManager(store_path).create("svc")
-    assert "directory" in str(info.value)
+    assert "is a directory; give the store file" in str(info.value)
 
 
 def test_read_only_store_is_refused(manager: KeyManager) -> None:
@@ -61,8 +61,8 @@ def test_read_only_store_is_refused(manager: KeyManager) -> None:
 
 HOLD_LOCK = """
 import sys, time
-from filelock import FileLock
-lock = FileLock(sys.argv[1])
+from mcp_keys.locking import LockFile
+lock = LockFile(sys.argv[1], 10)
 lock.acquire()
 print("locked", flush=True)
 sys.stdin.readline()

@@ -30,6 +30,9 @@ def parse_duration(
     if allow_zero and value == "0":
         return timedelta(0)
     match = _PATTERN.fullmatch(value)
+    if match is None and re.fullmatch(r"(-\s*[0-9]+|0+)[smhdwy]", value):
+        raise UsageError(f"invalid duration {text!r}: the duration must be positive "
+                         "(e.g. 90d)")
     if match is None:
         accepted = "a whole number and a unit (s, m, h, d, w, y), e.g. 90d"
         extra = [w for w, ok in (("'never'", allow_never), ("'0'", allow_zero)) if ok]

@@ -6,10 +6,23 @@ line, name the file or ID involved, and never contain a key or digest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+_warning_sink: Callable[[str], None] | None = None
+
+
+def set_warning_sink(sink: Callable[[str], None] | None) -> None:
+    """Send ``warn`` messages to ``sink`` instead of logging (the CLI prints them)."""
+    global _warning_sink
+    _warning_sink = sink
+
 
 def warn(message: str, *args: object) -> None:
-    """A problem that does not stop the operation, on the ``mcp_keys`` logger (the CLI
-    prints it as a ``warning:`` line). logging is imported only when there is one."""
+    """A problem that does not stop the operation: to the sink the CLI installed, else the
+    ``mcp_keys`` logger (imported only when there is something to say)."""
+    if _warning_sink is not None:
+        _warning_sink(message % args if args else message)
+        return
     import logging
 
     logging.getLogger("mcp_keys").warning(message, *args)

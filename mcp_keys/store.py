@@ -74,7 +74,8 @@ def parse(raw: bytes, path: Path) -> dict[str, ApiKey]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise StoreCorrupt(f"store {path} is not valid JSON ({exc}); left untouched") from None
     if not isinstance(data, dict) or "version" not in data:
-        raise StoreCorrupt(f"store {path} is not an mcp-keys store (no version); left untouched")
+        raise StoreCorrupt(f"{path} is not an mcp-keys store (it is JSON, but has no "
+                           "'version'); give the right --store; left untouched")
     if data["version"] != SCHEMA_VERSION:
         raise StoreCorrupt(
             f"store {path} has version {data['version']!r}, this mcp-keys reads version "
@@ -82,7 +83,8 @@ def parse(raw: bytes, path: Path) -> dict[str, ApiKey]:
         )
     entries = data.get("keys")
     if not isinstance(entries, dict):
-        raise StoreCorrupt(f"store {path} has no 'keys' object; left untouched")
+        raise StoreCorrupt(f"store {path} is not an mcp-keys store (no 'keys' object); "
+                           "left untouched")
     keys: dict[str, ApiKey] = {}
     try:
         for key_id, entry in entries.items():

@@ -21,8 +21,10 @@ from mcp_keys.cli import cli
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in its own directory with no store or key from the environment."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("mcp_keys.errors._warning_sink", None)  # the CLI installs one
     for var in ("MCP_KEYS_STORE", "MCP_API_KEY", "API_KEY_REQUIRED", "MCP_KEYS_ACTOR",
-                "MCP_KEYS_LOCK_TIMEOUT", "NO_COLOR"):
+                "MCP_KEYS_LOCK_TIMEOUT", "NO_COLOR", "MCP_KEYS_ENV_FALLBACK",
+                "MCP_KEYS_AUDIT_MAX_BYTES", "MCP_KEYS_AUDIT_KEEP"):
         monkeypatch.delenv(var, raising=False)
 
 

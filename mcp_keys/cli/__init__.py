@@ -1,0 +1,102 @@
+"""The ``mcp-keys`` command: parse arguments, call the library, render. No logic here.
+
+Every McpKeysError becomes one ``Error: ...`` line on stderr with exit 1 (2 for bad
+arguments); ``--json`` output is the only thing on stdout. The library is imported only
+by the commands that use it, so ``--help`` and read-only commands start fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from ..errors import McpKeysError
+from .render import error
+
+if TYPE_CHECKING:
+    from ..manager import KeyManager
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class KeysGroup(click.Group):
+    """Maps every expected failure to one stderr line and the documented exit code."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> NoReturn:
+        try:
+            code = super().main(args, prog_name or "mcp-keys", complete_var,
+                                standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            error("aborted")
+            sys.exit(1)
+        except click.ClickException as exc:
+            error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except McpKeysError as exc:
+            error(str(exc))
+            sys.exit(exc.exit_code)
+        except BrokenPipeError:
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _set_store(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.find_root().ensure_object(dict)["store"] = value
+
+
+def store_option(command: F) -> F:
+    """``--store`` after the subcommand too (``mcp-keys list --store X``)."""
+    return click.option("--store", type=click.Path(), expose_value=False, callback=_set_store,
+                        is_eager=True, help="Store file or URL (as before the command).")(command)
+
+
+def manager(ctx: click.Context) -> KeyManager:
+    """The KeyManager for this invocation's store; library warnings print as warnings."""
+    from ..errors import set_warning_sink
+    from ..manager import KeyManager
+    from .render import warning
+
+    set_warning_sink(warning)
+    obj: dict[str, Any] = ctx.find_root().ensure_object(dict)
+    if "manager" not in obj:
+        obj["manager"] = KeyManager(obj.get("store"))
+    result: KeyManager = obj["manager"]
+    return result
+
+
+def store_location(ctx: click.Context) -> str | None:
+    location: str | None = ctx.find_root().ensure_object(dict).get("store")
+    return location
+
+
+@click.group(cls=KeysGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", "store", type=click.Path(), envvar="MCP_KEYS_STORE",
+              help="Store file (default ./.mcp-keys/keys.json; env MCP_KEYS_STORE).")
+@click.version_option(package_name="mcp-keys", prog_name="mcp-keys")
+@click.pass_context
+def cli(ctx: click.Context, store: str | None) -> None:
+    """API key lifecycle for MCP servers: create, list, rotate, revoke, expire, verify.
+
+    \b
+    Examples:
+      mcp-keys init
+      mcp-keys create ci-bot --scope tools:call --expires-in 30d > key.txt
+    """
+    obj = ctx.ensure_object(dict)
+    obj["store"] = store
+
+
+from . import audit, keys, upkeep  # noqa: E402  (the commands register on ``cli``)
+
+__all__ = ["audit", "cli", "keys", "main", "upkeep"]
+
+
+def main() -> NoReturn:
+    """Console-script entry point."""
+    cli.main(prog_name="mcp-keys")

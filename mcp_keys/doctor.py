@@ -46,6 +46,27 @@ def _mode_check(name: str, path: Path, wanted: int) -> Check:
     return Check(name, "pass", f"{path} is mode {mode:04o}")
 
 
+def _trust_check(manager: KeyManager) -> Check:
+    """The StrictModes rule writers enforce: ownership and write bits up to ``/``."""
+    try:
+        manager.store.check_trusted()
+    except McpKeysError as exc:
+        return Check("store ownership", "fail", str(exc))
+    for path in (manager.store.lock_path, manager.audit.path, manager.audit.head_path):
+        if path.is_symlink():
+            return Check("store ownership", "fail",
+                         f"{path} is a symlink; remove it (mcp-keys never follows one there)")
+    return Check("store ownership", "pass",
+                 f"{manager.store.path} and its parents are writable only by their owners")
+
+
+def _chain_check(manager: KeyManager) -> Check:
+    from .audit_verify import verify
+
+    verdict = verify(manager.audit)
+    return Check("audit chain", "pass" if verdict.ok else "fail", verdict.summary())
+
+
 def _git_check(name: str, path: Path) -> Check:
     state = git_status(path)
     if state == "tracked":
@@ -62,10 +83,12 @@ def run_checks(manager: KeyManager, env_file: str | os.PathLike[str] | None = No
     """Every check, in a fixed order."""
     store = manager.store
     checks = [
+        _trust_check(manager),
         _mode_check("store directory", store.directory, 0o700),
         _mode_check("store file", store.path, 0o600),
         _mode_check("audit log", manager.audit.path, 0o600),
         _git_check("store in git", store.path),
+        _chain_check(manager),
     ]
     if env_file is not None and Path(env_file).exists():
         checks.append(_mode_check(".env file", Path(env_file), 0o600))

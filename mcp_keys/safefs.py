@@ -70,6 +70,9 @@ def check_trusted(path: str | os.PathLike[str], *, what: str, reader: bool = Fal
     except (FileNotFoundError, NotADirectoryError):
         info = None
     if info is not None:
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
+            raise UnsafeFile(f"{what} {path} is not a regular file (a FIFO, socket or "
+                             "device); refusing to read it")
         if info.st_uid not in trusted_owners:
             raise UnsafeFile(
                 f"{what} {path} is owned by {_owner(info.st_uid)}, not {_me()} or root; "
@@ -118,13 +121,14 @@ def make_private_dirs(directory: str | os.PathLike[str]) -> list[Path]:
 
 
 def read_regular(path: str | os.PathLike[str], *,
-                 limit: int = MAX_READ_BYTES) -> tuple[bytes, os.stat_result] | None:
+                 limit: int | None = None) -> tuple[bytes, os.stat_result] | None:
     """The bytes and stat of a regular file, ``None`` if absent.
 
     Opened without blocking (a FIFO or device cannot hang the reader) and checked to be a
     regular file before a byte is read; files over ``limit`` are refused, not loaded.
     ``OSError`` and ``UnsafeFile`` pass to the caller.
     """
+    limit = MAX_READ_BYTES if limit is None else limit
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,3 +109,56 @@ def run_cli_process(*args: str, env: dict[str, str] | None = None, input: str | 
     return subprocess.run(mcp_keys_cmd(*args), env={**os.environ, **(env or {})}, input=input,
                           text=True, capture_output=True, timeout=timeout, check=False)
 
+
+
+def in_child(action: Callable[[], str], *, uid: int | None = None, timeout: float = 20) -> str:
+    """Fork, optionally drop to ``uid`` (needs root: skips otherwise), run ``action`` and
+    return what it said, or what it raised. A child that hangs past ``timeout`` is killed
+    and reported as ``"timeout"``, so a deadlock fails the test instead of hanging it."""
+    import signal
+    import time
+
+    if uid is not None and os.geteuid() != 0:
+        pytest.skip("dropping to another user needs root (CI runs as root)")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports over the pipe
+        message = "no answer"
+        try:
+            os.close(read)
+            if uid is not None:
+                os.setgid(uid)
+                os.setuid(uid)
+            message = action()
+        except BaseException as exc:
+            message = f"{type(exc).__name__}: {exc}"
+        finally:
+            os.write(write, message.encode())
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read)
+        return "timeout"
+    chunks = []
+    while chunk := os.read(read, 4096):
+        chunks.append(chunk)
+    os.close(read)
+    return b"".join(chunks).decode()
+
+
+def shared_dir() -> Path:
+    """A fresh directory under /tmp that other users can traverse (pytest's tmp_path is
+    0700 root), for tests that drop privileges. The caller removes it."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="mcp-keys-shared-"))
+    base.chmod(0o755)
+    return base

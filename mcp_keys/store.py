@@ -29,12 +29,16 @@ DEFAULT_LOCK_TIMEOUT = 10.0
 KEY_ID = re.compile(r"[a-z0-9]{12}")
 
 
+def resolve_location(path: str | os.PathLike[str] | None = None) -> str:
+    """The store as given: the argument, else ``MCP_KEYS_STORE``, else the default."""
+    if path is not None and os.fspath(path) != "":
+        return os.fspath(path)
+    return os.environ.get("MCP_KEYS_STORE") or str(DEFAULT_PATH)
+
+
 def resolve_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The store path: the argument, else ``MCP_KEYS_STORE``, else ``./.mcp-keys/keys.json``."""
-    if path is not None and str(path) != "":
-        return Path(path)
-    env = os.environ.get("MCP_KEYS_STORE")
-    return Path(env) if env else DEFAULT_PATH
+    return Path(resolve_location(path))
 
 
 def check_location(location: str | os.PathLike[str]) -> None:
@@ -117,8 +121,9 @@ class Store:
     def __init__(
         self, path: str | os.PathLike[str] | None = None, *, lock_timeout: float | None = None
     ) -> None:
-        self.path = resolve_path(path)
-        check_location(self.path)
+        location = resolve_location(path)
+        check_location(location)
+        self.path = Path(location)
         if lock_timeout is None:
             setting = os.environ.get("MCP_KEYS_LOCK_TIMEOUT", "")
             try:

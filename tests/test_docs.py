@@ -44,3 +44,35 @@ def test_readme_python_example_runs() -> None:
     namespace: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert str(namespace["result"].reason) == "VALID"  # type: ignore[attr-defined]
+
+
+def test_readme_tour_runs_in_a_fresh_shell(tmp_path: Path) -> None:
+    """Every ``$ mcp-keys`` line of the tour, in order, in a new git work tree, through a
+    login-free bash with only the venv's bin on PATH; the example ID is replaced by the
+    real one once ``create`` has printed it."""
+    import os
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    tour = readme[readme.index("## A five-minute tour"):readme.index("## From Python")]
+    commands = [line[2:].split("  #")[0].strip()
+                for line in tour.splitlines() if line.startswith("$ mcp-keys")]
+    assert len(commands) >= 12
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_")}
+    env["PATH"] = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+    key_id = None
+    for command in commands:
+        if key_id is not None:
+            command = command.replace("lha6kyjvu2uy", key_id).replace("lha6", key_id[:4])
+        done = subprocess.run(["bash", "--noprofile", "--norc", "-c", command], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, (command, done.stderr[-400:].replace(
+            (tmp_path / "key.txt").read_text() if (tmp_path / "key.txt").exists() else "\0",
+            "<KEY>"))
+        if key_id is None and (tmp_path / "key.txt").exists():
+            key_id = (tmp_path / "key.txt").read_text()[5:17]
+    assert "OK" in subprocess.run(["bash", "-c", "mcp-keys audit verify"], cwd=tmp_path,
+                                  env=env, capture_output=True, text=True,
+                                  check=False).stdout

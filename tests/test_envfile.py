@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+import io
+import json
+import os
 import stat
 from pathlib import Path
 
 import pytest
 from dotenv import dotenv_values
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mcp_keys import KeyManager
-from mcp_keys.envfile import set_variable
+from mcp_keys import KeyManager, tokens
+from mcp_keys.envfile import rewrite, set_variable
 from mcp_keys.errors import EnvFileError
-from tests.conftest import redact
+from tests.conftest import Cli, one_error_line, redact
 
 ORIGINAL = (
     "# production settings\n"
@@ -108,3 +113,65 @@ def test_a_failed_env_write_withdraws_the_key(tmp_path: Path, manager: KeyManage
         assert manager.audit.path.read_bytes() == audit_before
     else:  # no litter either: no store, lock, audit log or directory
         assert not manager.store.directory.exists()
+
+
+def test_a_symlinked_env_is_refused_unless_asked(run: Cli, tmp_path: Path) -> None:
+    target = tmp_path / "real.env"
+    target.write_text("A=1\n")
+    target.chmod(0o600)
+    (tmp_path / "link.env").symlink_to(target)
+    refused = run("create", "svc", "--env-file", "link.env")
+    assert refused.exit_code == 1 and "--follow-symlink" in one_error_line(refused.stderr)
+    assert target.read_text() == "A=1\n" and json.loads(run("list", "--json").stdout) == []
+    allowed = run("create", "svc", "--env-file", "link.env", "--follow-symlink")
+    assert allowed.exit_code == 0
+    assert redact(target.read_text(), allowed.stdout.strip()) == "A=1\nMCP_API_KEY=<KEY0>\n"
+    assert (tmp_path / "link.env").is_symlink()
+
+
+def test_an_env_owned_by_another_user_is_refused(manager: KeyManager, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root (CI runs as root)")
+    env = tmp_path / ".env"
+    env.write_text("A=1\n")
+    os.chown(env, 1, 1)
+    with pytest.raises(EnvFileError) as info:
+        manager.create("svc", env_file=env)
+    assert "owned by uid 1" in str(info.value)
+    assert env.read_text() == "A=1\n"
+
+
+def test_leftover_temp_files_are_removed_before_a_write(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    leftover = tmp_path / "..env.abc123.tmp"
+    leftover.write_text("MCP_API_KEY=half-written\n")
+    set_variable(env, "MCP_API_KEY", tokens.generate())
+    assert not leftover.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".env"]
+
+
+LINE_SHAPES = [
+    "A=1", "export B=two", "C='single # not a comment'", 'D="double \\" quote"',
+    'E="multi\nline"', "# comment MCP_API_KEY=x", "", "   ", "F = spaced", "G=", "H",
+    "MCP_API_KEY=old", "export MCP_API_KEY='quoted old'", 'MCP_API_KEY="multi\nold"',
+    "MCP_API_KEY=old # trailing comment", "  MCP_API_KEY  =  padded", 'I="unterminated',
+    "J=${A}", "K=\\$literal", "MCP_API_KEY=dup-last",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(LINE_SHAPES), max_size=8),
+       st.sampled_from(["\n", "\r\n"]), st.booleans())
+def test_the_rewrite_keeps_every_other_variable_as_dotenv_reads_it(
+        shapes: list[str], newline: str, final_newline: bool) -> None:
+    from dotenv import dotenv_values
+
+    text = newline.join(shapes) + (newline if final_newline and shapes else "")
+    value = tokens.generate()
+    before = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    after = dotenv_values(stream=io.StringIO(rewrite(text, "MCP_API_KEY", value)),
+                          interpolate=False)
+    expected = {k: v for k, v in before.items() if k != "MCP_API_KEY"}
+    got = {k: v for k, v in after.items() if k != "MCP_API_KEY"}
+    assert got == expected, "another variable changed"
+    assert after.get("MCP_API_KEY") == value, "the new value is not what dotenv reads"

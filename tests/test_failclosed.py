@@ -116,8 +116,10 @@ def test_a_fifo_or_device_store_refuses_at_once(tmp_path: Path) -> None:
     device.parent.mkdir(mode=0o700)
     device.symlink_to("/dev/zero")
     for path in (fifo, device):
-        said = in_child(lambda p=path: Validator(p, refresh_interval=0).validate(
-            tokens.generate()).detail, timeout=10)
+        def probe(store: Path = path) -> str:
+            return Validator(store, refresh_interval=0).validate(tokens.generate()).detail
+
+        said = in_child(probe, timeout=10)
         assert "not a regular file" in said, said
         done = run_cli_process("--store", str(path), "list", timeout=20)
         assert done.returncode == 1 and "not a regular file" in one_error_line(done.stderr)
@@ -170,7 +172,7 @@ def test_unknown_ids_recheck_the_store_at_most_every_50ms(
     loads: list[int] = []
     import mcp_keys.validator as validator_module
 
-    real = validator_module.read_regular
+    real = validator_module.read_regular  # type: ignore[attr-defined]
 
     def counting(*args: object, **kwargs: object) -> object:
         loads.append(1)

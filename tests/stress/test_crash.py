@@ -99,8 +99,9 @@ def test_sigkill_at_random_instants(tmp_path: Path) -> None:
 @contextlib.contextmanager
 def tiny_tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-                             capture_output=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True, check=False)
     if mounted.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root); the injected faults below cover it")
     try:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import hmac
 import multiprocessing
 import os
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,12 +55,21 @@ def seed_store(path: Path, count: int) -> list[str]:
 
 def rate(loop: Callable[[], int], seconds: float = 1.0) -> float:
     """Calls per second of ``loop`` (which returns how many it did), best of three."""
-    best = 0.0
-    for _ in range(3):
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 3:
-            done += loop()
-        best = max(best, done / (time.perf_counter() - start))
+    return best_rates([loop], seconds)[0]
+
+
+def best_rates(loops: list[Callable[[], int]], seconds: float = 1.5,
+               rounds: int = 7) -> list[float]:
+    """Calls per second of each loop, run in alternation for ``rounds`` rounds and the best
+    round of each kept: the loops see the same machine noise, and the best round is the
+    least disturbed one."""
+    best = [0.0] * len(loops)
+    for _ in range(rounds):
+        for n, loop in enumerate(loops):
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / rounds / len(loops):
+                done += loop()
+            best[n] = max(best[n], done / (time.perf_counter() - start))
     return best
 
 
@@ -78,20 +89,25 @@ def validate_rates(size: int) -> tuple[float, float]:
             return len(sample)
 
         def bare() -> int:
+            # The lean bare work, none of our code: the checksum's CRC32, the digest, the
+            # lookup by the ID slice, the constant-time compare.
             for token in sample:
-                parsed = tokens.parse(token)
-                assert parsed is not None
-                hmac.compare_digest(tokens.digest(token), index[parsed.key_id])
+                zlib.crc32(token[:-6].encode())
+                digest = hashlib.sha256(token.encode()).hexdigest()
+                hmac.compare_digest(digest, index[token[5:17]])
             return len(sample)
 
-        return rate(validated), rate(bare)
+        ours, baseline = best_rates([validated, bare])
+        return ours, baseline
 
 
 def bench_validate(sizes: tuple[int, ...] = (100, 10_000, 100_000)) -> list[Row]:
+    """Hot-cache validation rate against the lean bare loop, same run, same tokens."""
     rows: list[Row] = []
     for size in sizes:
         ours, baseline = validate_rates(size)
-        rows.append((f"validate, {size:,} keys", f"{ours:,.0f}/s", f"bare loop {baseline:,.0f}/s",
+        rows.append((f"validate, {size:,} keys", f"{ours:,.0f}/s",
+                     f"lean bare loop {baseline:,.0f}/s",
                      f"{baseline / ours:.2f}x (target <= 1.5)"))
     return rows
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -25,6 +24,8 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> None:
 
 def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` (file mode ``mode``); ``OSError`` leaves it as it was."""
+    import tempfile  # deferred: ~5 ms that read-only commands need not pay
+
     path = Path(path)
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 from collections import deque
@@ -24,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .actor import current_actor
 from .errors import UsageError, warn
 from .models import from_iso, to_iso, utcnow
 
@@ -49,29 +49,9 @@ EVENTS = (
 
 def line_hash(line: bytes) -> str:
     """The chain hash of one line (its bytes without the newline)."""
+    import hashlib  # deferred: read-only commands never hash
+
     return hashlib.sha256(line).hexdigest()
-
-
-def check_actor(value: str) -> str:
-    """``MCP_KEYS_ACTOR`` must be printable: it reaches terminals through ``audit``."""
-    if not value.isprintable() or len(value) > 128:
-        raise UsageError("MCP_KEYS_ACTOR must be at most 128 printable characters "
-                         "(no control characters)")
-    return value
-
-
-def current_actor() -> str:
-    """The OS user, with ``MCP_KEYS_ACTOR`` in front when automation sets it."""
-    import getpass
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid:{os.getuid()}"
-    automation = os.environ.get("MCP_KEYS_ACTOR", "").strip()
-    if automation and not automation.isprintable():
-        automation = automation.encode("unicode_escape").decode("ascii")  # never raise here
-    return f"{automation} ({user})" if automation else user
 
 
 def _setting(name: str, default: int, minimum: int) -> int:

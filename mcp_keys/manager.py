@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import envfile
-from .atomic import temp_pattern
-from .audit import AuditLog, check_actor
+from .actor import check_actor
 from .errors import (
     AmbiguousKey,
     EnvFileError,
@@ -27,9 +27,11 @@ from .errors import (
     UsageError,
     warn,
 )
-from .gitignore import add_entry, confirm_ignored, entry_for, git_status
 from .models import ApiKey, InitReport, IssuedKey, Status, SweepReport, to_iso, utcnow
 from .store import Store, Transaction, shadowed_store
+
+if TYPE_CHECKING:
+    from .audit import AuditLog
 
 DEFAULT_EXPIRES_IN = timedelta(days=90)
 DEFAULT_WARN_WITHIN = timedelta(days=14)
@@ -87,10 +89,19 @@ class KeyManager:
     ) -> None:
         check_actor(os.environ.get("MCP_KEYS_ACTOR", ""))
         self.store = Store(store, lock_timeout=lock_timeout)
-        self.audit = AuditLog(self.store.directory / "audit.log")
+        self._audit: AuditLog | None = None
 
     def __repr__(self) -> str:
         return f"KeyManager({str(self.store.path)!r})"
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit log beside the store (made on first use: reads never need it)."""
+        if self._audit is None:
+            from .audit import AuditLog
+
+            self._audit = AuditLog(self.store.directory / "audit.log")
+        return self._audit
 
     # -- reading -------------------------------------------------------------------------
 
@@ -153,6 +164,8 @@ class KeyManager:
         or the store, lock and audit files when they sit at the project root), ``env_file``
         and its temp files in ``./.gitignore`` when they lie below the current directory;
         then confirm with git that they are ignored."""
+        from .gitignore import add_entry, confirm_ignored
+
         if self.store.exists() or self.store.path.is_symlink():
             self.store.check_trusted()  # an unsafe store is refused, not reported "exists"
             self.store.read()  # a corrupt store is reported, not papered over
@@ -175,6 +188,9 @@ class KeyManager:
         self, env_file: str | os.PathLike[str] | None
     ) -> builtins.list[tuple[str, Path]]:
         """(entry, path it must ignore) for every file that holds a secret or a digest."""
+        from .atomic import temp_pattern
+        from .gitignore import entry_for
+
         wanted: list[tuple[Path, bool]] = []
         store = self.store
         if entry_for(store.directory, directory=True) is not None:
@@ -408,6 +424,8 @@ class KeyManager:
     ) -> None:
         if env_file is None:
             return
+        from .gitignore import git_status
+
         self.audit.append("env_sync", key_id=record.id, name=record.name,
                           detail={"env_file": str(Path(env_file)), "variable": env_var})
         if git_status(Path(env_file)) in ("exposed", "tracked"):

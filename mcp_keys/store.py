@@ -15,13 +15,14 @@ import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .atomic import write_atomic
 from .errors import StoreCorrupt, StoreError, StoreLocked, UnsafeFile, UsageError
-from .locking import LockFile, LockTimeout
 from .models import ApiKey
 from .safefs import check_trusted, make_private_dirs, read_regular
+
+if TYPE_CHECKING:
+    from .locking import LockFile
 
 SCHEMA_VERSION = 1
 DEFAULT_PATH = Path(".mcp-keys") / "keys.json"
@@ -179,6 +180,8 @@ class Store:
         """
         if not create and not self.path.exists() and not self.path.is_symlink():
             raise StoreError(f"no store at {self.path}: run 'mcp-keys init' first")
+        from .locking import LockFile
+
         self.check_trusted()
         made = self._ensure_directory()
         lock = LockFile(self.lock_path, self.lock_timeout)
@@ -228,6 +231,8 @@ class Store:
             )
 
     def _acquire(self, lock: LockFile) -> None:
+        from .locking import LockTimeout
+
         try:
             lock.acquire()
         except LockTimeout:
@@ -239,6 +244,8 @@ class Store:
             raise StoreError(f"cannot lock store: {self.lock_path}: {_describe(exc)}") from None
 
     def _write(self, keys: dict[str, ApiKey]) -> None:
+        from .atomic import write_atomic
+
         try:
             write_atomic(self.path, serialize(keys))
         except OSError as exc:

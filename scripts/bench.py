@@ -112,30 +112,36 @@ def bench_validate(sizes: tuple[int, ...] = (100, 10_000, 100_000)) -> list[Row]
     return rows
 
 
-def median_run(command: list[str], runs: int = 10, env: dict[str, str] | None = None) -> float:
-    times = []
+def best_runs(commands: list[list[str]], runs: int = 25,
+              env: dict[str, str] | None = None) -> list[float]:
+    """The fastest of ``runs`` wall-clock runs of each command, run in alternation so
+    that every command sees the same machine (the fastest run is the least disturbed)."""
+    best = [float("inf")] * len(commands)
     for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                       check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for n, command in enumerate(commands):
+            start = time.perf_counter()
+            subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env=env, check=True)
+            best[n] = min(best[n], time.perf_counter() - start)
+    return best
 
 
 def bench_startup() -> list[Row]:
     script = shutil.which("mcp-keys") or ""
     cli = [script] if script else [sys.executable, "-m", "mcp_keys"]
     with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp) / "keys.json"
+        store = Path(tmp) / "keys" / "keys.json"
         seed_store(store, 100)
         env = dict(os.environ, MCP_KEYS_STORE=str(store))
-        click_only = median_run([sys.executable, "-c", "import click"])
+        cases = {"--help": 1.2, "list --json": 1.3}
+        times = best_runs([[sys.executable, "-c", "import click"],
+                           *[[*cli, *args.split()] for args in cases]], env=env)
+        click_only = times[0]
         rows = []
-        for args in (["--help"], ["list", "--json"]):
-            ours = median_run([*cli, *args], env=env)
-            rows.append((f"startup: mcp-keys {' '.join(args)}", f"{ours * 1000:.1f} ms",
+        for (args, target), ours in zip(cases.items(), times[1:], strict=True):
+            rows.append((f"startup: mcp-keys {args}", f"{ours * 1000:.1f} ms",
                          f"import click {click_only * 1000:.1f} ms",
-                         f"{ours / click_only:.2f}x (target <= 1.3)"))
+                         f"{ours / click_only:.2f}x (target <= {target})"))
     return rows
 
 

@@ -172,7 +172,10 @@ def every_command() -> list[tuple[str, click.Command]]:
     def walk(prefix: str, command: click.Command) -> None:
         found.append((prefix, command))
         if isinstance(command, click.Group):
-            for name, sub in command.commands.items():
+            ctx = click.Context(command)
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None
                 walk(f"{prefix} {name}".strip(), sub)
 
     walk("", cli)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from importlib import import_module
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -22,8 +23,38 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# Each command lives in the module named here and is imported only when it runs (or when
+# --help lists them all): start-up stays flat as commands are added.
+COMMANDS = {
+    "init": "upkeep:init",
+    "create": "keys:create",
+    "list": "keys:list_keys",
+    "show": "keys:show",
+    "verify": "keys:verify",
+    "revoke": "keys:revoke",
+    "rotate": "keys:rotate",
+    "delete": "keys:delete",
+    "sweep": "upkeep:sweep",
+    "require": "upkeep:require",
+    "audit": "audit:audit",
+    "doctor": "upkeep:doctor",
+}
+
+
 class KeysGroup(click.Group):
-    """Maps every expected failure to one stderr line and the documented exit code."""
+    """Loads commands on demand, and maps every expected failure to one stderr line and
+    the documented exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        command: click.Command = getattr(import_module(f".{module}", __name__), attribute)
+        return command
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
@@ -90,11 +121,6 @@ def cli(ctx: click.Context, store: str | None) -> None:
     """
     obj = ctx.ensure_object(dict)
     obj["store"] = store
-
-
-from . import audit, keys, upkeep  # noqa: E402  (the commands register on ``cli``)
-
-__all__ = ["audit", "cli", "keys", "main", "upkeep"]
 
 
 def main() -> NoReturn:

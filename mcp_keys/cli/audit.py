@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from . import cli, manager, store_option
+from . import manager, store_option
 from .params import Duration
 from .render import console, text, utcnow, warning, when
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 TABLE_BATCH = 500  # rows per printed table: the history is never held in memory whole
 
 
-@cli.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @click.option("--key", "key_id", default=None, help="Only events of this key ID (or prefix).")
 @click.option("--event", default=None, help="Only this event type.")
 @click.option("--since", type=Duration(), default=None, help="Only events this recent (24h).")

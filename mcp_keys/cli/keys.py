@@ -8,12 +8,12 @@ from datetime import timedelta
 import click
 
 from ..durations import format_duration
-from . import cli, manager, store_location, store_option
+from . import manager, store_location, store_option
 from .params import DEFAULT_KEY_VAR, Duration
 from .render import announce_key, emit_json, key_fields, keys_table, safe, when
 
 
-@cli.command()
+@click.command()
 @click.argument("name")
 @click.option("--description", default="", help="Free text shown in list and show.")
 @click.option("--expires-in", type=Duration(allow_never=True), default="90d", show_default=True,
@@ -47,7 +47,7 @@ def create(ctx: click.Context, name: str, description: str, expires_in: timedelt
     announce_key(issued, as_json, "Created", env_file, env_var)
 
 
-@cli.command(name="list")
+@click.command(name="list")
 @click.option("--status", type=click.Choice(["active", "revoked", "expired", "all"]),
               default="all", show_default=True)
 @click.option("--scope", default=None, help="Only keys holding this scope.")
@@ -74,7 +74,7 @@ def list_keys(ctx: click.Context, status: str, scope: str | None,
         click.echo("No keys.", err=True)
 
 
-@cli.command()
+@click.command()
 @click.argument("key_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @store_option
@@ -94,7 +94,7 @@ def show(ctx: click.Context, key_id: str, as_json: bool) -> None:
         key_fields(key)
 
 
-@cli.command()
+@click.command()
 @click.argument("key_id", metavar="ID")
 @click.option("--reason", default=None, help="Why (recorded in the key and the audit log).")
 @store_option
@@ -116,7 +116,7 @@ def revoke(ctx: click.Context, key_id: str, reason: str | None) -> None:
         click.echo(f"Revoked key {key.id} ({name}).")
 
 
-@cli.command()
+@click.command()
 @click.argument("key_id", metavar="ID")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @store_option
@@ -138,7 +138,7 @@ def delete(ctx: click.Context, key_id: str, yes: bool) -> None:
     click.echo(f"Deleted key {key.id} ({name}).")
 
 
-@cli.command()
+@click.command()
 @click.argument("key_id", metavar="ID")
 @click.option("--grace", type=Duration(allow_zero=True), default="0", show_default=True,
               help="Keep the old key valid this long (e.g. 24h); 0 revokes it now.")
@@ -171,7 +171,7 @@ def rotate(ctx: click.Context, key_id: str, grace: timedelta, expires_in: timede
         click.echo(f"Old key {old} is {note}.", err=True)
 
 
-@cli.command()
+@click.command()
 @click.argument("key", required=False, default="-")
 @click.option("--scope", "scopes", multiple=True, help="Require this scope (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -7,12 +7,12 @@ from datetime import timedelta
 import click
 
 from ..durations import humanize
-from . import cli, manager, store_option
+from . import manager, store_option
 from .params import DEFAULT_ENV_PATH, Duration
 from .render import console, emit_json, safe, text, when
 
 
-@cli.command()
+@click.command()
 @click.option("--env-file", type=click.Path(), default=None,
               help="Also git-ignore this .env file (and its temp files).")
 @store_option
@@ -33,7 +33,7 @@ def init(ctx: click.Context, env_file: str | None) -> None:
         click.echo(f"Added {safe(entry)} to .gitignore")
 
 
-@cli.command()
+@click.command()
 @click.option("--dry-run", is_flag=True, help="Report what would change; change nothing.")
 @click.option("--warn-within", type=Duration(allow_zero=True), default="14d",
               show_default=True, help="Warn of active keys expiring within this span.")
@@ -76,7 +76,7 @@ def sweep(ctx: click.Context, dry_run: bool, warn_within: timedelta,
         ctx.exit(3)
 
 
-@cli.command()
+@click.command()
 @click.argument("state", type=click.Choice(["on", "off"]))
 @click.option("--env-file", type=click.Path(), default=DEFAULT_ENV_PATH, show_default=True)
 @store_option
@@ -96,7 +96,7 @@ def require(ctx: click.Context, state: str, env_file: str) -> None:
                    err=True)
 
 
-@cli.command()
+@click.command()
 @click.option("--env-file", type=click.Path(), default=DEFAULT_ENV_PATH, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @store_option

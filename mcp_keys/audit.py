@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .actor import current_actor
 from .errors import UsageError, warn
@@ -123,6 +123,24 @@ class AuditEvent:
         )
 
 
+class AuditTrail(Protocol):
+    """What KeyManager, the validator, ``audit`` and ``audit verify`` need of a trail: the
+    file log below, or the ``audit_events`` table of a PostgreSQL store."""
+
+    def append(self, event: str, *, key_id: str | None = None, name: str | None = None,
+               detail: dict[str, Any] | None = None, ts: datetime | None = None) -> bool: ...
+
+    def lines(self) -> Iterator[tuple[str, int, bytes]]: ...
+
+    def head(self) -> tuple[int, str] | None: ...
+
+    def matching(self, *, key_id: str | None = None, event: str | None = None,
+                 since: datetime | None = None) -> Iterator[AuditEvent | str]: ...
+
+    def read(self, *, key_id: str | None = None, event: str | None = None,
+             since: datetime | None = None, limit: int | None = None) -> AuditReading: ...
+
+
 @dataclass(frozen=True, slots=True)
 class AuditReading:
     """The events that parsed, and a message for each damaged line skipped."""
@@ -131,7 +149,63 @@ class AuditReading:
     damaged: list[str]
 
 
-class AuditLog:
+def event_line(seq: int, prev: str, event: str, *, key_id: str | None, name: str | None,
+               detail: dict[str, Any] | None, ts: datetime | None) -> bytes:
+    """The bytes of one chained audit line (no newline), the same for every backend."""
+    return json.dumps({"seq": seq, "prev": prev, "ts": to_iso(ts or utcnow()), "event": event,
+                       "key_id": key_id, "name": name, "actor": current_actor(),
+                       "detail": detail or {}}, ensure_ascii=True).encode("ascii")
+
+
+class TrailReader:
+    """Reading a trail, built on its ``lines()``: parse, filter, keep the newest N."""
+
+    def lines(self) -> Iterator[tuple[str, int, bytes]]:
+        raise NotImplementedError
+
+    def events(self) -> Iterator[AuditEvent | str]:
+        """Each event, or a message for each damaged line, oldest first."""
+        for path, number, line in self.lines():
+            if not line.strip():
+                continue
+            try:
+                yield AuditEvent.from_dict(json.loads(line))
+            except (ValueError, UnicodeDecodeError):
+                yield f"audit log {path} line {number} is damaged; skipped"
+
+    def matching(self, *, key_id: str | None = None, event: str | None = None,
+                 since: datetime | None = None) -> Iterator[AuditEvent | str]:
+        """The events that match every filter given, and damaged-line messages, streamed."""
+        for item in self.events():
+            if isinstance(item, str) or not (
+                    (key_id is not None and not item.concerns(key_id))
+                    or (event is not None and item.event != event)
+                    or (since is not None and item.ts < since)):
+                yield item
+
+    def read(
+        self,
+        *,
+        key_id: str | None = None,
+        event: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> AuditReading:
+        """Matching events oldest first (the newest ``limit`` of them, holding no more than
+        that in memory), skipping damaged lines."""
+        if limit is not None and limit <= 0:
+            return AuditReading([], [])
+        events: deque[AuditEvent] = deque(maxlen=limit)
+        damaged: list[str] = []
+        for item in self.matching(key_id=key_id, event=event, since=since):
+            if isinstance(item, str):
+                damaged.append(item)
+            else:
+                events.append(item)
+        return AuditReading(list(events), damaged)
+
+
+class AuditLog(TrailReader):
     """The audit log and its rotated files; appends never fail the operation behind them."""
 
     def __init__(self, path: str | os.PathLike[str], *, max_bytes: int | None = None,
@@ -166,13 +240,11 @@ class AuditLog:
     ) -> bool:
         """Append one chained event; on an I/O error warn and return ``False`` (the change
         it records stands)."""
-        body = {"ts": to_iso(ts or utcnow()), "event": event, "key_id": key_id, "name": name,
-                "actor": current_actor(), "detail": detail or {}}
         try:
             with self._locked() as fd:
                 seq, prev = self._last(fd)
-                line = json.dumps({"seq": seq + 1, "prev": prev, **body}, ensure_ascii=True)
-                data = line.encode("ascii")
+                data = event_line(seq + 1, prev, event, key_id=key_id, name=name,
+                                  detail=detail, ts=ts)
                 os.write(fd, data + b"\n")
                 self._write_head(seq + 1, line_hash(data))
         except OSError as exc:
@@ -261,10 +333,8 @@ class AuditLog:
         finally:
             os.close(fd)
 
-    # -- reading -------------------------------------------------------------------------
-
-    def lines(self) -> Iterator[tuple[Path, int, bytes]]:
-        """Every line of every file, oldest first, streamed: ``(file, number, bytes)``
+    def lines(self) -> Iterator[tuple[str, int, bytes]]:
+        """Every line of every file, oldest first, streamed: ``(file name, number, bytes)``
         with the newline removed (a final line without one keeps its bytes as they are)."""
         for path in self.files():
             try:
@@ -273,48 +343,7 @@ class AuditLog:
                 continue
             with os.fdopen(fd, "rb") as handle:
                 for number, raw in enumerate(handle, start=1):
-                    yield path, number, raw[:-1] if raw.endswith(b"\n") else raw
-
-    def events(self) -> Iterator[AuditEvent | str]:
-        """Each event, or a message for each damaged line, oldest first."""
-        for path, number, line in self.lines():
-            if not line.strip():
-                continue
-            try:
-                yield AuditEvent.from_dict(json.loads(line))
-            except (ValueError, UnicodeDecodeError):
-                yield f"audit log {path} line {number} is damaged; skipped"
-
-    def matching(self, *, key_id: str | None = None, event: str | None = None,
-                 since: datetime | None = None) -> Iterator[AuditEvent | str]:
-        """The events that match every filter given, and damaged-line messages, streamed."""
-        for item in self.events():
-            if isinstance(item, str) or not (
-                    (key_id is not None and not item.concerns(key_id))
-                    or (event is not None and item.event != event)
-                    or (since is not None and item.ts < since)):
-                yield item
-
-    def read(
-        self,
-        *,
-        key_id: str | None = None,
-        event: str | None = None,
-        since: datetime | None = None,
-        limit: int | None = None,
-    ) -> AuditReading:
-        """Matching events oldest first (the newest ``limit`` of them, holding no more than
-        that in memory), skipping damaged lines."""
-        if limit is not None and limit <= 0:
-            return AuditReading([], [])
-        events: deque[AuditEvent] = deque(maxlen=limit)
-        damaged: list[str] = []
-        for item in self.matching(key_id=key_id, event=event, since=since):
-            if isinstance(item, str):
-                damaged.append(item)
-            else:
-                events.append(item)
-        return AuditReading(list(events), damaged)
+                    yield path.name, number, raw[:-1] if raw.endswith(b"\n") else raw
 
 
 def _last_line(fd: int, size: int) -> bytes:

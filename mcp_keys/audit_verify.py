@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from .audit import GENESIS, AuditLog, line_hash
+from .audit import GENESIS, AuditTrail, line_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +52,7 @@ class _Broken(Exception):
         self.seq, self.problem, self.where = seq, problem, where
 
 
-def verify(log: AuditLog) -> Verdict:
+def verify(log: AuditTrail) -> Verdict:
     """Check every line of every file of ``log``, oldest first, in constant memory."""
     walk = _Walk()
     try:
@@ -77,8 +76,8 @@ class _Walk:
         self.gap: tuple[int, int, str] | None = None  # (expected, found, where) pending
         self.last_where = ""
 
-    def step(self, path: Path, number: int, line: bytes) -> None:
-        where = f"{path.name} line {number}"
+    def step(self, source: str, number: int, line: bytes) -> None:
+        where = f"{source} line {number}"
         if not line.strip():
             raise _Broken(self.expected, "an empty line was inserted", where)
         try:

@@ -17,8 +17,10 @@ from .errors import McpKeysError
 from .gitignore import git_status
 from .manager import DEFAULT_WARN_WITHIN, KeyManager
 from .models import Status, utcnow
+from .stores import JsonStore
 
 Outcome = Literal["pass", "warn", "fail"]
+HealthRow = tuple[str, Outcome, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,18 +48,29 @@ def _mode_check(name: str, path: Path, wanted: int) -> Check:
     return Check(name, "pass", f"{path} is mode {mode:04o}")
 
 
-def _trust_check(manager: KeyManager) -> Check:
+def _trust_check(store: JsonStore) -> Check:
     """The StrictModes rule writers enforce: ownership and write bits up to ``/``."""
     try:
-        manager.store.check_trusted()
+        store.check_trusted()
     except McpKeysError as exc:
         return Check("store ownership", "fail", str(exc))
-    for path in (manager.store.lock_path, manager.audit.path, manager.audit.head_path):
+    audit = store.directory / "audit.log"
+    for path in (store.lock_path, audit, audit.with_name("audit.log.head")):
         if path.is_symlink():
             return Check("store ownership", "fail",
                          f"{path} is a symlink; remove it (mcp-keys never follows one there)")
     return Check("store ownership", "pass",
-                 f"{manager.store.path} and its parents are writable only by their owners")
+                 f"{store.path} and its parents are writable only by their owners")
+
+
+def _file_checks(store: JsonStore) -> list[Check]:
+    return [
+        _trust_check(store),
+        _mode_check("store directory", store.directory, 0o700),
+        _mode_check("store file", store.path, 0o600),
+        _mode_check("audit log", store.directory / "audit.log", 0o600),
+        _git_check("store in git", store.path),
+    ]
 
 
 def _chain_check(manager: KeyManager) -> Check:
@@ -82,14 +95,16 @@ def run_checks(manager: KeyManager, env_file: str | os.PathLike[str] | None = No
                warn_within: timedelta = DEFAULT_WARN_WITHIN) -> list[Check]:
     """Every check, in a fixed order."""
     store = manager.store
-    checks = [
-        _trust_check(manager),
-        _mode_check("store directory", store.directory, 0o700),
-        _mode_check("store file", store.path, 0o600),
-        _mode_check("audit log", manager.audit.path, 0o600),
-        _git_check("store in git", store.path),
-        _chain_check(manager),
-    ]
+    if isinstance(store, JsonStore):
+        checks = _file_checks(store)
+    else:
+        from .stores.postgres import PostgresStore
+
+        assert isinstance(store, PostgresStore)
+        checks = [Check(name, outcome, message) for name, outcome, message in store.health()]
+        if any(check.outcome == "fail" for check in checks):
+            return checks
+    checks.append(_chain_check(manager))
     if env_file is not None and Path(env_file).exists():
         checks.append(_mode_check(".env file", Path(env_file), 0o600))
         checks.append(_git_check(".env in git", Path(env_file)))

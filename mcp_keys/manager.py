@@ -20,7 +20,6 @@ from . import envfile
 from .actor import check_actor
 from .errors import (
     AmbiguousKey,
-    EnvFileError,
     InvalidState,
     KeyNotFound,
     StoreError,
@@ -28,10 +27,13 @@ from .errors import (
     warn,
 )
 from .models import ApiKey, InitReport, IssuedKey, Status, SweepReport, to_iso, utcnow
-from .store import Store, Transaction, shadowed_store
+from .stores import JsonStore, open_store
+from .stores.base import Records, Transaction
+from .stores.jsonfile import shadowed_store
 
 if TYPE_CHECKING:
-    from .audit import AuditLog
+    from .audit import AuditTrail
+    from .stores.base import KeyStore
 
 DEFAULT_EXPIRES_IN = timedelta(days=90)
 DEFAULT_WARN_WITHIN = timedelta(days=14)
@@ -88,19 +90,17 @@ class KeyManager:
         self, store: str | os.PathLike[str] | None = None, *, lock_timeout: float | None = None
     ) -> None:
         check_actor(os.environ.get("MCP_KEYS_ACTOR", ""))
-        self.store = Store(store, lock_timeout=lock_timeout)
-        self._audit: AuditLog | None = None
+        self.store: KeyStore = open_store(store, lock_timeout=lock_timeout)
+        self._audit: AuditTrail | None = None
 
     def __repr__(self) -> str:
-        return f"KeyManager({str(self.store.path)!r})"
+        return f"KeyManager({self.store.display!r})"
 
     @property
-    def audit(self) -> AuditLog:
-        """The audit log beside the store (made on first use: reads never need it)."""
+    def audit(self) -> AuditTrail:
+        """The store's audit trail (made on first use: reads never need it)."""
         if self._audit is None:
-            from .audit import AuditLog
-
-            self._audit = AuditLog(self.store.directory / "audit.log")
+            self._audit = self.store.audit_log()
         return self._audit
 
     # -- reading -------------------------------------------------------------------------
@@ -138,16 +138,17 @@ class KeyManager:
         return self._find(self.store.read(), key_id)
 
     @staticmethod
-    def _find(keys: dict[str, ApiKey], key_id: str) -> ApiKey:
+    def _find(keys: Records, key_id: str) -> ApiKey:
         if not isinstance(key_id, str) or not _ID_INPUT.fullmatch(key_id):
             # Never echo the input: a pasted token must not reach a terminal or log.
             raise KeyNotFound(
                 "no such key: give the 12-character ID or a unique prefix of "
                 f"{MIN_PREFIX}+ lowercase letters and digits"
             )
-        if key_id in keys:
-            return keys[key_id]
-        found = [k for k in keys if k.startswith(key_id)]
+        exact = keys.get(key_id)
+        if exact is not None:
+            return exact
+        found = keys.with_prefix(key_id)
         if not found:
             raise KeyNotFound(f"no key with ID or prefix {key_id!r}")
         if len(found) > 1:
@@ -164,41 +165,50 @@ class KeyManager:
         or the store, lock and audit files when they sit at the project root), ``env_file``
         and its temp files in ``./.gitignore`` when they lie below the current directory;
         then confirm with git that they are ignored."""
+        store = self.store
+        if not isinstance(store, JsonStore):
+            from .stores.postgres import PostgresStore
+
+            assert isinstance(store, PostgresStore)
+            created = store.initialize()
+            if created:
+                self.audit.append("init", detail={"store": store.display})
+            return InitReport(created=created)
         from .gitignore import add_entry, confirm_ignored
 
-        if self.store.exists() or self.store.path.is_symlink():
-            self.store.check_trusted()  # an unsafe store is refused, not reported "exists"
-            self.store.read()  # a corrupt store is reported, not papered over
+        if store.exists() or store.path.is_symlink():
+            store.check_trusted()  # an unsafe store is refused, not reported "exists"
+            store.read()  # a corrupt store is reported, not papered over
             created = False
         else:
-            shadow = shadowed_store(self.store.path)
+            shadow = shadowed_store(store.path)
             if shadow is not None:
                 warn("a store already exists at %s (a parent directory); creating a separate "
-                     "one at %s", shadow, self.store.path)
-            with self.store.transaction(create=True):
+                     "one at %s", shadow, store.path)
+            with store.transaction(create=True):
                 pass
-            self.audit.append("init", detail={"store": str(self.store.path)})
+            self.audit.append("init", detail={"store": str(store.path)})
             created = True
-        ignored = self._ignore_entries(env_file)
+        ignored = self._ignore_entries(store, env_file)
         added = tuple(entry for entry, _ in ignored if add_entry(entry))
         confirm_ignored([path for _, path in ignored])
         return InitReport(created=created, gitignored=added)
 
     def _ignore_entries(
-        self, env_file: str | os.PathLike[str] | None
+        self, store: JsonStore, env_file: str | os.PathLike[str] | None
     ) -> builtins.list[tuple[str, Path]]:
         """(entry, path it must ignore) for every file that holds a secret or a digest."""
         from .atomic import temp_pattern
         from .gitignore import entry_for
 
         wanted: list[tuple[Path, bool]] = []
-        store = self.store
+        audit = store.directory / "audit.log"
         if entry_for(store.directory, directory=True) is not None:
             wanted.append((store.directory, True))
         else:  # the store sits at the project root: ignore its files one by one
-            for path in (store.path, store.lock_path, self.audit.path, self.audit.head_path):
+            for path in (store.path, store.lock_path, audit, audit.with_name("audit.log.head")):
                 wanted.append((path, False))
-            wanted.append((self.audit.path.with_name(self.audit.path.name + ".*"), False))
+            wanted.append((audit.with_name("audit.log.*"), False))
         if env_file is not None:
             env = Path(env_file)
             wanted.append((env, False))
@@ -233,7 +243,7 @@ class KeyManager:
         granted = check_scopes(scopes)
         _check_duration(expires_in, "expires_in")
         self._check_env(env_file, env_var, follow_symlink)
-        if not self.store.exists():
+        if isinstance(self.store, JsonStore) and not self.store.exists():
             shadow = shadowed_store(self.store.path)
             if shadow is not None:
                 raise StoreError(
@@ -347,7 +357,7 @@ class KeyManager:
 
     @staticmethod
     def _sweep(
-        keys: dict[str, ApiKey],
+        keys: Records,
         now: datetime,
         warn_within: timedelta,
         purge_after: timedelta | None,
@@ -355,7 +365,7 @@ class KeyManager:
         dry_run: bool,
     ) -> SweepReport:
         expired, expiring, purged = [], [], []
-        for key in sorted(keys.values(), key=lambda k: (k.created_at, k.id)):
+        for key in keys.all():
             status = key.status_at(now)
             if status is Status.EXPIRED and key.expiry_recorded_at is None:
                 key = replace(key, expiry_recorded_at=now)
@@ -409,15 +419,15 @@ class KeyManager:
         txn: Transaction, env_file: str | os.PathLike[str] | None, env_var: str, token: str,
         follow_symlink: bool,
     ) -> None:
-        """Write the store, then the .env; if the .env fails, put the store back."""
-        txn.commit()
+        """The store and the .env change together: if the .env fails, the store is as it
+        was."""
         if env_file is None:
             return
-        try:
+
+        def write_env() -> None:
             envfile.set_variable(env_file, env_var, token, follow_symlink=follow_symlink)
-        except EnvFileError:
-            txn.rollback()
-            raise
+
+        txn.commit_with(write_env)
 
     def _audit_env(
         self, env_file: str | os.PathLike[str] | None, env_var: str, record: ApiKey
@@ -433,11 +443,11 @@ class KeyManager:
                  "(mcp-keys init --env-file %s ignores it)", env_file, env_file)
 
 
-def _remove(keys: dict[str, ApiKey], key_id: str) -> None:
+def _remove(keys: Records, key_id: str) -> None:
     """Delete a record and every rotation link that names it, so no record ever points at
     one that does not exist."""
     del keys[key_id]
-    for other in list(keys.values()):
+    for other in keys.linked_to(key_id):
         if key_id in (other.rotated_to, other.rotated_from):
             keys[other.id] = replace(
                 other,

@@ -23,17 +23,26 @@ import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import tokens
 from .audit import AuditLog
 from .envfile import DEFAULT_KEY_VAR
 from .models import ApiKey, Reason, ValidationResult
 from .safefs import check_trusted, read_regular
-from .store import parse, resolve_path
+from .stores import is_url
+from .stores.jsonfile import parse, resolve_location, resolve_path
+
+if TYPE_CHECKING:
+    from .audit import AuditTrail
+    from .stores.pg_watch import PgWatcher
 
 log = logging.getLogger("mcp_keys")
 ENV_KEY_VAR = DEFAULT_KEY_VAR
 ENV_FALLBACK_VAR = "MCP_KEYS_ENV_FALLBACK"
+MAX_STALE_VAR = "MCP_KEYS_MAX_STALE"
+DEFAULT_MAX_STALE = 30.0
+FIRST_LOAD_WAIT = 10.0
 AUDIT_LINES_PER_SECOND = 20
 UNKNOWN_RECHECK_INTERVAL = 0.05
 ENV_MODE_DETAIL = "environment mode (MCP_API_KEY): scopes were not checked"
@@ -109,6 +118,24 @@ def _result(reason: Reason, key: ApiKey) -> ValidationResult:
 
 _LOADING_FAILED = ValidationResult(Reason.STORE_ERROR, detail="the key could not be checked")
 _live: weakref.WeakSet[Validator] = weakref.WeakSet()
+_abandoned: list[object] = []  # a forked child's copies of the parent's connections
+
+
+def _max_stale(value: float | None) -> float:
+    if value is not None:
+        return value
+    text = os.environ.get(MAX_STALE_VAR, "").strip()
+    if not text:
+        return DEFAULT_MAX_STALE
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1
+    if not seconds >= 0:
+        from .errors import UsageError
+
+        raise UsageError(f"{MAX_STALE_VAR}={text!r} must be a number of seconds (0 or more)")
+    return seconds
 
 
 class Validator:
@@ -116,7 +143,9 @@ class Validator:
 
     ``env_fallback`` (default: ``MCP_KEYS_ENV_FALLBACK``) lets a validator with no store
     compare against ``MCP_API_KEY``; it is never entered once a store has been loaded,
-    and it never satisfies a scope.
+    and it never satisfies a scope. On a PostgreSQL store, ``max_stale`` (default
+    ``MCP_KEYS_MAX_STALE`` or 30 s) bounds how long the last snapshot is served after
+    contact with the database is lost; 0 refuses at once.
     """
 
     def __init__(
@@ -126,12 +155,28 @@ class Validator:
         *,
         audit_failures: bool = True,
         env_fallback: bool | None = None,
+        max_stale: float | None = None,
     ) -> None:
-        self.path = resolve_path(store).absolute()
+        location = resolve_location(store)
         self.refresh_interval = refresh_interval
         self.audit_failures = audit_failures
         self.env_fallback = env_fallback_enabled() if env_fallback is None else env_fallback
-        self._audit = AuditLog(self.path.parent / "audit.log")
+        self._audit: AuditTrail
+        self._watcher: PgWatcher | None = None
+        if is_url(location):
+            from .stores.postgres import PostgresStore
+
+            self._pg: PostgresStore | None = PostgresStore(location)
+            self.path: Path | None = None
+            self.location = self._pg.display
+            self.max_stale = _max_stale(max_stale)
+            self._audit = self._pg.audit_log()
+        else:
+            self._pg = None
+            self.path = resolve_path(location).absolute()
+            self.location = str(self.path)
+            self.max_stale = _max_stale(max_stale)
+            self._audit = AuditLog(self.path.parent / "audit.log")
         self._loaded_once = False
         self._reset()
         _live.add(self)
@@ -140,20 +185,75 @@ class Validator:
         """Fresh locks and state: at construction, and in a forked child (a lock another
         thread held at fork time would otherwise never be released there)."""
         self._lock = threading.Lock()
-        self._signature: tuple[int, ...] | str | None = "unloaded"
+        self._signature: tuple[int | str, ...] | str | None = "unloaded"
         self._next_check = float("-inf")
         self._next_recheck = float("-inf")
         self._state = _State(error="the store has not been loaded yet")
         self._budgets = {True: _Budget(), False: _Budget()}
+        if self._pg is not None:
+            self._start_watching()
+
+    def _start_watching(self) -> None:
+        from .stores.pg_watch import PgWatcher
+
+        assert self._pg is not None
+        if self._watcher is not None:  # a forked child: leave the parent's sockets alone
+            self._watcher.stop()
+            _abandoned.append(self._watcher)
+            self._pg.abandon_connections(_abandoned)
+            abandon = getattr(self._audit, "abandon_connections", None)
+            if abandon is not None:
+                abandon(_abandoned)
+        self._next_check = float("inf")  # the watcher pushes changes; nothing to poll
+        self._ids: dict[str, str] = {}
+        self._shared: dict[frozenset[str], frozenset[str]] = {}
+        self._watcher = PgWatcher(self._pg, self, max_stale=self.max_stale)
+        self._watcher.start(wait=FIRST_LOAD_WAIT)
 
     def __repr__(self) -> str:
-        return f"Validator({str(self.path)!r}, refresh_interval={self.refresh_interval})"
+        return f"Validator({self.location!r}, refresh_interval={self.refresh_interval})"
+
+    # -- PostgreSQL: what the watcher pushes ---------------------------------------------
+
+    def pg_snapshot(self, records: dict[str, ApiKey]) -> None:
+        """A full load: replace the index (and clear any failure)."""
+        shared: dict[frozenset[str], frozenset[str]] = {}
+        by_digest = {key.digest: _entry(key, shared) for key in records.values()}
+        with self._lock:
+            if self._state.error is not None and self._loaded_once:
+                log.warning("mcp-keys store %s is reachable again; validating normally",
+                            self.location)
+            self._ids = {key.id: key.digest for key in records.values()}
+            self._shared = shared
+            self._state = _State(by_digest)
+            self._signature = ("postgresql",)
+            self._loaded_once = True
+
+    def pg_apply(self, upserts: list[ApiKey], deletes: list[str]) -> None:
+        """Changed rows: update the index in place (one dict store per record)."""
+        with self._lock:
+            index = self._state.by_digest
+            if self._state.error is not None:
+                return  # the next reconnect reloads everything
+            for key in upserts:
+                index[key.digest] = _entry(key, self._shared)
+                self._ids[key.id] = key.digest
+            for key_id in deletes:
+                digest = self._ids.pop(key_id, None)
+                if digest is not None:
+                    index.pop(digest, None)
+
+    def pg_fail(self, message: str) -> None:
+        with self._lock:
+            self._fail(message, "postgresql-lost")
 
     # -- loading -------------------------------------------------------------------------
 
     def refresh(self, *, force: bool = False) -> None:
         """Reload the store if it changed since the last look. Never raises: any failure
-        leaves the validator failing closed."""
+        leaves the validator failing closed. (A PostgreSQL store pushes its changes.)"""
+        if self._pg is not None:
+            return
         now = time.monotonic()
         if not force and now < self._next_check:
             return
@@ -168,6 +268,7 @@ class Validator:
     def _load(self) -> None:
         from .errors import McpKeysError
 
+        assert self.path is not None
         try:
             check_trusted(self.path, what="store", reader=True)
             found = read_regular(self.path)
@@ -214,7 +315,7 @@ class Validator:
                        f"{ENV_FALLBACK_VAR}=1 to check {ENV_KEY_VAR} instead)")
         self._fail(message, "missing")
 
-    def _fail(self, message: str, signature: tuple[int, ...] | str) -> None:
+    def _fail(self, message: str, signature: tuple[int | str, ...] | str) -> None:
         """Fail closed; log once per change of state, not once per call."""
         if signature != self._signature:
             log.error("mcp-keys rejects every key: %s", message)
@@ -283,11 +384,25 @@ class Validator:
         now = time.monotonic()
         if may_recheck and now >= self._next_recheck:
             self._next_recheck = now + UNKNOWN_RECHECK_INTERVAL
-            before = self._state
-            self.refresh(force=True)
-            if self._state is not before:
+            if self._recheck(parsed.key_id):
                 return self._validate(token, scopes, False)
         return self._failed(ValidationResult(Reason.UNKNOWN, key_id=parsed.key_id))
+
+    def _recheck(self, key_id: str) -> bool:
+        """Look at the store again for a key the snapshot does not know; ``True`` if the
+        snapshot changed."""
+        if self._watcher is None:
+            before = self._state
+            self.refresh(force=True)
+            return self._state is not before
+        try:
+            record = self._watcher.lookup(key_id)
+        except Exception:  # the database is away: the key stays unknown (refused)
+            return False
+        if record is None or self._ids.get(record.id) == record.digest:
+            return False
+        self.pg_apply([record], [])
+        return True
 
     def _validate_env(self, token: str, digest: str, env_digest: str,
                       scopes: Iterable[str]) -> ValidationResult:
@@ -332,7 +447,7 @@ class Validator:
         return result
 
 
-_validators: dict[Path, Validator] = {}
+_validators: dict[str, Validator] = {}
 _validators_lock = threading.Lock()
 
 
@@ -347,12 +462,13 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def get_validator(store: str | os.PathLike[str] | None = None) -> Validator:
-    """The one cached Validator for this store path."""
-    path = resolve_path(store).absolute()
+    """The one cached Validator for this store (path or URL)."""
+    location = resolve_location(store)
+    key = location if is_url(location) else str(Path(location).absolute())
     with _validators_lock:
-        validator = _validators.get(path)
+        validator = _validators.get(key)
         if validator is None:
-            validator = _validators[path] = Validator(path)
+            validator = _validators[key] = Validator(key)
         return validator
 
 

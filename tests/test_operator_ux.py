@@ -14,7 +14,7 @@ import pytest
 from mcp_keys import KeyManager
 from mcp_keys.cli import cli
 from mcp_keys.models import utcnow
-from mcp_keys.store import serialize
+from mcp_keys.stores.jsonfile import serialize
 from tests.conftest import Cli, one_error_line
 
 HOSTILE = ["\x1b[2J\x1b[31mfake", "\x1b]8;;http://evil\x07link", "bell\x07", "\u202eevil",

@@ -43,7 +43,7 @@ def create(ctx: click.Context, name: str, description: str, expires_in: timedelt
     issued = keys.create(name, description=description, scopes=scopes, expires_in=expires_in,
                          env_file=env_file, env_var=env_var, follow_symlink=follow_symlink)
     if not existed:
-        click.echo(f"Created store {safe(keys.store.path)}", err=True)
+        click.echo(f"Created store {safe(keys.store.display)}", err=True)
     announce_key(issued, as_json, "Created", env_file, env_var)
 
 

@@ -27,7 +27,7 @@ def init(ctx: click.Context, env_file: str | None) -> None:
     """
     keys = manager(ctx)
     report = keys.init(env_file=env_file)
-    path = safe(keys.store.path)
+    path = safe(keys.store.display)
     click.echo(f"Created store {path}" if report.created else f"Store already exists at {path}")
     for entry in report.gitignored:
         click.echo(f"Added {safe(entry)} to .gitignore")

@@ -67,7 +67,7 @@ class McpKeysTokenVerifier:
         self.required_scopes = tuple(required_scopes)
 
     def __repr__(self) -> str:
-        return f"McpKeysTokenVerifier({str(self.validator.path)!r})"
+        return f"McpKeysTokenVerifier({self.validator.location!r})"
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """An ``AccessToken`` (client_id = key ID) for a valid key, else ``None``."""

@@ -135,7 +135,7 @@ def test_failing_fsync_or_replace_reports_one_line(run: Cli, target: str,
     def broken(*args: object) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(f"mcp_keys.store.os.{target}", broken)
+    monkeypatch.setattr(f"mcp_keys.stores.jsonfile.os.{target}", broken)
     result = run("create", "second")
     monkeypatch.undo()
     assert result.exit_code == 1

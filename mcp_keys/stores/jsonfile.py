@@ -1,4 +1,4 @@
-"""The JSON key store: schema-checked reads, locked atomic writes, digests only.
+"""The JSON file store (the default): schema-checked reads, locked atomic writes, digests only.
 
 Every write takes the lock, re-reads, changes, writes a temp file in the same directory,
 fsyncs it, ``os.replace``-s it over the store and fsyncs the directory, so a reader or a
@@ -17,12 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import StoreCorrupt, StoreError, StoreLocked, UnsafeFile, UsageError
-from .models import ApiKey
-from .safefs import check_trusted, make_private_dirs, read_regular
+from ..errors import StoreCorrupt, StoreError, StoreLocked, UnsafeFile, UsageError
+from ..models import ApiKey
+from ..safefs import check_trusted, make_private_dirs, read_regular
+from .base import DictRecords
 
 if TYPE_CHECKING:
-    from .locking import LockFile
+    from collections.abc import Callable
+
+    from ..audit import AuditLog
+    from ..locking import LockFile
 
 SCHEMA_VERSION = 1
 DEFAULT_PATH = Path(".mcp-keys") / "keys.json"
@@ -116,8 +120,10 @@ def _describe(exc: OSError) -> str:
     return exc.strerror or exc.__class__.__name__
 
 
-class Store:
+class JsonStore:
     """One store file, its lock and its directory."""
+
+    kind = "json"
 
     def __init__(
         self, path: str | os.PathLike[str] | None = None, *, lock_timeout: float | None = None
@@ -135,7 +141,16 @@ class Store:
         self.lock_timeout = lock_timeout
 
     def __repr__(self) -> str:
-        return f"Store({str(self.path)!r})"
+        return f"JsonStore({str(self.path)!r})"
+
+    @property
+    def display(self) -> str:
+        return str(self.path)
+
+    def audit_log(self) -> AuditLog:
+        from ..audit import AuditLog
+
+        return AuditLog(self.directory / "audit.log")
 
     @property
     def directory(self) -> Path:
@@ -164,14 +179,14 @@ class Store:
             raise StoreError(f"cannot read store {self.path}: {_describe(exc)}") from None
         return None if found is None else found[0]
 
-    def read(self) -> dict[str, ApiKey]:
+    def read(self) -> DictRecords:
         """Every record; an absent store reads as empty."""
         self.check_trusted(reader=True)
         raw = self.read_raw()
-        return {} if raw is None else parse(raw, self.path)
+        return DictRecords({} if raw is None else parse(raw, self.path))
 
     @contextlib.contextmanager
-    def transaction(self, *, create: bool = False) -> Iterator[Transaction]:
+    def transaction(self, *, create: bool = False) -> Iterator[FileTransaction]:
         """Lock, read, and yield a transaction whose changes are written when the block ends.
 
         Without ``create`` an absent store is an error; with it, the store is created.
@@ -180,19 +195,19 @@ class Store:
         """
         if not create and not self.path.exists() and not self.path.is_symlink():
             raise StoreError(f"no store at {self.path}: run 'mcp-keys init' first")
-        from .locking import LockFile
+        from ..locking import LockFile
 
         self.check_trusted()
         made = self._ensure_directory()
         lock = LockFile(self.lock_path, self.lock_timeout)
         try:
             self._acquire(lock)
-            txn: Transaction | None = None
+            txn: FileTransaction | None = None
             try:
                 raw = self.read_raw()
                 if raw is not None:
                     self._check_writable()
-                txn = Transaction(self, None if raw is None else parse(raw, self.path))
+                txn = FileTransaction(self, None if raw is None else parse(raw, self.path))
                 yield txn
                 txn.commit()
             finally:
@@ -231,7 +246,7 @@ class Store:
             )
 
     def _acquire(self, lock: LockFile) -> None:
-        from .locking import LockTimeout
+        from ..locking import LockTimeout
 
         try:
             lock.acquire()
@@ -244,7 +259,7 @@ class Store:
             raise StoreError(f"cannot lock store: {self.lock_path}: {_describe(exc)}") from None
 
     def _write(self, keys: dict[str, ApiKey]) -> None:
-        from .atomic import write_atomic
+        from ..atomic import write_atomic
 
         try:
             write_atomic(self.path, serialize(keys))
@@ -254,15 +269,15 @@ class Store:
             ) from None
 
 
-class Transaction:
-    """The records under the lock: change ``keys``, then ``commit()`` (or let the block end)."""
+class FileTransaction:
+    """The records under the lock: change ``keys``; they are written when the block ends."""
 
-    def __init__(self, store: Store, on_disk: dict[str, ApiKey] | None) -> None:
+    def __init__(self, store: JsonStore, on_disk: dict[str, ApiKey] | None) -> None:
         self._store = store
         self._on_disk = on_disk
         self._existed = on_disk is not None
         self.before: dict[str, ApiKey] = dict(on_disk or {})
-        self.keys: dict[str, ApiKey] = dict(self.before)
+        self.keys = DictRecords(self.before)
 
     @property
     def persisted(self) -> bool:
@@ -271,13 +286,22 @@ class Transaction:
 
     def commit(self) -> None:
         """Write the records if they differ from what is on disk (or there is no file yet)."""
-        if self._on_disk is None or self.keys != self._on_disk:
-            self._store._write(self.keys)
-            self._on_disk = dict(self.keys)
+        if self._on_disk is None or self.keys.data != self._on_disk:
+            self._store._write(self.keys.data)
+            self._on_disk = dict(self.keys.data)
+
+    def commit_with(self, action: Callable[[], None]) -> None:
+        """Write the store, then run ``action``; if it fails, put the store back."""
+        self.commit()
+        try:
+            action()
+        except BaseException:
+            self.rollback()
+            raise
 
     def rollback(self) -> None:
         """Put back the store as it was when the lock was taken (absent, if it was)."""
-        self.keys = dict(self.before)
+        self.keys = DictRecords(self.before)
         if not self._existed and self._on_disk is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._store.path.unlink()

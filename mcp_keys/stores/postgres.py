@@ -1,0 +1,381 @@
+"""The PostgreSQL store: many hosts, one truth.
+
+Every lifecycle operation is one transaction that first locks the single ``store_state``
+row (writers are serialised, so two rotations of one key cannot both succeed), reads and
+writes only the rows it names (``SELECT ... FOR UPDATE``, one ``INSERT ... ON CONFLICT``,
+one ``DELETE``), bumps ``store_state.change_seq`` and sends ``NOTIFY`` with the changed
+IDs, which running validators apply (``pg_watch``). The audit trail is the table
+``audit_events``, chained exactly like the file log. A password in the URL is never
+shown: ``display`` and every error message carry the URL without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import StoreError, UsageError
+from ..models import ApiKey
+from .base import DictRecords, Records
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from .pg_audit import PgAuditLog
+
+SCHEMA_VERSION = 1
+CHANNEL = "mcp_keys"
+_COLUMNS = ("id, name, description, digest, scopes, created_at, expires_at, revoked_at, "
+            "revoke_reason, rotated_from, rotated_to, expiry_recorded_at")
+_NOTIFY_IDS_MAX = 200  # past this a change is announced as "reload everything"
+_SCHEMA = """
+CREATE TABLE schema_version (version integer NOT NULL);
+CREATE TABLE api_keys (
+    id text PRIMARY KEY CHECK (id ~ '^[a-z0-9]{12}$'),
+    name text NOT NULL,
+    description text NOT NULL DEFAULT '',
+    digest text NOT NULL UNIQUE CHECK (digest ~ '^[0-9a-f]{64}$'),
+    scopes text[] NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL,
+    expires_at timestamptz,
+    revoked_at timestamptz,
+    revoke_reason text,
+    rotated_from text,
+    rotated_to text,
+    expiry_recorded_at timestamptz
+);
+CREATE INDEX api_keys_id_prefix ON api_keys (id text_pattern_ops);
+CREATE INDEX api_keys_rotated_to ON api_keys (rotated_to);
+CREATE INDEX api_keys_rotated_from ON api_keys (rotated_from);
+CREATE TABLE audit_events (
+    seq bigint PRIMARY KEY,
+    line text NOT NULL,
+    hash text NOT NULL
+);
+CREATE TABLE store_state (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    change_seq bigint NOT NULL DEFAULT 0,
+    audit_seq bigint NOT NULL DEFAULT 0,
+    audit_hash text NOT NULL DEFAULT repeat('0', 64)
+);
+INSERT INTO store_state DEFAULT VALUES;
+INSERT INTO schema_version VALUES (1);
+"""
+
+
+def require_psycopg() -> Any:
+    """psycopg, or a clear error naming the extra to install."""
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError("a postgresql:// store needs psycopg: "
+                         "pip install 'mcp-keys[postgres]'") from None
+    return psycopg
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (in the user part or a ``password=`` parameter)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hostinfo}"
+    query = urlencode([(k, "***" if k == "password" else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="/")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _password(url: str) -> str | None:
+    parts = urlsplit(url)
+    for key, value in parse_qsl(parts.query):
+        if key == "password":
+            return value
+    return parts.password
+
+
+def to_record(row: tuple[Any, ...]) -> ApiKey:
+    """A row of ``api_keys`` (in ``_COLUMNS`` order) as a record."""
+    (key_id, name, description, digest, scopes, created, expires, revoked, reason,
+     rotated_from, rotated_to, recorded) = row
+    return ApiKey(id=key_id, name=name, digest=digest, created_at=_utc(created),
+                  expires_at=_utc(expires), description=description, scopes=tuple(scopes),
+                  revoked_at=_utc(revoked), revoke_reason=reason, rotated_from=rotated_from,
+                  rotated_to=rotated_to, expiry_recorded_at=_utc(recorded))
+
+
+def _utc(moment: datetime | None) -> Any:
+    return None if moment is None else moment.astimezone(UTC)
+
+
+def _row(key: ApiKey) -> tuple[Any, ...]:
+    return (key.id, key.name, key.description, key.digest, list(key.scopes), key.created_at,
+            key.expires_at, key.revoked_at, key.revoke_reason, key.rotated_from,
+            key.rotated_to, key.expiry_recorded_at)
+
+
+class PostgresStore:
+    """A store in a PostgreSQL database, named by a libpq URL."""
+
+    kind = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.display!r})"
+
+    @property
+    def display(self) -> str:
+        return redact_url(self.url)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the URL's password (if any) replaced."""
+        password = _password(self.url)
+        text = text.replace(self.url, self.display)
+        return text.replace(password, "***") if password else text
+
+    def error(self, exc: BaseException, doing: str) -> StoreError:
+        """A one-line StoreError for a database failure, never carrying the password."""
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        return StoreError(self.scrub(f"PostgreSQL store {self.display}: cannot {doing}: "
+                                     f"{detail}"))
+
+    # -- connections ---------------------------------------------------------------------
+
+    def connect(self, *, watch: bool = False) -> psycopg.Connection[Any]:
+        """A new autocommit connection (the caller closes it). ``watch`` adds TCP
+        keepalives and a user timeout, so a silent network partition is noticed in
+        seconds rather than hours."""
+        driver = require_psycopg()
+        extra: dict[str, Any] = {}
+        if watch:
+            extra = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                     "keepalives_count": 2, "tcp_user_timeout": 10000}
+        try:
+            conn = driver.connect(self.url, autocommit=True, connect_timeout=10, **extra)
+        except driver.ProgrammingError as exc:
+            raise UsageError(self.scrub(f"invalid PostgreSQL URL {self.display}: {exc}")
+                             ) from None
+        except driver.Error as exc:
+            raise self.error(exc, "connect") from None
+        connected: psycopg.Connection[Any] = conn
+        return connected
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """This store's connection, opened on first use and reopened if it broke."""
+        driver = require_psycopg()
+        with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = self.connect()
+            try:
+                yield self._conn
+            except driver.Error as exc:
+                raise self.error(exc, "complete the operation") from None
+
+    def abandon_connections(self, keep: list[object]) -> None:
+        """After a fork: drop the parent's connection without closing it (closing would
+        end the parent's session); ``keep`` holds it so it is never collected."""
+        if self._conn is not None:
+            keep.append(self._conn)
+            self._conn = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- schema --------------------------------------------------------------------------
+
+    def schema_version(self, conn: psycopg.Connection[Any]) -> int | None:
+        found = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+        if not found or not found[0]:
+            return None
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def exists(self) -> bool:
+        with self._connection() as conn:
+            return self.schema_version(conn) is not None
+
+    def initialize(self) -> bool:
+        """Create the schema, or migrate an older one, under an advisory lock; ``True``
+        when it was created. A newer schema is refused."""
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('mcp_keys_schema'))")
+            version = self.schema_version(conn)
+            if version is None:
+                conn.execute(_SCHEMA)
+                return True
+            self._check_version(version)
+            return False
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"PostgreSQL store {self.display} has schema version {version}; "
+                             f"this mcp-keys knows version {SCHEMA_VERSION}: upgrade mcp-keys")
+        if version < SCHEMA_VERSION:  # pragma: no cover - no older schema exists yet
+            raise StoreError(f"PostgreSQL store {self.display} has schema version {version}: "
+                             "run 'mcp-keys init' to migrate it")
+
+    def _ready(self, conn: psycopg.Connection[Any]) -> None:
+        version = self.schema_version(conn)
+        if version is None:
+            raise StoreError(f"no mcp-keys schema in {self.display}: run "
+                             "'mcp-keys --store URL init' first")
+        self._check_version(version)
+
+    # -- the KeyStore interface ----------------------------------------------------------
+
+    def check_trusted(self, *, reader: bool = False) -> None:
+        """Nothing to check on disk: the database's roles decide who may write."""
+
+    def read(self) -> DictRecords:
+        with self._connection() as conn:
+            if self.schema_version(conn) is None:
+                return DictRecords()
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM api_keys").fetchall()
+        return DictRecords({row[0]: to_record(row) for row in rows})
+
+    @contextlib.contextmanager
+    def transaction(self, *, create: bool = False) -> Iterator[PgTransaction]:
+        if create:
+            self.initialize()
+        with self._connection() as conn, conn.transaction():
+            self._ready(conn)
+            conn.execute("SELECT change_seq FROM store_state FOR UPDATE")
+            txn = PgTransaction(conn)
+            yield txn
+            txn.announce()
+
+    def audit_log(self) -> PgAuditLog:
+        from .pg_audit import PgAuditLog
+
+        return PgAuditLog(self)
+
+    def health(self) -> list[tuple[str, Any, str]]:
+        """doctor's rows: connection, schema version, and a role that can do too much."""
+        try:
+            with self._connection() as conn:
+                server = conn.info.server_version
+                version = self.schema_version(conn)
+                role = conn.execute(
+                    "SELECT current_user, rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+                    "WHERE rolname = current_user").fetchone()
+                owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = "
+                                     "'api_keys' AND schemaname = current_schema()").fetchone()
+        except StoreError as exc:
+            return [("database", "fail", str(exc))]
+        rows: list[tuple[str, Any, str]] = [
+            ("database", "pass", f"connected to {self.display} (server {server // 10000})")]
+        if version is None:
+            rows.append(("schema", "fail", "no mcp-keys schema: run 'mcp-keys init'"))
+        elif version != SCHEMA_VERSION:
+            rows.append(("schema", "fail", f"schema version {version}, expected "
+                         f"{SCHEMA_VERSION}"))
+        else:
+            rows.append(("schema", "pass", f"schema version {version}"))
+        assert role is not None
+        name, superuser, createrole, createdb = role
+        powers = [p for p, held in (("superuser", superuser), ("CREATEROLE", createrole),
+                                    ("CREATEDB", createdb)) if held]
+        if owner is not None and owner[0] == name:
+            powers.append("owns the tables (can ALTER or DROP them)")
+        if powers:
+            rows.append(("role privileges", "warn", f"role {name} can do more than the tables "
+                         f"need: {', '.join(powers)}; see docs/deployment.md for the GRANTs"))
+        else:
+            rows.append(("role privileges", "pass", f"role {name} holds no more than it needs"))
+        return rows
+
+
+class PgRecords(Records):
+    """The rows of ``api_keys``, read and written one statement at a time."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+        self.changed: set[str] = set()
+
+    def __getitem__(self, key_id: str) -> ApiKey:
+        row = self._conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = %s FOR UPDATE",
+                                 (key_id,)).fetchone()
+        if row is None:
+            raise KeyError(key_id)
+        return to_record(row)
+
+    def __setitem__(self, key_id: str, record: ApiKey) -> None:
+        assert key_id == record.id
+        names = _COLUMNS.split(", ")
+        updates = ", ".join(f"{n} = EXCLUDED.{n}" for n in names[1:])
+        self._conn.execute(
+            f"INSERT INTO api_keys ({_COLUMNS}) VALUES ({', '.join(['%s'] * len(names))}) "
+            f"ON CONFLICT (id) DO UPDATE SET {updates}", _row(record))
+        self.changed.add(key_id)
+
+    def __delitem__(self, key_id: str) -> None:
+        if self._conn.execute("DELETE FROM api_keys WHERE id = %s", (key_id,)).rowcount == 0:
+            raise KeyError(key_id)
+        self.changed.add(key_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([row[0] for row in
+                     self._conn.execute("SELECT id FROM api_keys ORDER BY id").fetchall()])
+
+    def __len__(self) -> int:
+        row = self._conn.execute("SELECT count(*) FROM api_keys").fetchone()
+        return int(row[0]) if row else 0
+
+    def __contains__(self, key_id: object) -> bool:
+        return self._conn.execute("SELECT 1 FROM api_keys WHERE id = %s",
+                                  (key_id,)).fetchone() is not None
+
+    def all(self) -> list[ApiKey]:
+        return [to_record(row) for row in self._conn.execute(
+            f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id FOR UPDATE").fetchall()]
+
+    def with_prefix(self, prefix: str) -> list[str]:
+        return [row[0] for row in self._conn.execute(
+            "SELECT id FROM api_keys WHERE id LIKE %s ORDER BY id",
+            (prefix.replace("%", "").replace("_", "") + "%",)).fetchall()]
+
+    def linked_to(self, key_id: str) -> list[ApiKey]:
+        return [to_record(row) for row in self._conn.execute(
+            f"SELECT {_COLUMNS} FROM api_keys WHERE rotated_to = %s OR rotated_from = %s "
+            "FOR UPDATE", (key_id, key_id)).fetchall()]
+
+
+class PgTransaction:
+    """One database transaction of lifecycle work."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+        self.keys = PgRecords(conn)
+
+    def commit_with(self, action: Callable[[], None]) -> None:
+        """Run ``action`` before the transaction commits: if it fails, nothing commits."""
+        action()
+
+    def announce(self) -> None:
+        """Bump the change counter and tell listening validators what changed."""
+        changed = sorted(self.keys.changed)
+        if not changed:
+            return
+        row = self._conn.execute("UPDATE store_state SET change_seq = change_seq + 1 "
+                                 "RETURNING change_seq").fetchone()
+        assert row is not None
+        payload: dict[str, Any] = {"seq": row[0]}
+        if len(changed) <= _NOTIFY_IDS_MAX:
+            payload["ids"] = changed
+        else:
+            payload["all"] = True
+        self._conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(payload)))

@@ -204,7 +204,8 @@ class Validator:
             abandon = getattr(self._audit, "abandon_connections", None)
             if abandon is not None:
                 abandon(_abandoned)
-        self._next_check = float("inf")  # the watcher pushes changes; nothing to poll
+        # The watcher pushes changes; only refresh_interval=0 asks the database per call.
+        self._next_check = float("-inf") if self.refresh_interval == 0 else float("inf")
         self._ids: dict[str, str] = {}
         self._shared: dict[frozenset[str], frozenset[str]] = {}
         self._watcher = PgWatcher(self._pg, self, max_stale=self.max_stale)
@@ -251,8 +252,15 @@ class Validator:
 
     def refresh(self, *, force: bool = False) -> None:
         """Reload the store if it changed since the last look. Never raises: any failure
-        leaves the validator failing closed. (A PostgreSQL store pushes its changes.)"""
-        if self._pg is not None:
+        leaves the validator failing closed. (A PostgreSQL store pushes its changes; with
+        ``refresh_interval=0`` each call also asks the database for its change counter.)"""
+        if self._watcher is not None:
+            if self.refresh_interval == 0 or force:
+                try:
+                    self._watcher.sync()
+                except Exception as exc:  # the database is away: the watcher decides
+                    log.debug("mcp-keys could not sync with PostgreSQL: %s",
+                              type(exc).__name__)
             return
         now = time.monotonic()
         if not force and now < self._next_check:

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from mcp_keys import KeyManager, Validator, tokens
 from mcp_keys.models import ApiKey
-from mcp_keys.stores.jsonfile import JsonStore as Store, serialize
+from mcp_keys.stores.jsonfile import JsonStore as Store
+from mcp_keys.stores.jsonfile import serialize
 
 Row = tuple[str, str, str, str]
 

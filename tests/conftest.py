@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +14,24 @@ import pytest
 from click.testing import CliRunner, Result
 
 from mcp_keys import KeyManager
+from mcp_keys.audit import AuditLog
 from mcp_keys.cli import cli
+from mcp_keys.stores.jsonfile import JsonStore
+
+BACKENDS = ["json", "postgresql"]
+PG_URL_VAR = "MCP_KEYS_TEST_POSTGRES_URL"
+
+
+class FileKeys(KeyManager):
+    """A KeyManager on a JSON file store, typed so tests can reach the files."""
+
+    store: JsonStore
+
+    @property
+    def audit(self) -> AuditLog:
+        trail = super().audit
+        assert isinstance(trail, AuditLog)
+        return trail
 
 
 @pytest.fixture(autouse=True)
@@ -34,8 +51,62 @@ def store_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def manager(store_path: Path) -> KeyManager:
-    return KeyManager(store_path)
+def manager(store_path: Path) -> FileKeys:
+    return FileKeys(store_path)
+
+
+@pytest.fixture
+def file_manager(store_path: Path) -> FileKeys:
+    """The JSON store, for a test about files in a module whose ``manager`` is any."""
+    return FileKeys(store_path)
+
+
+def postgres_server() -> str:
+    """The throwaway server's URL (``scripts/pg-throwaway.sh``), or skip; with
+    ``MCP_KEYS_REQUIRE_POSTGRES=1`` (CI) a missing server fails instead."""
+    url = os.environ.get(PG_URL_VAR, "")
+    if not url:
+        if os.environ.get("MCP_KEYS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{PG_URL_VAR} is not set but MCP_KEYS_REQUIRE_POSTGRES=1")
+        pytest.skip(f"no PostgreSQL: set {PG_URL_VAR} (source scripts/pg-throwaway.sh; "
+                    "pg_throwaway_start)")
+    return url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty database on the throwaway server, dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    server = postgres_server()
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = server.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def location(request: pytest.FixtureRequest, store_path: Path) -> str:
+    """The store location for a test that runs on every backend."""
+    if request.param == "json":
+        return str(store_path)
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+def state_of(manager: KeyManager) -> tuple[object, ...]:
+    """Everything a failed operation must leave as it was: the records and the audit
+    trail, whichever backend holds them."""
+    records = sorted((key_id, repr(sorted(key.to_store().items())))
+                     for key_id, key in manager.store.read().items())
+    return tuple(records), tuple(line for _, _, line in manager.audit.lines())
 
 
 @dataclass
@@ -44,11 +115,12 @@ class Cli:
 
     store: Path
     outputs: list[str]
+    location: str | None = None  # a URL instead of ``store``
 
     def __call__(self, *args: str, input: str | None = None,
                  env: dict[str, str] | None = None) -> Result:
-        result = CliRunner().invoke(cli, ["--store", str(self.store), *args], input=input,
-                                    env=env, catch_exceptions=True)
+        result = CliRunner().invoke(cli, ["--store", self.location or str(self.store), *args],
+                                    input=input, env=env, catch_exceptions=True)
         self.outputs.extend([result.stdout, result.stderr])
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             pytest.fail(f"mcp-keys {args[0] if args else ''} raised "
@@ -59,6 +131,12 @@ class Cli:
 @pytest.fixture
 def run(store_path: Path) -> Cli:
     return Cli(store_path, [])
+
+
+@pytest.fixture
+def any_run(location: str, store_path: Path) -> Cli:
+    """The CLI on each backend in turn."""
+    return Cli(store_path, [], None if location == str(store_path) else location)
 
 
 def assert_absent(secret: str, haystack: str | bytes, where: str) -> None:

@@ -10,18 +10,18 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from mcp_keys import KeyManager, McpKeysError
+from mcp_keys import McpKeysError
 from mcp_keys.audit import AuditLog
-from tests.conftest import Cli, assert_absent
+from tests.conftest import Cli, FileKeys, assert_absent
 
 
-def lines(manager: KeyManager) -> list[dict[str, object]]:
+def lines(manager: FileKeys) -> list[dict[str, object]]:
     if not manager.audit.path.exists():
         return []
     return [json.loads(line) for line in manager.audit.path.read_text().splitlines()]
 
 
-def test_every_operation_leaves_exactly_one_line(manager: KeyManager, tmp_path: Path,
+def test_every_operation_leaves_exactly_one_line(manager: FileKeys, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MCP_KEYS_ACTOR", "nightly-cron")
     secrets: list[str] = []
@@ -60,7 +60,7 @@ def test_every_operation_leaves_exactly_one_line(manager: KeyManager, tmp_path: 
         assert key.digest not in text
 
 
-def test_failed_operations_write_nothing(manager: KeyManager) -> None:
+def test_failed_operations_write_nothing(manager: FileKeys) -> None:
     issued = manager.create("a")
     manager.revoke(issued.record.id)
     before = manager.audit.path.read_bytes()
@@ -72,7 +72,7 @@ def test_failed_operations_write_nothing(manager: KeyManager) -> None:
     assert manager.audit.path.read_bytes() == before
 
 
-def test_damaged_lines_are_reported_and_skipped(manager: KeyManager) -> None:
+def test_damaged_lines_are_reported_and_skipped(manager: FileKeys) -> None:
     manager.create("a")
     with manager.audit.path.open("a") as log:
         log.write('{"ts": "2026-12-01T00:00:00Z", "event": "crea')

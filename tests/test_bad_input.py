@@ -17,7 +17,7 @@ import pytest
 from freezegun import freeze_time
 
 from mcp_keys import KeyManager, StoreError, tokens
-from tests.conftest import Cli, assert_absent, one_error_line, snapshot
+from tests.conftest import Cli, FileKeys, assert_absent, one_error_line, snapshot
 
 IDS = ["abcd11111111", "abcd22222222", "rrrr00000000", "eeee00000000"]
 ENV_TEXT = "# settings\nA=1\nMCP_API_KEY=placeholder\n"
@@ -131,7 +131,7 @@ CASES: dict[str, Case] = {
 
 
 @pytest.fixture
-def seeded(manager: KeyManager, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> KeyManager:
+def seeded(manager: FileKeys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FileKeys:
     """Two keys sharing the prefix abcd, one revoked, one expired, and a .env."""
     ids = iter(IDS)
     with monkeypatch.context() as patch:
@@ -157,7 +157,7 @@ def lock_held(lock_path: Path) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input(name: str, seeded: KeyManager, run: Cli, tmp_path: Path) -> None:
+def test_bad_input(name: str, seeded: FileKeys, run: Cli, tmp_path: Path) -> None:
     case = CASES[name]
     store = seeded.store.path
     if case.setup is not None:

@@ -16,8 +16,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from mcp_keys import KeyManager
-from tests.conftest import assert_absent, run_cli_process
+from tests.conftest import FileKeys, assert_absent, run_cli_process
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "protected_server.py"
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -50,7 +49,7 @@ def accepting(port: int) -> bool:
 
 
 @pytest.fixture
-def server(manager: KeyManager, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def server(manager: FileKeys, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     manager.init()
     port = free_port()
     log = tmp_path / "server.log"
@@ -93,7 +92,7 @@ async def use_tools(url: str, key: str) -> tuple[list[str], str]:
         return [tool.name for tool in tools.tools], text
 
 
-def test_protected_server_end_to_end(server: tuple[str, Path], manager: KeyManager) -> None:
+def test_protected_server_end_to_end(server: tuple[str, Path], manager: FileKeys) -> None:
     url, log = server
     store = str(manager.store.path)
     good = manager.create("client", scopes=["tools:call"])

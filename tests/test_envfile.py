@@ -11,10 +11,10 @@ from dotenv import dotenv_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_keys import KeyManager, tokens
+from mcp_keys import tokens
 from mcp_keys.envfile import rewrite, set_variable
 from mcp_keys.errors import EnvFileError
-from tests.conftest import Cli, one_error_line, redact
+from tests.conftest import Cli, FileKeys, one_error_line, redact
 
 ORIGINAL = (
     "# production settings\n"
@@ -28,7 +28,7 @@ ORIGINAL = (
 )
 
 
-def test_sync_keeps_every_other_byte(tmp_path: Path, manager: KeyManager) -> None:
+def test_sync_keeps_every_other_byte(tmp_path: Path, manager: FileKeys) -> None:
     env = tmp_path / ".env"
     env.write_text(ORIGINAL)
     first = manager.create("svc", env_file=env)
@@ -64,7 +64,7 @@ def test_new_env_file_is_0600_and_existing_mode_is_kept(tmp_path: Path) -> None:
     assert stat.S_IMODE(shared.stat().st_mode) == 0o640
 
 
-def test_a_key_never_lands_in_a_file_others_can_read(tmp_path: Path, manager: KeyManager,
+def test_a_key_never_lands_in_a_file_others_can_read(tmp_path: Path, manager: FileKeys,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     shared = tmp_path / ".env"
     shared.write_text("A=1\n")
@@ -76,14 +76,14 @@ def test_a_key_never_lands_in_a_file_others_can_read(tmp_path: Path, manager: Ke
     assert redact(shared.read_text(), issued.key) == "A=1\nMCP_API_KEY=<KEY0>\n"
 
 
-def test_custom_variable_name(tmp_path: Path, manager: KeyManager) -> None:
+def test_custom_variable_name(tmp_path: Path, manager: FileKeys) -> None:
     env = tmp_path / ".env"
     issued = manager.create("svc", env_file=env, env_var="GITHUB_MCP_KEY")
     assert redact(env.read_text(), issued.key) == "GITHUB_MCP_KEY=<KEY0>\n"
 
 
 def test_env_that_is_a_directory_fails_before_the_store_changes(
-        tmp_path: Path, manager: KeyManager) -> None:
+        tmp_path: Path, manager: FileKeys) -> None:
     manager.create("existing")
     before = manager.store.path.read_bytes()
     (tmp_path / "envdir").mkdir()
@@ -94,7 +94,7 @@ def test_env_that_is_a_directory_fails_before_the_store_changes(
 
 
 @pytest.mark.parametrize("existing", [True, False])
-def test_a_failed_env_write_withdraws_the_key(tmp_path: Path, manager: KeyManager,
+def test_a_failed_env_write_withdraws_the_key(tmp_path: Path, manager: FileKeys,
                                              monkeypatch: pytest.MonkeyPatch,
                                              existing: bool) -> None:
     if existing:
@@ -129,7 +129,7 @@ def test_a_symlinked_env_is_refused_unless_asked(run: Cli, tmp_path: Path) -> No
     assert (tmp_path / "link.env").is_symlink()
 
 
-def test_an_env_owned_by_another_user_is_refused(manager: KeyManager, tmp_path: Path) -> None:
+def test_an_env_owned_by_another_user_is_refused(manager: FileKeys, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("chown needs root (CI runs as root)")
     env = tmp_path / ".env"

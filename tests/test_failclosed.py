@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from mcp_keys import KeyManager, Reason, Validator, tokens
-from tests.conftest import in_child, one_error_line, run_cli_process
+from mcp_keys import Reason, Validator, tokens
+from tests.conftest import FileKeys, in_child, one_error_line, run_cli_process
 
 
 @pytest.fixture
-def check(manager: KeyManager) -> Validator:
+def check(manager: FileKeys) -> Validator:
     manager.init()
     return Validator(manager.store.path, refresh_interval=0)
 
 
 def test_a_vanished_store_never_falls_back_to_the_environment(
-        manager: KeyManager, monkeypatch: pytest.MonkeyPatch,
+        manager: FileKeys, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     for fallback in (False, True):
         issued = manager.create("svc")
@@ -79,7 +79,7 @@ def test_environment_mode_never_satisfies_a_scope(tmp_path: Path,
 @pytest.mark.parametrize("error", [RuntimeError("boom"), MemoryError(), RecursionError(),
                                    KeyError("x"), UnicodeError("odd")])
 def test_any_error_while_loading_fails_closed_until_a_good_load(
-        manager: KeyManager, check: Validator, monkeypatch: pytest.MonkeyPatch,
+        manager: FileKeys, check: Validator, monkeypatch: pytest.MonkeyPatch,
         error: Exception) -> None:
     good = manager.create("good")
     assert check.validate(good.key).valid
@@ -96,7 +96,7 @@ def test_any_error_while_loading_fails_closed_until_a_good_load(
     assert check.validate(good.key).valid
 
 
-def test_an_error_while_checking_refuses(manager: KeyManager, check: Validator,
+def test_an_error_while_checking_refuses(manager: FileKeys, check: Validator,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     good = manager.create("good")
 
@@ -125,7 +125,7 @@ def test_a_fifo_or_device_store_refuses_at_once(tmp_path: Path) -> None:
         assert done.returncode == 1 and "not a regular file" in one_error_line(done.stderr)
 
 
-def test_a_store_too_large_to_load_refuses(manager: KeyManager, check: Validator,
+def test_a_store_too_large_to_load_refuses(manager: FileKeys, check: Validator,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     good = manager.create("good")
     monkeypatch.setattr("mcp_keys.safefs.MAX_READ_BYTES", 100)
@@ -133,7 +133,7 @@ def test_a_store_too_large_to_load_refuses(manager: KeyManager, check: Validator
     assert result.reason is Reason.STORE_ERROR and "limit" in result.detail
 
 
-def test_a_forked_child_does_not_deadlock_on_a_held_lock(manager: KeyManager) -> None:
+def test_a_forked_child_does_not_deadlock_on_a_held_lock(manager: FileKeys) -> None:
     good = manager.create("good")
     check = Validator(manager.store.path, refresh_interval=0)
     assert check.validate(good.key).valid
@@ -155,7 +155,7 @@ def test_a_forked_child_does_not_deadlock_on_a_held_lock(manager: KeyManager) ->
     assert said == "VALID"
 
 
-def test_a_key_created_elsewhere_is_accepted_on_first_use(manager: KeyManager) -> None:
+def test_a_key_created_elsewhere_is_accepted_on_first_use(manager: FileKeys) -> None:
     manager.create("first")
     check = Validator(manager.store.path, refresh_interval=3600)
     assert check.validate(tokens.generate()).reason is Reason.UNKNOWN
@@ -167,7 +167,7 @@ def test_a_key_created_elsewhere_is_accepted_on_first_use(manager: KeyManager) -
 
 
 def test_unknown_ids_recheck_the_store_at_most_every_50ms(
-        manager: KeyManager, monkeypatch: pytest.MonkeyPatch) -> None:
+        manager: FileKeys, monkeypatch: pytest.MonkeyPatch) -> None:
     manager.create("first")
     loads: list[int] = []
     import mcp_keys.validator as validator_module
@@ -191,7 +191,7 @@ def test_unknown_ids_recheck_the_store_at_most_every_50ms(
         assert len(loads) <= 2
 
 
-def test_revoked_key_is_audited_every_second_amid_a_storm(manager: KeyManager,
+def test_revoked_key_is_audited_every_second_amid_a_storm(manager: FileKeys,
                                                           check: Validator) -> None:
     with freeze_time("2026-12-01 12:00:00") as frozen:
         gone = manager.create("gone")
@@ -206,7 +206,7 @@ def test_revoked_key_is_audited_every_second_amid_a_storm(manager: KeyManager,
     assert len(revoked) == 3 and all(e.key_id == gone.record.id for e in revoked)
 
 
-def test_threads_never_see_half_a_reload(manager: KeyManager) -> None:
+def test_threads_never_see_half_a_reload(manager: FileKeys) -> None:
     """Reloads swap the whole state: threads validating meanwhile always see VALID."""
     good = manager.create("good")
     check = Validator(manager.store.path, refresh_interval=0)

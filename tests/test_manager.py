@@ -1,4 +1,5 @@
-"""The lifecycle through the Python API, on a real store file."""
+"""The lifecycle through the Python API, on every backend: a real store file and a real
+PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -18,13 +19,19 @@ from mcp_keys import (
     UsageError,
     Validator,
 )
-from tests.conftest import assert_absent
+from tests.conftest import FileKeys, assert_absent, state_of
 
 T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 
 
+@pytest.fixture
+def manager(location: str) -> KeyManager:
+    """This module's tests run on every backend (see conftest.BACKENDS)."""
+    return KeyManager(location)
+
+
 def validator(manager: KeyManager) -> Validator:
-    return Validator(manager.store.path, refresh_interval=0)
+    return Validator(manager.store.display, refresh_interval=0)
 
 
 def test_lifecycle_create_list_get_revoke_delete(manager: KeyManager) -> None:
@@ -46,7 +53,8 @@ def test_lifecycle_create_list_get_revoke_delete(manager: KeyManager) -> None:
     assert validator(manager).validate(issued.key).reason is Reason.UNKNOWN
 
 
-def test_store_holds_digest_only_with_strict_modes(manager: KeyManager) -> None:
+def test_store_holds_digest_only_with_strict_modes(file_manager: FileKeys) -> None:
+    manager = file_manager
     issued = manager.create("svc")
     path = manager.store.path
     for file in path.parent.iterdir():
@@ -59,11 +67,10 @@ def test_store_holds_digest_only_with_strict_modes(manager: KeyManager) -> None:
     assert issued.record.digest not in repr(issued.record)
 
 
-def test_expiry_boundary_is_exact() -> None:
-    manager = KeyManager(Path("keys.json"))
+def test_expiry_boundary_is_exact(manager: KeyManager) -> None:
     with freeze_time(T0) as frozen:
         issued = manager.create("short", expires_in=timedelta(hours=1))
-        check = Validator(manager.store.path, refresh_interval=0)
+        check = Validator(manager.store.display, refresh_interval=0)
         frozen.move_to(T0 + timedelta(hours=1) - timedelta(seconds=1))
         assert check.validate(issued.key).reason is Reason.VALID
         assert manager.get(issued.record.id).status is Status.ACTIVE
@@ -73,15 +80,15 @@ def test_expiry_boundary_is_exact() -> None:
         assert [k.id for k in manager.list(status="expired")] == [issued.record.id]
 
 
-def test_default_expiry_is_exactly_ninety_days_and_never_never_expires() -> None:
-    manager = KeyManager(Path("keys.json"))
+def test_default_expiry_is_exactly_ninety_days_and_never_never_expires(
+        manager: KeyManager) -> None:
     with freeze_time(T0) as frozen:
         default = manager.create("default")
         forever = manager.create("forever", expires_in=None)
         assert default.record.expires_at == T0 + timedelta(days=90)
         assert forever.record.expires_at is None
         frozen.move_to(datetime(9999, 12, 31, tzinfo=UTC))
-        check = Validator(manager.store.path, refresh_interval=0)
+        check = Validator(manager.store.display, refresh_interval=0)
         assert check.validate(forever.key).reason is Reason.VALID
         assert check.validate(default.key).reason is Reason.EXPIRED
 
@@ -125,17 +132,18 @@ def test_pasted_token_as_id_is_not_echoed(manager: KeyManager) -> None:
                                   "nul\x00"])
 def test_bad_names_change_nothing(manager: KeyManager, name: str) -> None:
     manager.create("existing")
-    before = manager.store.path.read_bytes()
+    before = state_of(manager)
     with pytest.raises(UsageError):
         manager.create(name)
-    assert manager.store.path.read_bytes() == before
+    assert state_of(manager) == before
 
 
 def test_sixty_four_printable_characters_is_fine(manager: KeyManager) -> None:
     assert manager.create("é" * 64).record.name == "é" * 64
 
 
-def test_init_is_idempotent(manager: KeyManager, tmp_path: Path) -> None:
+def test_init_is_idempotent(file_manager: FileKeys, tmp_path: Path) -> None:
+    manager = file_manager
     first = manager.init(env_file=".env")
     assert first.created and first.gitignored == ("keys/", ".env", "..env.*.tmp")
     before = manager.store.path.read_bytes()
@@ -152,3 +160,10 @@ def test_init_leaves_gitignore_alone_for_a_store_elsewhere(tmp_path: Path) -> No
         report = KeyManager(Path(elsewhere) / "keys.json").init()
     assert report.created and report.gitignored == ()
     assert not (tmp_path / ".gitignore").exists()
+
+
+def test_init_on_any_backend_is_idempotent(manager: KeyManager) -> None:
+    assert manager.init().created
+    before = state_of(manager)
+    assert not manager.init().created
+    assert state_of(manager) == before

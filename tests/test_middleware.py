@@ -10,7 +10,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from mcp_keys import KeyManager, Validator, tokens
+from mcp_keys import Validator, tokens
 from mcp_keys.integrations.mcp import (
     SCOPE_KEY,
     ApiKeyMiddleware,
@@ -20,7 +20,7 @@ from mcp_keys.integrations.mcp import (
     Send,
     mcp_auth,
 )
-from tests.conftest import assert_absent
+from tests.conftest import FileKeys, assert_absent
 
 
 async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -41,7 +41,7 @@ def request(app: Any, headers: dict[str, str]) -> httpx2.Response:
 
 
 @pytest.fixture
-def keys(manager: KeyManager) -> dict[str, str]:
+def keys(manager: FileKeys) -> dict[str, str]:
     good = manager.create("good", scopes=["tools:call"])
     weak = manager.create("weak")
     gone = manager.create("gone", scopes=["tools:call"])
@@ -49,12 +49,12 @@ def keys(manager: KeyManager) -> dict[str, str]:
     return {"good": good.key, "weak": weak.key, "gone": gone.key, "id": good.record.id}
 
 
-def middleware(manager: KeyManager, **kwargs: Any) -> ApiKeyMiddleware:
+def middleware(manager: FileKeys, **kwargs: Any) -> ApiKeyMiddleware:
     validator = Validator(manager.store.path, refresh_interval=0)
     return ApiKeyMiddleware(echo_app, scopes=["tools:call"], validator=validator, **kwargs)
 
 
-def test_statuses_and_headers(manager: KeyManager, keys: dict[str, str]) -> None:
+def test_statuses_and_headers(manager: FileKeys, keys: dict[str, str]) -> None:
     app = middleware(manager)
     ok = request(app, {"Authorization": f"Bearer {keys['good']}"})
     assert ok.status_code == 200 and ok.json() == {"key_id": keys["id"]}
@@ -74,14 +74,14 @@ def test_statuses_and_headers(manager: KeyManager, keys: dict[str, str]) -> None
     assert_absent(keys["weak"], weak.text + str(weak.headers), "a 403 response")
 
 
-def test_store_error_is_503_not_open(manager: KeyManager, keys: dict[str, str]) -> None:
+def test_store_error_is_503_not_open(manager: FileKeys, keys: dict[str, str]) -> None:
     app = middleware(manager)
     manager.store.path.write_text("{")
     assert request(app, {"Authorization": f"Bearer {keys['good']}"}).status_code == 503
 
 
 def test_api_key_required_false_admits_keyless_calls_only(
-        manager: KeyManager, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+        manager: FileKeys, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("API_KEY_REQUIRED", "false")
     with caplog.at_level(logging.WARNING, logger="mcp_keys"):
@@ -92,7 +92,7 @@ def test_api_key_required_false_admits_keyless_calls_only(
     assert mcp_auth("http://127.0.0.1:1/mcp") == {}
 
 
-def test_token_verifier_maps_the_key(manager: KeyManager, keys: dict[str, str]) -> None:
+def test_token_verifier_maps_the_key(manager: FileKeys, keys: dict[str, str]) -> None:
     verifier = McpKeysTokenVerifier(validator=Validator(manager.store.path, refresh_interval=0))
     access = asyncio.run(verifier.verify_token(keys["good"]))
     assert access is not None

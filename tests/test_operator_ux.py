@@ -11,17 +11,16 @@ from pathlib import Path
 import click
 import pytest
 
-from mcp_keys import KeyManager
 from mcp_keys.cli import cli
 from mcp_keys.models import utcnow
 from mcp_keys.stores.jsonfile import serialize
-from tests.conftest import Cli, one_error_line
+from tests.conftest import Cli, FileKeys, one_error_line
 
 HOSTILE = ["\x1b[2J\x1b[31mfake", "\x1b]8;;http://evil\x07link", "bell\x07", "\u202eevil",
            "csi\x9b2J"]
 
 
-def plant_names(manager: KeyManager, names: list[str]) -> list[str]:
+def plant_names(manager: FileKeys, names: list[str]) -> list[str]:
     """A hand-edited store whose records hold control characters (the CLI refuses them)."""
     from dataclasses import replace
 
@@ -41,7 +40,7 @@ def assert_inert(text: str) -> None:
         assert bad not in text, f"a raw control character {bad!r} reached the terminal"
 
 
-def test_control_characters_never_reach_the_terminal(run: Cli, manager: KeyManager,
+def test_control_characters_never_reach_the_terminal(run: Cli, manager: FileKeys,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     ids = plant_names(manager, HOSTILE)
     manager.audit.append("create", key_id=ids[0], name=HOSTILE[0],
@@ -114,7 +113,7 @@ def test_create_on_a_new_store_says_so(run: Cli) -> None:
     assert "Created store" not in again.stderr
 
 
-def test_failed_commands_leave_no_litter(run: Cli, manager: KeyManager, tmp_path: Path) -> None:
+def test_failed_commands_leave_no_litter(run: Cli, manager: FileKeys, tmp_path: Path) -> None:
     manager.create("svc")
     manager.store.lock_path.unlink()
     before = sorted(p.name for p in run.store.parent.iterdir())
@@ -128,7 +127,7 @@ def test_failed_commands_leave_no_litter(run: Cli, manager: KeyManager, tmp_path
     assert failed.exit_code == 1 and not (tmp_path / "fresh").exists()
 
 
-def test_rotation_chains_stay_navigable(run: Cli, manager: KeyManager) -> None:
+def test_rotation_chains_stay_navigable(run: Cli, manager: FileKeys) -> None:
     first = manager.create("svc").record.id
     second = manager.rotate(first).record.id  # the old key is revoked at once
     result = run("rotate", first)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mcp_keys import KeyManager, McpKeysError, Reason, Validator
-from tests.conftest import Cli, in_child, one_error_line, shared_dir
+from tests.conftest import Cli, FileKeys, in_child, one_error_line, shared_dir
 
 DAEMON, NOBODY, BIN = 1, 65534, 2
 
@@ -33,7 +33,7 @@ def refusal(action: object) -> str:
 
 
 @pytest.mark.parametrize("mode", [0o770, 0o707, 0o720])
-def test_a_store_directory_writable_by_others_is_refused(manager: KeyManager, mode: int) -> None:
+def test_a_store_directory_writable_by_others_is_refused(manager: FileKeys, mode: int) -> None:
     issued = manager.create("svc")
     manager.store.directory.chmod(mode)
     message = refusal(lambda: manager.create("other"))
@@ -42,7 +42,7 @@ def test_a_store_directory_writable_by_others_is_refused(manager: KeyManager, mo
     assert result.reason is Reason.STORE_ERROR and "chmod go-w" in result.detail
 
 
-def test_a_store_file_writable_by_others_is_refused(manager: KeyManager) -> None:
+def test_a_store_file_writable_by_others_is_refused(manager: FileKeys) -> None:
     issued = manager.create("svc")
     manager.store.path.chmod(0o622)
     assert "chmod go-w" in refusal(lambda: manager.revoke(issued.record.id))
@@ -119,7 +119,7 @@ def test_doctor_reports_ownership(run: Cli) -> None:
     assert "chmod go-w" in checks["store ownership"]["message"]
 
 
-def test_a_symlinked_lock_is_an_error_not_a_write_through(manager: KeyManager,
+def test_a_symlinked_lock_is_an_error_not_a_write_through(manager: FileKeys,
                                                           tmp_path: Path) -> None:
     manager.create("svc")
     target = tmp_path / "elsewhere"
@@ -134,7 +134,7 @@ def test_a_symlinked_lock_is_an_error_not_a_write_through(manager: KeyManager,
 
 @pytest.mark.parametrize("name", ["audit.log", "audit.log.head"])
 def test_a_symlinked_audit_log_is_never_written_through(
-        manager: KeyManager, tmp_path: Path, name: str,
+        manager: FileKeys, tmp_path: Path, name: str,
         caplog: pytest.LogCaptureFixture) -> None:
     manager.create("svc")
     target = tmp_path / "elsewhere"

@@ -71,5 +71,5 @@ def test_store_survives_arbitrary_names(tmp_path: Path, name: str, description: 
     except UsageError:
         assert not (name.isprintable() and description.isprintable() and name.strip())
         return
-    again = KeyManager(manager.store.path).get(issued.record.id)
+    again = KeyManager(manager.store.display).get(issued.record.id)
     assert (again.name, again.description) == (name, description)

@@ -10,15 +10,21 @@ import pytest
 from freezegun import freeze_time
 
 from mcp_keys import InvalidState, KeyManager, KeyNotFound, Reason, Status, Validator
-from tests.conftest import Cli, assert_absent, one_error_line, redact, snapshot
+from tests.conftest import Cli, FileKeys, assert_absent, one_error_line, redact, state_of
 
 T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def manager(location: str) -> KeyManager:
+    """This module's tests run on every backend (see conftest.BACKENDS)."""
+    return KeyManager(location)
 
 
 def test_grace_keeps_both_valid_until_the_second(manager: KeyManager) -> None:
     with freeze_time(T0) as frozen:
         old = manager.create("svc", description="d", scopes=["tools:call"])
-        check = Validator(manager.store.path, refresh_interval=0)
+        check = Validator(manager.store.display, refresh_interval=0)
         new = manager.rotate(old.record.id, grace=timedelta(hours=24))
         assert new.record.name == "svc" and new.record.description == "d"
         assert new.record.scopes == ("tools:call",)
@@ -39,7 +45,7 @@ def test_grace_never_extends_the_old_expiry(manager: KeyManager) -> None:
     with freeze_time(T0) as frozen:
         old = manager.create("svc", expires_in=timedelta(hours=1))
         manager.rotate(old.record.id, grace=timedelta(hours=24))
-        check = Validator(manager.store.path, refresh_interval=0)
+        check = Validator(manager.store.display, refresh_interval=0)
         assert manager.get(old.record.id).expires_at == T0 + timedelta(hours=1)
         frozen.move_to(T0 + timedelta(hours=1))
         assert check.validate(old.key).reason is Reason.EXPIRED
@@ -50,7 +56,7 @@ def test_no_grace_revokes_at_once(manager: KeyManager) -> None:
     new = manager.rotate(old.record.id, expires_in=timedelta(days=7))
     record = manager.get(old.record.id)
     assert record.status is Status.REVOKED and record.revoke_reason == "rotated"
-    check = Validator(manager.store.path, refresh_interval=0)
+    check = Validator(manager.store.display, refresh_interval=0)
     assert check.validate(old.key).reason is Reason.REVOKED
     assert check.validate(new.key).reason is Reason.VALID
     assert new.record.expires_at is not None
@@ -65,8 +71,7 @@ def test_rotate_rejects_revoked_expired_and_already_rotated(manager: KeyManager)
         live = manager.create("l")
         successor = manager.rotate(live.record.id, grace=timedelta(hours=1))
         frozen.tick(2)
-        before = manager.store.path.read_bytes()
-        audit_before = manager.audit.path.read_bytes()
+        before = state_of(manager)
         for key_id, words in ((revoked.record.id, "revoked"), (expiring.record.id, "expired"),
                               (live.record.id, successor.record.id)):
             with pytest.raises(InvalidState) as info:
@@ -74,11 +79,11 @@ def test_rotate_rejects_revoked_expired_and_already_rotated(manager: KeyManager)
             assert words in str(info.value)
         with pytest.raises(KeyNotFound):
             manager.rotate("zzzzzzzzzzzz")
-        assert manager.store.path.read_bytes() == before
-        assert manager.audit.path.read_bytes() == audit_before
+        assert state_of(manager) == before
 
 
-def test_rotate_replaces_the_env_value_in_place(run: Cli, tmp_path: Path) -> None:
+def test_rotate_replaces_the_env_value_in_place(any_run: Cli, tmp_path: Path) -> None:
+    run = any_run
     env = tmp_path / ".env"
     created = json.loads(run("create", "svc", "--json", "--env-file", str(env)).stdout)
     old_key, old_id = created["key"], created["record"]["id"]
@@ -94,16 +99,18 @@ def test_rotate_replaces_the_env_value_in_place(run: Cli, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("grace", ["-1h", "abc", "1.5h", "never"])
-def test_bad_grace_is_a_usage_error(run: Cli, grace: str) -> None:
+def test_bad_grace_is_a_usage_error(any_run: Cli, location: str, grace: str) -> None:
+    run = any_run
     key_id = json.loads(run("create", "svc", "--json").stdout)["record"]["id"]
-    before = snapshot([run.store, run.store.parent / "audit.log"])
+    before = state_of(KeyManager(location))
     result = run("rotate", key_id, "--grace", grace)
     assert result.exit_code == 2
     one_error_line(result.stderr)
-    assert snapshot([run.store, run.store.parent / "audit.log"]) == before
+    assert state_of(KeyManager(location)) == before
 
 
-def test_rotate_is_one_write(manager: KeyManager, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rotate_is_one_write(file_manager: FileKeys, monkeypatch: pytest.MonkeyPatch) -> None:
+    manager = file_manager
     old = manager.create("svc")
     writes: list[int] = []
     real = manager.store._write

@@ -12,9 +12,10 @@ import pytest
 
 from mcp_keys import KeyManager, StoreCorrupt, StoreError, StoreLocked, UsageError
 from mcp_keys.stores.jsonfile import JsonStore as Store
+from tests.conftest import FileKeys
 
 
-def test_store_layout(manager: KeyManager) -> None:
+def test_store_layout(manager: FileKeys) -> None:
     issued = manager.create("svc")
     data = json.loads(manager.store.path.read_text())
     assert data["version"] == 1
@@ -48,7 +49,7 @@ def test_store_path_that_is_a_directory(store_path: Path) -> None:
     assert "is a directory; give the store file" in str(info.value)
 
 
-def test_read_only_store_is_refused(manager: KeyManager) -> None:
+def test_read_only_store_is_refused(manager: FileKeys) -> None:
     manager.create("svc")
     path = manager.store.path
     before = path.read_bytes()
@@ -69,7 +70,7 @@ sys.stdin.readline()
 """
 
 
-def test_lock_held_by_another_process_times_out_cleanly(manager: KeyManager) -> None:
+def test_lock_held_by_another_process_times_out_cleanly(manager: FileKeys) -> None:
     manager.create("svc")
     before = manager.store.path.read_bytes()
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(manager.store.lock_path)],

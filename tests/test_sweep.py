@@ -10,9 +10,15 @@ import pytest
 from freezegun import freeze_time
 
 from mcp_keys import KeyManager
-from tests.conftest import Cli, one_error_line, snapshot
+from tests.conftest import Cli, one_error_line, state_of
 
 T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def manager(location: str) -> KeyManager:
+    """This module's tests run on every backend (see conftest.BACKENDS)."""
+    return KeyManager(location)
 
 
 def events(manager: KeyManager, name: str) -> list[str | None]:
@@ -76,20 +82,22 @@ def test_dry_run_changes_neither_store_nor_audit(manager: KeyManager) -> None:
     with freeze_time(T0) as frozen:
         key = manager.create("k", expires_in=timedelta(days=1)).record
         frozen.move_to(T0 + timedelta(days=60))
-        before = snapshot([manager.store.path, manager.audit.path])
+        before = state_of(manager)
         report = manager.sweep(dry_run=True, purge_after=timedelta(days=30))
         assert report.dry_run and [k.id for k in report.expired] == [key.id]
         assert [k.id for k in report.purged] == [key.id]
-        assert snapshot([manager.store.path, manager.audit.path]) == before
+        assert state_of(manager) == before
 
 
-def test_cli_is_quiet_when_nothing_to_say(run: Cli) -> None:
+def test_cli_is_quiet_when_nothing_to_say(any_run: Cli) -> None:
+    run = any_run
     run("create", "far", "--expires-in", "1y")
     result = run("sweep")
     assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
 
 
-def test_cli_summary_json_and_fail_on_warn(run: Cli) -> None:
+def test_cli_summary_json_and_fail_on_warn(any_run: Cli) -> None:
+    run = any_run
     with freeze_time(T0) as frozen:
         created = json.loads(run("create", "soon", "--expires-in", "3d", "--json").stdout)
         key_id = created["record"]["id"]
@@ -108,13 +116,14 @@ def test_cli_summary_json_and_fail_on_warn(run: Cli) -> None:
 
 @pytest.mark.parametrize("args", [["--purge-after", "never"], ["--purge-after", "0d"],
                                   ["--warn-within", "-1d"], ["--purge-after", "x"]])
-def test_bad_sweep_arguments(run: Cli, args: list[str]) -> None:
+def test_bad_sweep_arguments(any_run: Cli, location: str, args: list[str]) -> None:
+    run = any_run
     run("create", "svc")
-    before = snapshot([run.store, run.store.parent / "audit.log"])
+    before = state_of(KeyManager(location))
     result = run("sweep", *args)
     assert result.exit_code == 2
     one_error_line(result.stderr)
-    assert snapshot([run.store, run.store.parent / "audit.log"]) == before
+    assert state_of(KeyManager(location)) == before
 
 
 def test_sweep_on_a_corrupt_store_exits_one(run: Cli, store_path: Path) -> None:

@@ -12,20 +12,20 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from mcp_keys import KeyManager, Reason, Validator, tokens, validate_api_key
+from mcp_keys import Reason, Validator, tokens, validate_api_key
 from mcp_keys.validator import ENV_MODE_DETAIL, key_required
-from tests.conftest import assert_absent, run_cli_process
+from tests.conftest import FileKeys, assert_absent, run_cli_process
 
 T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def check(manager: KeyManager) -> Validator:
+def check(manager: FileKeys) -> Validator:
     manager.init()
     return Validator(manager.store.path, refresh_interval=0)
 
 
-def test_every_reason(manager: KeyManager, check: Validator) -> None:
+def test_every_reason(manager: FileKeys, check: Validator) -> None:
     with freeze_time(T0) as frozen:
         good = manager.create("good", scopes=["tools:call", "read"])
         revoked = manager.create("revoked")
@@ -55,7 +55,7 @@ def test_every_reason(manager: KeyManager, check: Validator) -> None:
 
 
 def test_unknown_id_and_wrong_secret_cost_the_same(
-        manager: KeyManager, check: Validator, monkeypatch: pytest.MonkeyPatch) -> None:
+        manager: FileKeys, check: Validator, monkeypatch: pytest.MonkeyPatch) -> None:
     """A miss is answered the same way whether or not the ID exists: one digest, one
     parse (checksum compare), one store re-check at most."""
     import hmac
@@ -79,7 +79,7 @@ def test_unknown_id_and_wrong_secret_cost_the_same(
     assert counts[0] == counts[1] >= 1
 
 
-def test_validator_never_writes_or_locks(manager: KeyManager) -> None:
+def test_validator_never_writes_or_locks(manager: FileKeys) -> None:
     good = manager.create("good")
     path = manager.store.path
     manager.store.lock_path.unlink(missing_ok=True)
@@ -108,7 +108,7 @@ def test_no_store_and_no_env_fails_closed(tmp_path: Path) -> None:
     assert check.validate(tokens.generate()).reason is Reason.STORE_ERROR
 
 
-def test_fail_closed_on_corruption_then_recover(manager: KeyManager, check: Validator,
+def test_fail_closed_on_corruption_then_recover(manager: FileKeys, check: Validator,
                                                caplog: pytest.LogCaptureFixture) -> None:
     good = manager.create("good")
     assert check.validate(good.key).valid
@@ -136,7 +136,7 @@ def test_api_key_required(monkeypatch: pytest.MonkeyPatch, value: str | None,
 
 
 def test_failed_validations_are_audited_at_most_once_per_second(
-        manager: KeyManager, check: Validator) -> None:
+        manager: FileKeys, check: Validator) -> None:
     with freeze_time(T0) as frozen:
         good = manager.create("good")
         manager.revoke(good.record.id)
@@ -154,7 +154,7 @@ def test_failed_validations_are_audited_at_most_once_per_second(
     assert_absent(forged, text, "the audit log")
 
 
-def test_a_storm_of_random_ids_is_capped_per_second(manager: KeyManager,
+def test_a_storm_of_random_ids_is_capped_per_second(manager: FileKeys,
                                                      check: Validator) -> None:
     from mcp_keys.validator import AUDIT_LINES_PER_SECOND
 
@@ -171,7 +171,7 @@ def test_a_storm_of_random_ids_is_capped_per_second(manager: KeyManager,
         assert len(lines) == AUDIT_LINES_PER_SECOND + 2
 
 
-def test_module_level_function_reuses_one_validator(manager: KeyManager) -> None:
+def test_module_level_function_reuses_one_validator(manager: FileKeys) -> None:
     good = manager.create("good")
     assert validate_api_key(good.key, store=manager.store.path).valid
     from mcp_keys.validator import get_validator
@@ -192,7 +192,7 @@ def poll_until(check: Validator, key: str, wanted: Reason, since: float) -> None
         time.sleep(0.01)
 
 
-def test_revoke_in_another_process_reaches_a_running_validator(manager: KeyManager) -> None:
+def test_revoke_in_another_process_reaches_a_running_validator(manager: FileKeys) -> None:
     good = manager.create("good")
     check = Validator(manager.store.path, refresh_interval=0.25)
     assert check.validate(good.key).valid
@@ -201,7 +201,7 @@ def test_revoke_in_another_process_reaches_a_running_validator(manager: KeyManag
     poll_until(check, good.key, Reason.REVOKED, since=time.monotonic())
 
 
-def test_new_key_from_another_process_becomes_valid(manager: KeyManager) -> None:
+def test_new_key_from_another_process_becomes_valid(manager: FileKeys) -> None:
     manager.create("first")
     check = Validator(manager.store.path, refresh_interval=0.25)
     assert check.validate(tokens.generate()).reason is Reason.UNKNOWN
@@ -210,7 +210,7 @@ def test_new_key_from_another_process_becomes_valid(manager: KeyManager) -> None
     poll_until(check, created.stdout.strip(), Reason.VALID, since=time.monotonic())
 
 
-def test_validator_repr_and_results_hold_no_secret(manager: KeyManager, check: Validator) -> None:
+def test_validator_repr_and_results_hold_no_secret(manager: FileKeys, check: Validator) -> None:
     good = manager.create("good")
     result = check.validate(good.key)
     for text in (repr(check), repr(result), str(result), str(result.to_dict())):

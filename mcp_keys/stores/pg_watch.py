@@ -51,6 +51,7 @@ class PgWatcher:
         self._failed = False
         self._lookup_conn: psycopg.Connection[Any] | None = None
         self._lookup_lock = threading.Lock()
+        self._apply_lock = threading.RLock()  # the thread and sync() both apply changes
         self._listen_conn: psycopg.Connection[Any] | None = None
         self._thread = threading.Thread(target=self._run, name="mcp-keys-pg-watch", daemon=True)
 
@@ -104,8 +105,12 @@ class PgWatcher:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             row = conn.execute("SELECT change_seq FROM store_state").fetchone()
             rows = conn.execute(f"SELECT {_COLUMNS} FROM api_keys").fetchall()
-        self._seq = int(row[0]) if row else 0
-        self.sink.pg_snapshot({r[0]: to_record(r) for r in rows})
+        with self._apply_lock:
+            seq = int(row[0]) if row else 0
+            if seq < self._seq:
+                return  # a newer state was applied meanwhile
+            self._seq = seq
+            self.sink.pg_snapshot({r[0]: to_record(r) for r in rows})
         self._contact()
         self.loaded.set()
 
@@ -124,8 +129,11 @@ class PgWatcher:
         rows = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ANY(%s)",
                             (ids,)).fetchall()
         found = {r[0]: to_record(r) for r in rows}
-        self.sink.pg_apply(list(found.values()), [i for i in ids if i not in found])
-        self._seq = seq
+        with self._apply_lock:
+            if seq != self._seq + 1:
+                return  # sync() reloaded meanwhile
+            self.sink.pg_apply(list(found.values()), [i for i in ids if i not in found])
+            self._seq = seq
 
     def _contact(self) -> None:
         self._last_contact = time.monotonic()
@@ -143,12 +151,23 @@ class PgWatcher:
 
     # -- lookups for keys the snapshot does not know yet ---------------------------------
 
+    def sync(self) -> None:
+        """Bring the snapshot up to the database's latest change now (a reload if the
+        counter moved): what a validator with ``refresh_interval=0`` does per call."""
+        with self._lookup_lock:
+            conn = self._lookup()
+            row = conn.execute("SELECT change_seq FROM store_state").fetchone()
+            if row is not None and int(row[0]) != self._seq:
+                self._reload(conn)
+
+    def _lookup(self) -> psycopg.Connection[Any]:
+        if self._lookup_conn is None or self._lookup_conn.closed or self._lookup_conn.broken:
+            self._lookup_conn = self.store.connect()
+        return self._lookup_conn
+
     def lookup(self, key_id: str) -> ApiKey | None:
         """One record fetched now (a key created a moment ago on another host)."""
         with self._lookup_lock:
-            if self._lookup_conn is None or self._lookup_conn.closed \
-                    or self._lookup_conn.broken:
-                self._lookup_conn = self.store.connect()
-            row = self._lookup_conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = %s",
-                                            (key_id,)).fetchone()
+            row = self._lookup().execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = %s",
+                                         (key_id,)).fetchone()
         return None if row is None else to_record(row)

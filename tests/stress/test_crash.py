@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mcp_keys import KeyManager, StoreError
-from tests.conftest import Cli, one_error_line, run_cli_process
+from tests.conftest import Cli, FileKeys, one_error_line, run_cli_process
 
 KILLS = 200
 
@@ -112,7 +112,7 @@ def tiny_tmpfs(path: Path, size: str) -> Iterator[Path]:
 
 def test_full_disk_leaves_the_previous_store(tmp_path: Path) -> None:
     with tiny_tmpfs(tmp_path / "small", "48k") as mount:
-        manager = KeyManager(mount / "keys.json")
+        manager = FileKeys(mount / "keys.json")
         last_good = b""
         with pytest.raises(StoreError) as info:
             for n in range(10_000):

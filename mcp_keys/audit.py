@@ -44,6 +44,7 @@ EVENTS = (
     "env_sync",
     "require",
     "validation_failed",
+    "migrated",
 )
 
 
@@ -252,6 +253,16 @@ class AuditLog(TrailReader):
                  exc.strerror or type(exc).__name__)
             return False
         return True
+
+    def append_lines(self, lines: list[bytes]) -> int:
+        """Copy already-chained lines verbatim (``migrate``), under the lock."""
+        if not lines:
+            return 0
+        with self._locked() as fd:
+            os.write(fd, b"".join(line + b"\n" for line in lines))
+            last = json.loads(lines[-1])
+            self._write_head(int(last["seq"]), line_hash(lines[-1]))
+        return len(lines)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:

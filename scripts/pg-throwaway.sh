@@ -31,8 +31,10 @@ pg_throwaway_start() {
   chmod 0700 "$dir"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   pg_throwaway_as "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync >/dev/null
-  pg_throwaway_as "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-    -o "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=200" start >/dev/null
+  # Settings in the cluster's own config, so a test that stops and starts it gets them too.
+  printf "listen_addresses = '127.0.0.1'\nport = %s\nunix_socket_directories = '%s'\nfsync = off\nmax_connections = 200\n" \
+    "$port" "$dir" | pg_throwaway_as tee -a "$dir/data/postgresql.conf" >/dev/null
+  pg_throwaway_as "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start >/dev/null
   export MCP_KEYS_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$port/postgres"
   export MCP_KEYS_TEST_PGDATA="$dir/data"
   export MCP_KEYS_TEST_PGBIN="$bin"

@@ -38,6 +38,7 @@ COMMANDS = {
     "require": "upkeep:require",
     "audit": "audit:audit",
     "doctor": "upkeep:doctor",
+    "migrate": "migrate:migrate",
 }
 
 

@@ -88,8 +88,10 @@ class PgWatcher:
             self._reload(conn)
             next_beat = time.monotonic() + HEARTBEAT
             while not self._stop.is_set():
-                for note in conn.notifies(timeout=0.25, stop_after=64):
-                    self._apply(conn, note.payload)
+                # Collected first: the generator holds the connection while it waits.
+                notes = [n.payload for n in conn.notifies(timeout=0.25, stop_after=64)]
+                for payload in notes:
+                    self._apply(conn, payload)
                 self._contact()
                 if time.monotonic() >= next_beat:
                     row = conn.execute("SELECT change_seq FROM store_state").fetchone()

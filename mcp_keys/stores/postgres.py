@@ -158,8 +158,9 @@ class PostgresStore:
         driver = require_psycopg()
         extra: dict[str, Any] = {}
         if watch:
-            extra = {"application_name": "mcp-keys-watch", "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
-                     "keepalives_count": 2, "tcp_user_timeout": 10000}
+            extra = {"application_name": "mcp-keys-watch", "keepalives": 1,
+                     "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
+                     "tcp_user_timeout": 10000}
         try:
             conn = driver.connect(self.url, autocommit=True, connect_timeout=10, **extra)
         except driver.ProgrammingError as exc:

@@ -185,25 +185,29 @@ class Validator:
         """Fresh locks and state: at construction, and in a forked child (a lock another
         thread held at fork time would otherwise never be released there)."""
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._signature: tuple[int | str, ...] | str | None = "unloaded"
         self._next_check = float("-inf")
         self._next_recheck = float("-inf")
         self._state = _State(error="the store has not been loaded yet")
         self._budgets = {True: _Budget(), False: _Budget()}
         if self._pg is not None:
-            self._start_watching()
+            if self._watcher is None:
+                self._start_watching()
+            else:  # a forked child: leave the parent's sockets alone, watch on first use
+                self._watcher.stop()
+                _abandoned.append(self._watcher)
+                self._pg.abandon_connections(_abandoned)
+                abandon = getattr(self._audit, "abandon_connections", None)
+                if abandon is not None:
+                    abandon(_abandoned)
+                self._watcher = None
+                self._next_check = float("-inf")
 
     def _start_watching(self) -> None:
         from .stores.pg_watch import PgWatcher
 
         assert self._pg is not None
-        if self._watcher is not None:  # a forked child: leave the parent's sockets alone
-            self._watcher.stop()
-            _abandoned.append(self._watcher)
-            self._pg.abandon_connections(_abandoned)
-            abandon = getattr(self._audit, "abandon_connections", None)
-            if abandon is not None:
-                abandon(_abandoned)
         # The watcher pushes changes; only refresh_interval=0 asks the database per call.
         self._next_check = float("-inf") if self.refresh_interval == 0 else float("inf")
         self._ids: dict[str, str] = {}
@@ -213,6 +217,16 @@ class Validator:
 
     def __repr__(self) -> str:
         return f"Validator({self.location!r}, refresh_interval={self.refresh_interval})"
+
+    def close(self) -> None:
+        """Stop watching a PostgreSQL store and close its connections (a file store holds
+        nothing open). The validator then refuses every key."""
+        if self._watcher is not None:
+            self._watcher.close()
+        close_audit = getattr(self._audit, "close", None)
+        if close_audit is not None:
+            close_audit()
+        self._fail("the validator was closed", "closed")
 
     # -- PostgreSQL: what the watcher pushes ---------------------------------------------
 
@@ -254,6 +268,11 @@ class Validator:
         """Reload the store if it changed since the last look. Never raises: any failure
         leaves the validator failing closed. (A PostgreSQL store pushes its changes; with
         ``refresh_interval=0`` each call also asks the database for its change counter.)"""
+        if self._pg is not None and self._watcher is None:
+            with self._start_lock:  # not self._lock: the first snapshot takes that one
+                if self._watcher is None:  # first use in a forked child
+                    self._start_watching()
+            return
         if self._watcher is not None:
             if self.refresh_interval == 0 or force:
                 try:

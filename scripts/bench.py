@@ -5,6 +5,8 @@
     python scripts/bench.py validate     # Validator vs the bare loop at 100 / 10k / 100k keys
     python scripts/bench.py startup      # CLI start-up vs `python -c "import click"`
     python scripts/bench.py store        # create / revoke latency at 100 and 10,000 keys
+    python scripts/bench.py store --backend postgresql [--postgres URL]
+                                         # PostgreSQL beside the JSON file (bench_postgres)
     python scripts/bench.py contention   # 8 processes x 50 creates on one store
 """
 
@@ -207,7 +209,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["all", "validate", "startup", "store", "contention"],
                         nargs="?", default="all")
+    parser.add_argument("--backend", choices=["json", "postgresql"], default="json")
+    parser.add_argument("--postgres", default=os.environ.get("MCP_KEYS_TEST_POSTGRES_URL"),
+                        help="a server URL (default MCP_KEYS_TEST_POSTGRES_URL)")
     args = parser.parse_args()
+    if args.backend == "postgresql":
+        if not args.postgres:
+            parser.error("--backend postgresql needs --postgres URL or MCP_KEYS_TEST_POSTGRES_URL")
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_postgres import bench as bench_pg
+
+        print("# command: python scripts/bench.py store --backend postgresql")
+        show(bench_pg(args.postgres, seed_store, best_rates))
+        return
     print(f"# mcp-keys bench: {platform.python_implementation()} {platform.python_version()}, "
           f"{os.cpu_count()} cores, {platform.machine()}, {datetime.now(UTC):%Y-%m-%d}")
     print(f"# command: python scripts/bench.py {args.what}")

@@ -41,8 +41,20 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("mcp_keys.errors._warning_sink", None)  # the CLI installs one
     for var in ("MCP_KEYS_STORE", "MCP_API_KEY", "API_KEY_REQUIRED", "MCP_KEYS_ACTOR",
                 "MCP_KEYS_LOCK_TIMEOUT", "NO_COLOR", "MCP_KEYS_ENV_FALLBACK",
-                "MCP_KEYS_AUDIT_MAX_BYTES", "MCP_KEYS_AUDIT_KEEP"):
+                "MCP_KEYS_AUDIT_MAX_BYTES", "MCP_KEYS_AUDIT_KEEP", "MCP_KEYS_MAX_STALE"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _close_validators() -> Iterator[None]:
+    """Validators of a test's PostgreSQL database stop watching it when the test ends."""
+    import mcp_keys.validator as validator_module
+
+    before = set(map(id, validator_module._live))
+    yield
+    for validator in list(validator_module._live):
+        if id(validator) not in before and validator._watcher is not None:
+            validator.close()
 
 
 @pytest.fixture

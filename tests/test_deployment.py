@@ -90,3 +90,46 @@ def test_systemd_unit_fails_on_warning(store: Path) -> None:
 def test_timer_schedules_the_service() -> None:
     timer = block("ini", 1)
     assert "OnCalendar=*-*-* 03:17:00" in timer and "WantedBy=timers.target" in timer
+
+
+def test_least_privilege_roles_as_written(pg_url: str) -> None:
+    """The GRANTs of "Many hosts", run as written (role names made unique per run): the
+    admin role runs the lifecycle, the server role validates and cannot change a key."""
+    import uuid
+
+    import psycopg
+
+    from mcp_keys import Reason, Validator
+    from tests.conftest import postgres_server
+
+    sql = block("sql")
+    suffix = uuid.uuid4().hex[:8]
+    for role in ("mcp_keys_owner", "mcp_keys_admin", "mcp_keys_server"):
+        sql = sql.replace(role, f"{role}_{suffix}")
+    KeyManager(pg_url).init()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql)
+    base, _, database = pg_url.rpartition("/")
+    host = base.split("@", 1)[1]
+    admin_url = f"postgresql://mcp_keys_admin_{suffix}@{host}/{database}"
+    server_url = f"postgresql://mcp_keys_server_{suffix}@{host}/{database}"
+    try:
+        admin = KeyManager(admin_url)
+        issued = admin.create("svc")
+        check = Validator(server_url, refresh_interval=0)
+        assert check.validate(issued.key).valid
+        admin.revoke(issued.record.id)
+        assert check.validate(issued.key).reason is Reason.REVOKED
+        with psycopg.connect(server_url, autocommit=True) as server, \
+                pytest.raises(psycopg.errors.InsufficientPrivilege):
+            server.execute("UPDATE api_keys SET revoked_at = NULL")
+        with psycopg.connect(admin_url, autocommit=True) as conn, \
+                pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM audit_events")
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY mcp_keys_owner_{suffix}, mcp_keys_admin_{suffix}, "
+                         f"mcp_keys_server_{suffix}")
+        with psycopg.connect(postgres_server(), autocommit=True) as conn:
+            for role in ("owner", "admin", "server"):
+                conn.execute(f"DROP ROLE IF EXISTS mcp_keys_{role}_{suffix}")

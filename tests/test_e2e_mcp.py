@@ -105,7 +105,8 @@ def test_protected_server_end_to_end(server: tuple[str, Path], manager: FileKeys
 
     assert status(url, {}) == 401
     assert status(url, {"Authorization": "Bearer mcpk_notakey"}) == 401
-    assert status(url, {"Authorization": f"Bearer {good.key[:-1]}X"}) == 401
+    typo = good.key[:-1] + ("X" if good.key[-1] != "X" else "Y")
+    assert status(url, {"Authorization": f"Bearer {typo}"}) == 401
     assert status(url, {"Authorization": f"Bearer {weak.key}"}) == 403
 
     assert status(url, {"Authorization": f"Bearer {doomed.key}"}) == 200

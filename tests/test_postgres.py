@@ -324,3 +324,24 @@ def test_the_core_never_imports_psycopg_and_says_which_extra(tmp_path: Path) -> 
     said = subprocess.run([sys.executable, "-c", missing], capture_output=True, text=True,
                           check=True, timeout=60).stdout
     assert "pip install 'mcp-keys[postgres]'" in said
+
+
+def test_a_forked_worker_watches_on_its_own(pg_url: str) -> None:
+    from tests.conftest import in_child
+
+    manager = KeyManager(pg_url)
+    issued = manager.create("svc")
+    check = Validator(pg_url)
+    assert check.validate(issued.key).valid
+    key = issued.key
+
+    def in_worker() -> str:
+        first = check.validate(key).reason.value
+        manager_in_child = KeyManager(pg_url)
+        manager_in_child.revoke(issued.record.id)
+        poll(check, key, Reason.REVOKED)
+        return first
+
+    assert in_child(in_worker, timeout=30) == "VALID"
+    assert check.validate(issued.key).reason in (Reason.VALID, Reason.REVOKED)
+    poll(check, issued.key, Reason.REVOKED)  # the parent's own watcher still works

@@ -42,6 +42,12 @@ class PgAuditLog(TrailReader):
             self._conn = None
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = self.store.connect()

@@ -63,6 +63,15 @@ class PgWatcher:
     def stop(self) -> None:
         self._stop.set()
 
+    def close(self) -> None:
+        """Stop the thread and close this watcher's connections."""
+        self.stop()
+        self._thread.join(5)
+        with self._lookup_lock:
+            if self._lookup_conn is not None:
+                self._lookup_conn.close()
+                self._lookup_conn = None
+
     # -- the thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -89,7 +98,8 @@ class PgWatcher:
             next_beat = time.monotonic() + HEARTBEAT
             while not self._stop.is_set():
                 # Collected first: the generator holds the connection while it waits.
-                notes = [n.payload for n in conn.notifies(timeout=0.25, stop_after=64)]
+                # stop_after=1: back as soon as one arrives (the rest are then waiting).
+                notes = [n.payload for n in conn.notifies(timeout=0.25, stop_after=1)]
                 for payload in notes:
                     self._apply(conn, payload)
                 self._contact()

@@ -74,3 +74,8 @@ class EnvFileError(McpKeysError):
 class UnsafeFile(McpKeysError):
     """A file mcp-keys would trust is not safe to trust: writable or owned by someone else,
     a symlink where none may be, or not a regular file."""
+
+
+class SecretError(McpKeysError):
+    """A secret reference could not be resolved; names the reference and the source,
+    never a value."""

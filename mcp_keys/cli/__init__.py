@@ -39,6 +39,8 @@ COMMANDS = {
     "audit": "audit:audit",
     "doctor": "upkeep:doctor",
     "migrate": "migrate:migrate",
+    "secret": "secret:secret",
+    "run": "secret:run",
 }
 
 

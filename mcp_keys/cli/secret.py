@@ -1,0 +1,103 @@
+"""``mcp-keys secret`` (check, set) and ``mcp-keys run``: upstream secrets as references."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .render import safe
+
+
+@click.group()
+def secret() -> None:
+    """Check references and put secrets in the keychain; values are never printed.
+
+    \b
+    Examples:
+      mcp-keys secret check env:STRIPE_KEY vault:secret/stripe#api_key
+      mcp-keys secret set keyring:mcp-keys/stripe < stripe-key.txt
+    """
+
+
+@secret.command()
+@click.argument("refs", nargs=-1, required=True, metavar="REF...")
+def check(refs: tuple[str, ...]) -> None:
+    """Resolve each reference without printing it: OK, its length and a fingerprint.
+
+    \b
+    Examples:
+      mcp-keys secret check env:STRIPE_KEY file:/run/secrets/github
+    """
+    from ..errors import McpKeysError
+    from ..secrets import fingerprint, resolve
+
+    failed = 0
+    for ref in refs:
+        try:
+            value = resolve(ref)
+        except McpKeysError as exc:
+            click.echo(f"FAIL {safe(ref)}: {safe(exc)}")
+            failed += 1
+            continue
+        click.echo(f"OK {safe(ref)}: {len(value)} characters, fingerprint {fingerprint(value)}")
+    sys.exit(1 if failed else 0)
+
+
+@secret.command(name="set")
+@click.argument("ref", metavar="keyring:SERVICE/USER")
+def set_secret(ref: str) -> None:
+    """Store the value read from stdin (never from the command line) in the keychain.
+
+    \b
+    Examples:
+      mcp-keys secret set keyring:mcp-keys/stripe < stripe-key.txt
+    """
+    from ..errors import SecretError, UsageError
+    from ..secrets import parse_reference
+    from ..secrets.keychain import store
+
+    parsed = parse_reference(ref)
+    if parsed.scheme != "keyring":
+        raise UsageError("secret set writes keyring: references only (keyring:SERVICE/USER)")
+    value = sys.stdin.readline(1024 * 1024).rstrip("\r\n")
+    if not value:
+        raise SecretError("no value on stdin: pipe it in (mcp-keys secret set REF < file)")
+    store(parsed, value)
+    click.echo(f"Stored {safe(ref)} ({len(value)} characters).", err=True)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.option("--env", "pairs", multiple=True, metavar="NAME=REF",
+              help="Set NAME to the secret REF names (repeatable).")
+@click.option("--env-file-refs", "ref_file", default=None, metavar="FILE",
+              help="A .env-shaped file of NAME=REF lines (references only; safe to commit).")
+@click.option("--mask", is_flag=True,
+              help="Filter the resolved values out of the command's stdout and stderr.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run(pairs: tuple[str, ...], ref_file: str | None, mask: bool,
+        command: tuple[str, ...]) -> None:
+    """Run a command with secret references resolved into its environment.
+
+    The command replaces mcp-keys (stdin, stdout, signals and exit code are its own);
+    a reference that fails to resolve stops it from starting.
+
+    \b
+    Examples:
+      mcp-keys run --env STRIPE_SECRET_KEY=keyring:mcp-keys/stripe -- npx -y @stripe/mcp
+      mcp-keys run --env-file-refs mcp.refs -- python server.py
+    """
+    from ..launch import (
+        exec_command,
+        parse_bindings,
+        read_reference_file,
+        resolve_all,
+        run_masked,
+    )
+
+    bindings = read_reference_file(ref_file) if ref_file else {}
+    bindings.update(parse_bindings(pairs))
+    resolved = resolve_all(bindings)
+    if mask:
+        sys.exit(run_masked(command, resolved))
+    exec_command(command, resolved)

@@ -19,6 +19,7 @@ BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SECRET_LENGTH = 43  # 43 * log2(62) = 256.03 bits
 CHECKSUM_LENGTH = 6
 TOKEN_PATTERN = re.compile(r"^mcpk_[a-z0-9]{12}_[A-Za-z0-9]{49,}$")
+TOKEN_SEARCH = re.compile(r"mcpk_[a-z0-9]{12}_[A-Za-z0-9]{49,}")  # for scanners: parse() decides
 _PARTS = re.compile(r"mcpk_([a-z0-9]{12})_([A-Za-z0-9]{43,})([A-Za-z0-9]{6})")
 MAX_TOKEN_LENGTH = 512
 

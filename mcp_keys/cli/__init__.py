@@ -41,6 +41,7 @@ COMMANDS = {
     "migrate": "migrate:migrate",
     "secret": "secret:secret",
     "run": "secret:run",
+    "scan": "scan:scan",
 }
 
 

@@ -1,0 +1,93 @@
+"""``mcp-keys scan``: hard-coded secrets in MCP client configs and .env files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from . import store_location, store_option
+from .render import safe
+
+if TYPE_CHECKING:
+    from ..scan import Finding
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per finding.")
+@click.option("--sarif", is_flag=True, help="SARIF 2.1.0 for GitHub code scanning.")
+@click.option("--fix", is_flag=True, help="Move each secret into a secret source.")
+@click.option("--to", "destination", default="keyring", show_default=True,
+              help="Where --fix puts secrets: keyring, dotenv:PATH or vault:MOUNT/PATH.")
+@click.option("--style", type=click.Choice(["run", "env-ref"]), default="run",
+              show_default=True, help="--fix: launch through 'mcp-keys run', or ${VAR}.")
+@click.option("--yes", is_flag=True, help="--fix without asking for each finding.")
+@click.option("--git-history", is_flag=True, help="Also scan the reachable commits.")
+@click.option("--max-commits", type=click.IntRange(min=1), default=1000, show_default=True)
+@store_option
+@click.pass_context
+def scan(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, sarif: bool, fix: bool,
+         destination: str, style: str, yes: bool, git_history: bool,
+         max_commits: int) -> None:
+    """Find hard-coded secrets; exit 1 when something is found (a CI gate), 0 when clean.
+
+    With no PATH: the MCP client configs you have (Claude Desktop, Claude Code, Cursor,
+    VS Code, Windsurf) and the .env files below this directory.
+
+    \b
+    Examples:
+      mcp-keys scan
+      mcp-keys scan .cursor/mcp.json --fix --to keyring --yes
+    """
+    from ..scan import scan as run_scan
+    from ..scan.configs import default_paths, expand
+    from ..scan.report import json_lines, line
+    from ..scan.report import sarif as sarif_log
+
+    if as_json and sarif:
+        raise click.UsageError("choose one of --json and --sarif")
+    files = expand(list(paths)) if paths else default_paths()
+    store = store_location(ctx)
+    findings = run_scan(files, store=store)
+    if git_history:
+        from ..scan.history import scan_history
+
+        findings += scan_history(Path.cwd(), max_commits=max_commits, store=store)
+    if fix:
+        findings = _fix(findings, destination, style, yes)
+    if sarif:
+        click.echo(json.dumps(sarif_log(findings), indent=2))
+    elif as_json:
+        click.echo(json_lines(findings), nl=False)
+    elif findings:
+        for finding in findings:
+            click.echo(safe(line(finding)))
+    else:
+        click.echo(f"No secrets found in {len(files)} files.", err=True)
+    sys.exit(1 if findings else 0)
+
+
+def _fix(findings: list[Finding], destination: str, style: str, yes: bool) -> list[Finding]:
+    """Fix what can be fixed; return the findings that remain."""
+    from ..scan.fix import fix_file
+
+    def confirm(finding: Finding, where: str) -> bool:
+        return yes or click.confirm(f"Move {safe(finding.path)} into {safe(where)}?",
+                                    default=False, err=True)
+
+    by_file: dict[Path, list[Finding]] = {}
+    for finding in findings:
+        if finding.commit is None and finding.where in ("env", "headers"):
+            by_file.setdefault(finding.file, []).append(finding)
+    done = set()
+    for path, items in by_file.items():
+        for fixed in fix_file(path, items, destination, style=style, confirm=confirm):
+            done.add(id(fixed.finding))
+            click.echo(f"Fixed {safe(path)}: {safe(fixed.finding.path)} -> "
+                       f"{safe(fixed.reference)} ({fixed.style}); backup in "
+                       f"{safe(path.name)}.bak", err=True)
+    return [f for f in findings if id(f) not in done]

@@ -1,0 +1,76 @@
+"""Findings as text, JSON lines or SARIF 2.1.0 (what GitHub code scanning accepts)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from .scanner import Finding
+
+KIND_TEXT = {
+    "mcp-keys-key": "an mcp-keys API key",
+    "stripe-secret-key": "a Stripe secret key",
+    "github-token": "a GitHub token",
+    "github-fine-grained-token": "a GitHub fine-grained token",
+    "openai-api-key": "an OpenAI API key",
+    "anthropic-api-key": "an Anthropic API key",
+    "aws-access-key-id": "an AWS access key ID",
+    "aws-secret-access-key": "an AWS secret access key",
+    "google-api-key": "a Google API key",
+    "slack-token": "a Slack token",
+    "generic-secret": "a high-entropy secret",
+    "generic-bearer": "a bearer token",
+}
+
+
+def line(finding: Finding) -> str:
+    where = f"{finding.file}:{finding.line}"
+    commit = f" (first in commit {finding.commit[:12]})" if finding.commit else ""
+    return (f"{where}: {finding.path}: {KIND_TEXT.get(finding.kind, finding.kind)} "
+            f"{finding.preview}{commit}; {finding.advice}")
+
+
+def json_lines(findings: list[Finding]) -> str:
+    return "".join(json.dumps(f.to_dict()) + "\n" for f in findings)
+
+
+def sarif(findings: list[Finding], root: Path | None = None) -> dict[str, Any]:
+    """A SARIF 2.1.0 log; artifact URIs are relative to ``root`` (the repository)."""
+    root = (root or Path.cwd()).resolve()
+    kinds = sorted({f.kind for f in findings})
+    rules = [{"id": kind, "name": kind.replace("-", " "),
+              "shortDescription": {"text": f"Hard-coded {KIND_TEXT.get(kind, kind)}"},
+              "fullDescription": {"text": "A secret written into an MCP client config or .env "
+                                  "file leaks with every copy of the file. Move it into a "
+                                  "secret source and reference it (mcp-keys scan --fix)."},
+              "defaultConfiguration": {"level": "error"},
+              "properties": {"tags": ["security", "secret"]}} for kind in kinds]
+    results = []
+    for finding in findings:
+        path = Path(os.path.abspath(finding.file))
+        try:
+            uri = path.resolve().relative_to(root).as_posix()
+        except ValueError:
+            uri = path.as_uri()
+        results.append({
+            "ruleId": finding.kind,
+            "ruleIndex": kinds.index(finding.kind),
+            "level": "error",
+            "message": {"text": f"{KIND_TEXT.get(finding.kind, finding.kind)} at "
+                                f"{finding.path} ({finding.preview}); {finding.advice}"},
+            "locations": [{"physicalLocation": {
+                "artifactLocation": {"uri": uri},
+                "region": {"startLine": max(1, finding.line)}}}],
+            "partialFingerprints": {"mcpKeysFinding/v1": f"{uri}:{finding.path}:{finding.kind}"},
+        })
+    return {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{"tool": {"driver": {"name": "mcp-keys", "version": __version__,
+                                      "informationUri": "https://pypi.org/project/mcp-keys/",
+                                      "rules": rules}},
+                  "results": results}],
+    }

@@ -58,7 +58,7 @@ def from_file(ref: Reference) -> str:
     if found is None:
         raise SecretError(f"file: {ref.target} does not exist")
     data, info = found
-    if stat.S_IMODE(info.st_mode) & 0o077 and info.st_uid != 0:
+    if stat.S_IMODE(info.st_mode) & 0o077:
         raise SecretError(f"file: {ref.target} is readable by group or others (mode "
                           f"{stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {ref.target}")
     try:

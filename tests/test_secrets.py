@@ -102,7 +102,7 @@ def test_a_secret_never_shows_itself() -> None:
         secret = resolve("env:MCP_KEYS_TEST_SECRET")
     finally:
         del os.environ["MCP_KEYS_TEST_SECRET"]
-    for text in (repr(secret), str(secret), f"{secret}", f"{secret!r}", "%s" % secret):
+    for text in (repr(secret), str(secret), f"{secret}", f"{secret!r}", "{}".format(secret)):  # noqa: UP032
         assert_absent(value, text, "a Secret's text forms")
     with pytest.raises(TypeError):
         pickle.dumps(secret)
@@ -314,8 +314,8 @@ def test_refresh_on_401_against_a_real_upstream(tmp_path: Path) -> None:
             def __init__(self, status: int) -> None:
                 self.status_code = status
 
-        def call(secret: object) -> Response:
-            request = urllib.request.Request(upstream.address, headers={
+        def call(secret: object, address: str = upstream.address) -> Response:
+            request = urllib.request.Request(address, headers={
                 "Authorization": f"Bearer {secret.reveal()}"})  # type: ignore[attr-defined]
             try:
                 with urllib.request.urlopen(request, timeout=5) as answer:

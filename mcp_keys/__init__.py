@@ -7,9 +7,11 @@ not pay for modules it never touches.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `mcp-keys run` must not import typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from .errors import (
         AmbiguousKey,
         EnvFileError,

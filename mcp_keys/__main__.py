@@ -1,5 +1,5 @@
 """``python -m mcp_keys`` runs the CLI."""
 
-from .cli import main
+from .entry import main
 
 main()

@@ -12,16 +12,13 @@ forwarded and its exit code returned.
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
 from .errors import McpKeysError, UsageError
 from .secrets import Secret, parse_reference, resolve
+from .secrets.reference import is_variable_name
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MASK = b"****"
 
 
@@ -30,7 +27,7 @@ def parse_bindings(pairs: Sequence[str]) -> dict[str, str]:
     bindings: dict[str, str] = {}
     for pair in pairs:
         name, sep, ref = pair.partition("=")
-        if not sep or not _NAME.fullmatch(name):
+        if not sep or not is_variable_name(name):
             raise UsageError(f"--env takes NAME=REFERENCE (e.g. STRIPE_KEY=env:STRIPE), not "
                              f"{name!r}")
         parse_reference(ref)
@@ -86,6 +83,8 @@ def exec_command(command: Sequence[str], resolved: Mapping[str, Secret]) -> None
 
 def run_masked(command: Sequence[str], resolved: Mapping[str, Secret]) -> int:
     """Run ``command`` with its output filtered of the resolved values; its exit code."""
+    import signal
+    import subprocess
     import threading
 
     if not command:

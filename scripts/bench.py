@@ -8,6 +8,8 @@
     python scripts/bench.py store --backend postgresql [--postgres URL]
                                          # PostgreSQL beside the JSON file (bench_postgres)
     python scripts/bench.py contention   # 8 processes x 50 creates on one store
+    python scripts/bench.py scan         # scan of 1,000 MCP config files
+    python scripts/bench.py run          # what mcp-keys run adds to a command's start
 """
 
 from __future__ import annotations
@@ -181,6 +183,55 @@ def _contender(store: str, count: int) -> None:
         manager.create(f"c-{os.getpid()}-{n}")
 
 
+def build_home(root: Path, files: int = 1000) -> None:
+    """A home directory's worth of MCP configs: every tenth holds a fake secret."""
+    import json
+    import secrets as random_source
+
+    for n in range(files):
+        folder = root / f"project-{n // 10}" / (".cursor" if n % 2 else ".vscode")
+        folder.mkdir(parents=True, exist_ok=True)
+        env = {"LOG_LEVEL": "debug", "API_KEY": "${env:API_KEY}"}
+        if n % 10 == 0:
+            env["STRIPE_SECRET_KEY"] = "sk_live_" + random_source.token_hex(12)
+        servers = {f"server-{k}": {"command": "npx", "args": ["-y", f"pkg-{k}"], "env": env}
+                   for k in range(5)}
+        (folder / f"mcp-{n}.json").write_text(json.dumps({"mcpServers": servers}, indent=2))
+
+
+def bench_scan() -> list[Row]:
+    script = shutil.which("mcp-keys") or ""
+    cli = [script] if script else [sys.executable, "-m", "mcp_keys"]
+    bare = ("import json, os, sys\n"
+            "for d, _, fs in os.walk(sys.argv[1]):\n"
+            "    for f in fs:\n"
+            "        json.load(open(os.path.join(d, f)))\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        build_home(Path(tmp) / "home")
+        times = [float("inf"), float("inf")]
+        for _ in range(5):
+            for n, command in enumerate(([*cli, "scan", str(Path(tmp) / "home"), "--json"],
+                                         [sys.executable, "-c", bare, str(Path(tmp) / "home")])):
+                start = time.perf_counter()
+                subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               check=False)
+                times[n] = min(times[n], time.perf_counter() - start)
+    return [("scan: 1,000 config files", f"{times[0] * 1000:.0f} ms",
+             f"read + json.load them {times[1] * 1000:.0f} ms", "target <= 1000 ms")]
+
+
+def bench_run() -> list[Row]:
+    script = shutil.which("mcp-keys") or ""
+    cli = [script] if script else [sys.executable, "-m", "mcp_keys"]
+    env = dict(os.environ, Y="value-of-y")
+    ours, bare, python = best_runs([[*cli, "run", "--env", "X=env:Y", "--", "true"], ["true"],
+                                    [sys.executable, "-c", "import re"]], runs=40, env=env)
+    return [("run: mcp-keys run --env X=env:Y -- true", f"{ours * 1000:.1f} ms",
+             f"true {bare * 1000:.1f} ms", f"+{(ours - bare) * 1000:.1f} ms (target <= 30 ms)"),
+            ("run: of which starting Python", f"{python * 1000:.1f} ms",
+             "python -c 'import re'", "(the console script's own floor)")]
+
+
 def bench_contention(processes: int = 8, each: int = 50) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         store = str(Path(tmp) / "keys.json")
@@ -207,7 +258,8 @@ def show(rows: list[Row]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["all", "validate", "startup", "store", "contention"],
+    parser.add_argument("what", choices=["all", "validate", "startup", "store", "contention",
+                                         "scan", "run"],
                         nargs="?", default="all")
     parser.add_argument("--backend", choices=["json", "postgresql"], default="json")
     parser.add_argument("--postgres", default=os.environ.get("MCP_KEYS_TEST_POSTGRES_URL"),
@@ -226,7 +278,7 @@ def main() -> None:
           f"{os.cpu_count()} cores, {platform.machine()}, {datetime.now(UTC):%Y-%m-%d}")
     print(f"# command: python scripts/bench.py {args.what}")
     benches = {"validate": bench_validate, "startup": bench_startup, "store": bench_store,
-               "contention": bench_contention}
+               "contention": bench_contention, "scan": bench_scan, "run": bench_run}
     rows: list[Row] = []
     for name, bench in benches.items():
         if args.what in ("all", name):

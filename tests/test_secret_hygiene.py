@@ -90,3 +90,64 @@ def test_no_secret_or_digest_leaks_anywhere(run: Cli, tmp_path: Path,
                 assert_absent(digest, data, name)
     env_text = (tmp_path / ".env").read_text()
     assert env_text.count("MCP_API_KEY=") == 1 and secrets[2] in env_text
+
+
+def test_no_upstream_secret_leaks_from_secret_run_or_scan(
+        run: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Every command that touches upstream secrets, on success and on failure: the values
+    appear in no output, log line, exception message, repr or file but the source."""
+    import secrets as random_source
+    import subprocess
+    import sys
+
+    from mcp_keys.errors import SecretError
+    from mcp_keys.scan import scan
+    from mcp_keys.secrets import SecretCache, resolve
+    from tests.conftest import run_cli_process
+
+    caplog.set_level(logging.DEBUG, logger="mcp_keys")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "keyring"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyrings.alt.file.PlaintextKeyring")
+    values = ["sk_live_" + random_source.token_hex(16) for _ in range(3)]
+    monkeypatch.setenv("UPSTREAM", values[0])
+    dotenv = tmp_path / "up.env"
+    dotenv.write_text(f"B={values[1]}\n")
+    config = tmp_path / ".cursor" / "mcp.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"mcpServers": {"s": {"command": "true",
+                                                       "env": {"K": values[2]}}}}))
+    outputs = []
+    commands: list[tuple[str, ...]] = [
+                 ("secret", "check", "env:UPSTREAM", f"dotenv:{dotenv}#B", "env:NONE"),
+                 ("secret", "set", "keyring:mcp-keys/x"), ("scan", str(config)),
+                 ("scan", str(config), "--json"), ("scan", str(config), "--sarif"),
+                 ("secret", "check", f"dotenv:{dotenv}#MISSING", values[0]),
+                 ("run", "--env", f"X={values[0]}", "--", "true"),
+                 ("scan", str(config), "--fix", "--yes")]
+    for args in commands:
+        result = run(*args, input=values[1] + "\n" if "set" in args else None)
+        outputs += [result.stdout, result.stderr]
+    for args in (("run", "--env", "X=env:UPSTREAM", "--", "false"),
+                 ("run", "--mask", "--env", "X=env:UPSTREAM", "--", sys.executable, "-c",
+                  "import os; print(os.environ['X'])"),
+                 ("run", "--env", "X=env:UPSTREAM", "--", "/no/such/binary")):
+        done = run_cli_process(*args)
+        outputs += [done.stdout, done.stderr]
+    secret = resolve("env:UPSTREAM")
+    cache = SecretCache()
+    cache.get("env:UPSTREAM")
+    outputs += [repr(secret), str(secret), repr(cache), repr(scan([config]))]
+    try:
+        resolve(f"dotenv:{dotenv}#NOPE")
+    except SecretError as exc:
+        outputs.append(str(exc))
+    outputs += [record.getMessage() for record in caplog.records]
+    outputs += [path.read_text(errors="replace") for path in tmp_path.rglob("*")
+                if path.is_file() and path.suffix != ".bak" and path != dotenv
+                and "keyring" not in path.parts]
+    for value in values:
+        for text in outputs:
+            assert_absent(value, text, f"output #{outputs.index(text)} (of {len(outputs)})")
+    assert subprocess.run(["true"]).returncode == 0

@@ -8,9 +8,10 @@ from datetime import timedelta
 import click
 
 from ..durations import format_duration
+from ..terminal import safe
 from . import manager, store_location, store_option
 from .params import DEFAULT_KEY_VAR, Duration
-from .render import announce_key, emit_json, key_fields, keys_table, safe, when
+from .render import announce_key, emit_json, key_fields, keys_table, when
 
 
 @click.command()

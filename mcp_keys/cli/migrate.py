@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
+from ..terminal import safe
 from . import store_location, store_option
-from .render import emit_json, safe
+from .render import emit_json
 
 
 @click.command()

@@ -1,8 +1,8 @@
 """How the CLI shows things: one error line, escaped text, rich tables, times.
 
-Everything a person reads goes through ``safe``: paths, names, actors and details can
-hold terminal control sequences (ESC, CSI, OSC, BEL) or bidi overrides, and printing them
-raw would let a hostile store, log or path rewrite the operator's screen.
+Everything a person reads goes through ``terminal.safe``: paths, names, actors and
+details can hold terminal control sequences (ESC, CSI, OSC, BEL) or bidi overrides, and
+printing them raw would let a hostile store, log or path rewrite the operator's screen.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..durations import humanize
+from ..terminal import error_line, safe
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -26,18 +27,8 @@ STATUS_STYLE = {"active": "green", "revoked": "red", "expired": "yellow"}
 PIPE_WIDTH = 10_000  # a pipe has no width: never wrap a line written to one
 
 
-def safe(text: object) -> str:
-    """``text`` with every non-printable character (controls, escapes, bidi overrides)
-    shown as a Python escape, so it cannot act on the terminal."""
-    value = str(text)
-    if value.isprintable():
-        return value
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in value)
-
-
 def error(message: str) -> None:
-    click.echo(f"Error: {safe(' '.join(message.split()))}", err=True)
+    click.echo(error_line(message), err=True)
 
 
 def warning(message: str) -> None:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..terminal import safe
 from . import store_location, store_option
-from .render import safe
 
 if TYPE_CHECKING:
     from ..scan import Finding

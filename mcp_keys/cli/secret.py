@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .render import safe
+from ..terminal import safe
 
 
 @click.group()
@@ -31,16 +31,18 @@ def check(refs: tuple[str, ...]) -> None:
     """
     from ..errors import McpKeysError
     from ..secrets import fingerprint, resolve
+    from ..secrets.reference import shown
 
     failed = 0
     for ref in refs:
+        name = safe(shown(ref))
         try:
             value = resolve(ref)
         except McpKeysError as exc:
-            click.echo(f"FAIL {safe(ref)}: {safe(exc)}")
+            click.echo(f"FAIL {name}: {safe(exc)}")
             failed += 1
             continue
-        click.echo(f"OK {safe(ref)}: {len(value)} characters, fingerprint {fingerprint(value)}")
+        click.echo(f"OK {name}: {len(value)} characters, fingerprint {fingerprint(value)}")
     sys.exit(1 if failed else 0)
 
 

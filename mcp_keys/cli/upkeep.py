@@ -7,9 +7,10 @@ from datetime import timedelta
 import click
 
 from ..durations import humanize
+from ..terminal import safe
 from . import manager, store_option
 from .params import DEFAULT_ENV_PATH, Duration
-from .render import console, emit_json, safe, text, when
+from .render import console, emit_json, text, when
 
 
 @click.command()

@@ -8,12 +8,27 @@
 
 from __future__ import annotations
 
-from .cache import SecretCache, with_refresh_on_401
 from .reference import SCHEMES, Reference, is_reference, parse_reference
 from .value import Secret
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `mcp-keys run` must not import typing
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .cache import SecretCache, with_refresh_on_401
+
 __all__ = ["SCHEMES", "Reference", "Secret", "SecretCache", "fingerprint", "is_reference",
            "parse_reference", "resolve", "with_refresh_on_401"]
+
+
+def __getattr__(name: str) -> Any:
+    """The cache is loaded on first use: ``mcp-keys run`` never needs it."""
+    if name in ("SecretCache", "with_refresh_on_401"):
+        from . import cache
+
+        return getattr(cache, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve(ref: str) -> Secret:

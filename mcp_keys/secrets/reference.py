@@ -2,34 +2,49 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from ..errors import SecretError, UsageError
 
 SCHEMES = ("env", "dotenv", "file", "keyring", "vault", "aws-sm")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_REFERENCE = re.compile(r"(env|dotenv|file|keyring|vault|aws-sm):(.+)", re.S)
 EXTRAS = {"keyring": "keyring", "vault": "vault", "aws-sm": "aws"}
 
 
-@dataclass(frozen=True, slots=True)
 class Reference:
-    """A parsed reference: ``scheme``, ``target`` (what to read), ``field`` (after ``#``)."""
+    """A parsed reference: ``scheme``, ``target`` (what to read), ``field`` (after ``#``).
+    A plain class rather than a dataclass: ``mcp-keys run`` parses references on its fast
+    path, where importing ``dataclasses`` (and ``inspect``, ``typing``) would cost more
+    than the whole launch."""
 
-    scheme: str
-    target: str
-    field: str | None
-    text: str
+    __slots__ = ("field", "scheme", "target", "text")
+
+    def __init__(self, scheme: str, target: str, field: str | None, text: str) -> None:
+        self.scheme, self.target, self.field, self.text = scheme, target, field, text
+
+    def __repr__(self) -> str:
+        return f"Reference({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Reference) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
 
     def __str__(self) -> str:
         return self.text
 
 
+def is_variable_name(name: str) -> bool:
+    """``[A-Za-z_][A-Za-z0-9_]*`` (string methods, not ``re``: see ``Reference``)."""
+    return name.isascii() and name.isidentifier()
+
+
+def _split(text: str) -> tuple[str, str] | None:
+    scheme, sep, rest = text.strip().partition(":")
+    return (scheme, rest.strip()) if sep and scheme in SCHEMES and rest.strip() else None
+
+
 def is_reference(text: str) -> bool:
     """Whether ``text`` is a reference rather than a value (for ``scan`` and ``run``)."""
-    match = _REFERENCE.fullmatch(text.strip())
-    return match is not None and bool(match.group(2).strip())
+    return isinstance(text, str) and _split(text) is not None
 
 
 def parse_reference(text: str) -> Reference:
@@ -37,20 +52,20 @@ def parse_reference(text: str) -> Reference:
     not a secret, so it may be shown)."""
     if not isinstance(text, str):
         raise UsageError("a secret reference must be text")
-    match = _REFERENCE.fullmatch(text.strip())
-    if match is None or any(c in text for c in "\r\n\0"):
+    parts = _split(text)
+    if parts is None or any(c in text for c in "\r\n\0"):
         raise UsageError(f"invalid secret reference {_shown(text)}: expected SCHEME:REST with "
                          f"SCHEME one of {', '.join(SCHEMES)} (e.g. env:STRIPE_KEY)")
-    scheme, rest = match.group(1), match.group(2).strip()
+    scheme, rest = parts
     target, _, field = rest.partition("#")
     field_or_none = field or None
     text = text.strip()
     if scheme == "env":
-        if not _ENV_NAME.fullmatch(rest):
+        if not is_variable_name(rest):
             raise UsageError(f"invalid secret reference {text}: env:NAME takes a variable name")
         return Reference(scheme, rest, None, text)
     if scheme == "dotenv":
-        if not target or not field or not _ENV_NAME.fullmatch(field):
+        if not target or not field or not is_variable_name(field):
             raise UsageError(f"invalid secret reference {text}: use dotenv:PATH#NAME")
         return Reference(scheme, target, field, text)
     if scheme == "file":
@@ -70,6 +85,12 @@ def parse_reference(text: str) -> Reference:
     if not target:
         raise UsageError(f"invalid secret reference {text}: use aws-sm:NAME[#FIELD]")
     return Reference(scheme, target, field_or_none, text)
+
+
+def shown(text: str) -> str:
+    """How a reference may be printed: as written if it is one, else only its shape (a
+    bad reference may be a pasted secret)."""
+    return text.strip() if is_reference(text) else _shown(text)
 
 
 def _shown(text: str) -> str:

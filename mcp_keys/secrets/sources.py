@@ -8,14 +8,16 @@ reference and the source's own reason ("vault: secret/data/stripe not found",
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Callable
-from typing import Any
 
 from ..errors import SecretError
 from .reference import Reference, missing_extra
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `mcp-keys run` must not import typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def from_env(ref: Reference) -> str:
@@ -142,6 +144,8 @@ def from_aws(ref: Reference) -> str:
         raise SecretError(f"aws-sm: {ref.target}: {code}") from None
     except botocore.exceptions.BotoCoreError as exc:
         raise SecretError(f"aws-sm: {ref.target}: {type(exc).__name__}") from None
+    import json
+
     text = answer.get("SecretString")
     if not isinstance(text, str):
         raise SecretError(f"aws-sm: {ref.target} holds no SecretString")

@@ -7,7 +7,9 @@ it is visible in the code that needs it.
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `mcp-keys run` must not import typing
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 
 class Secret:

@@ -1,0 +1,68 @@
+"""The ``mcp-keys`` executable. ``mcp-keys run`` with plain arguments starts the command
+without loading the CLI framework (click costs more than the whole budget of a launcher
+that sits in front of every MCP server start); everything else goes to the Click CLI."""
+
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `mcp-keys run` must not import typing
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+
+def _plain_run(args: list[str]) -> tuple[list[str], str | None, bool, list[str]] | None:
+    """``--env``, ``--env-file-refs``, ``--mask`` and ``-- COMMAND``, or ``None`` for
+    anything else (help, an unknown option, no ``--``): Click handles those."""
+    pairs: list[str] = []
+    ref_file: str | None = None
+    mask = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return pairs, ref_file, mask, args[i + 1:]
+        if arg == "--mask":
+            mask = True
+        elif arg in ("--env", "--env-file-refs") and i + 1 < len(args):
+            if arg == "--env":
+                pairs.append(args[i + 1])
+            else:
+                ref_file = args[i + 1]
+            i += 1
+        elif arg.startswith("--env="):
+            pairs.append(arg[len("--env="):])
+        else:
+            return None
+        i += 1
+    return None
+
+
+def main() -> NoReturn:
+    argv = sys.argv[1:]
+    plain = _plain_run(argv[1:]) if argv[:1] == ["run"] else None
+    if plain is not None and plain[3]:
+        from .errors import McpKeysError
+        from .launch import (
+            exec_command,
+            parse_bindings,
+            read_reference_file,
+            resolve_all,
+            run_masked,
+        )
+        from .terminal import error_line
+
+        pairs, ref_file, mask, command = plain
+        try:
+            bindings = read_reference_file(ref_file) if ref_file else {}
+            bindings.update(parse_bindings(pairs))
+            resolved = resolve_all(bindings)
+            if mask:
+                sys.exit(run_masked(command, resolved))
+            exec_command(command, resolved)
+        except McpKeysError as exc:
+            print(error_line(str(exc)), file=sys.stderr)
+            sys.exit(exc.exit_code)
+    from .cli import main as cli_main
+
+    cli_main()

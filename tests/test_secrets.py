@@ -220,7 +220,7 @@ def test_real_vault_dev_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
         client = hvac.Client(url=f"http://127.0.0.1:{port}", token=TOKEN)
         deadline = time.monotonic() + 20
-        while not client.sys.is_initialized() if _up(port) else True:
+        while not (_up(port) and client.sys.is_initialized()):
             assert time.monotonic() < deadline, "vault dev server did not start"
             time.sleep(0.1)
         value = fresh()

@@ -42,6 +42,7 @@ COMMANDS = {
     "secret": "secret:secret",
     "run": "secret:run",
     "scan": "scan:scan",
+    "completion": "completion:completion",
 }
 
 

@@ -10,6 +10,7 @@ import click
 from ..durations import format_duration
 from ..terminal import safe
 from . import manager, store_location, store_option
+from .completion import complete_key_id
 from .params import DEFAULT_KEY_VAR, Duration
 from .render import announce_key, emit_json, key_fields, keys_table, when
 
@@ -76,7 +77,7 @@ def list_keys(ctx: click.Context, status: str, scope: str | None,
 
 
 @click.command()
-@click.argument("key_id", metavar="ID")
+@click.argument("key_id", metavar="ID", shell_complete=complete_key_id)
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @store_option
 @click.pass_context
@@ -96,7 +97,7 @@ def show(ctx: click.Context, key_id: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("key_id", metavar="ID")
+@click.argument("key_id", metavar="ID", shell_complete=complete_key_id)
 @click.option("--reason", default=None, help="Why (recorded in the key and the audit log).")
 @store_option
 @click.pass_context
@@ -118,7 +119,7 @@ def revoke(ctx: click.Context, key_id: str, reason: str | None) -> None:
 
 
 @click.command()
-@click.argument("key_id", metavar="ID")
+@click.argument("key_id", metavar="ID", shell_complete=complete_key_id)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @store_option
 @click.pass_context
@@ -140,7 +141,7 @@ def delete(ctx: click.Context, key_id: str, yes: bool) -> None:
 
 
 @click.command()
-@click.argument("key_id", metavar="ID")
+@click.argument("key_id", metavar="ID", shell_complete=complete_key_id)
 @click.option("--grace", type=Duration(allow_zero=True), default="0", show_default=True,
               help="Keep the old key valid this long (e.g. 24h); 0 revokes it now.")
 @click.option("--expires-in", type=Duration(allow_never=True), default="90d", show_default=True,

@@ -70,7 +70,6 @@ def sarif(findings: list[Finding], root: Path | None = None) -> dict[str, Any]:
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
         "runs": [{"tool": {"driver": {"name": "mcp-keys", "version": __version__,
-                                      "informationUri": "https://pypi.org/project/mcp-keys/",
                                       "rules": rules}},
                   "results": results}],
     }

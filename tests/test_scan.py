@@ -280,3 +280,14 @@ def test_pre_commit_hook_is_shipped() -> None:
     hooks = (Path(__file__).resolve().parent.parent / ".pre-commit-hooks.yaml").read_text()
     assert "- id: mcp-keys-scan" in hooks and "entry: mcp-keys scan" in hooks
     assert "pass_filenames: true" in hooks
+
+
+def test_fix_writes_through_a_symlinked_config(machine: Machine) -> None:
+    real = machine.home / "dotfiles" / "claude.json"
+    real.parent.mkdir()
+    link = machine.home / ".claude.json"
+    link.rename(real)
+    link.symlink_to(real)
+    done = machine.cli("scan", str(link), "--fix", "--yes")
+    assert done.returncode == 0, done.stderr[-300:]
+    assert link.is_symlink() and machine.cli("scan", str(real)).returncode == 0

@@ -62,7 +62,10 @@ def set_secret(ref: str) -> None:
     parsed = parse_reference(ref)
     if parsed.scheme != "keyring":
         raise UsageError("secret set writes keyring: references only (keyring:SERVICE/USER)")
-    value = sys.stdin.readline(1024 * 1024).rstrip("\r\n")
+    if sys.stdin.isatty():  # typed, not echoed, and never in shell history
+        value = click.prompt("Secret value", hide_input=True, err=True)
+    else:
+        value = sys.stdin.readline(1024 * 1024).rstrip("\r\n")
     if not value:
         raise SecretError("no value on stdin: pipe it in (mcp-keys secret set REF < file)")
     store(parsed, value)

@@ -91,6 +91,8 @@ def fix_file(path: Path, findings: list[Finding], destination: str, *, style: st
     """Fix every finding of one config file; returns what was done."""
     from ..atomic import write_atomic
 
+    shown = path  # the client's name for it decides the ${...} style
+    path = Path(os.path.realpath(path))  # a symlinked (dotfiles) config: write its target
     raw = path.read_bytes()
     text = raw.decode("utf-8")
     try:
@@ -115,7 +117,7 @@ def fix_file(path: Path, findings: list[Finding], destination: str, *, style: st
         if use == "run":
             _launch_through_run(entry, finding.candidate.name, variable, ref)
         else:
-            _env_ref(entry, finding, variable, path)
+            _env_ref(entry, finding, variable, shown)
         fixed.append(Fixed(finding, ref, use))
     if fixed:
         write_atomic(path.with_name(path.name + ".bak"), raw, mode=0o600)

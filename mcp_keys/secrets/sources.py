@@ -136,8 +136,11 @@ def from_aws(ref: Reference) -> str:
         import botocore.exceptions
     except ImportError:
         raise missing_extra("aws-sm", "boto3") from None
+    from botocore.config import Config
+
     try:
-        client = boto3.client("secretsmanager")
+        client = boto3.client("secretsmanager", config=Config(
+            connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}))
         answer = client.get_secret_value(SecretId=ref.target)
     except botocore.exceptions.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "ClientError")

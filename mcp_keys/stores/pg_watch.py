@@ -174,7 +174,7 @@ class PgWatcher:
 
     def _lookup(self) -> psycopg.Connection[Any]:
         if self._lookup_conn is None or self._lookup_conn.closed or self._lookup_conn.broken:
-            self._lookup_conn = self.store.connect()
+            self._lookup_conn = self.store.connect(watch=True)  # bounded: a lookup never hangs
         return self._lookup_conn
 
     def lookup(self, key_id: str) -> ApiKey | None:

@@ -160,7 +160,7 @@ class PostgresStore:
         if watch:
             extra = {"application_name": "mcp-keys-watch", "keepalives": 1,
                      "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
-                     "tcp_user_timeout": 10000}
+                     "tcp_user_timeout": 10000, "options": "-c statement_timeout=5000"}
         try:
             conn = driver.connect(self.url, autocommit=True, connect_timeout=10, **extra)
         except driver.ProgrammingError as exc:

@@ -67,6 +67,19 @@ def child_environment(resolved: Mapping[str, Secret]) -> dict[str, str]:
     return {**os.environ, **{name: secret.reveal() for name, secret in resolved.items()}}
 
 
+def launch(pairs: Sequence[str], ref_file: str | None, mask: bool,
+           command: Sequence[str]) -> int:
+    """What ``mcp-keys run`` does: resolve, then exec the command (never returns) or, with
+    ``mask``, run it filtered and return its exit code."""
+    bindings = read_reference_file(ref_file) if ref_file else {}
+    bindings.update(parse_bindings(pairs))
+    resolved = resolve_all(bindings)
+    if mask:
+        return run_masked(command, resolved)
+    exec_command(command, resolved)
+    raise AssertionError("unreachable")  # pragma: no cover - exec replaced the process
+
+
 def exec_command(command: Sequence[str], resolved: Mapping[str, Secret]) -> None:
     """Replace this process with ``command`` (only returns by raising)."""
     if not command:

@@ -226,7 +226,8 @@ class Validator:
         close_audit = getattr(self._audit, "close", None)
         if close_audit is not None:
             close_audit()
-        self._fail("the validator was closed", "closed")
+        self._state = _State(error="the validator was closed")  # on purpose: no error log
+        self._signature = "closed"
 
     # -- PostgreSQL: what the watcher pushes ---------------------------------------------
 
@@ -285,7 +286,8 @@ class Validator:
         if not force and now < self._next_check:
             return
         with self._lock:
-            self._next_check = now + self.refresh_interval
+            if not force:  # a forced look (an unknown key) keeps the periodic schedule
+                self._next_check = now + self.refresh_interval
             try:
                 self._load()
             except Exception as exc:  # fail closed on anything, MemoryError included

@@ -78,6 +78,27 @@ def best_rates(loops: list[Callable[[], int]], seconds: float = 1.5,
     return best
 
 
+def lean_loops(validator: Validator, sample: list[str],
+               index: dict[str, str]) -> tuple[Callable[[], int], Callable[[], int]]:
+    """The validator over ``sample``, and the lean bare work over the same tokens: the
+    checksum's CRC32, the digest, the lookup by the ID slice, the constant-time compare
+    (none of our code)."""
+
+    def validated() -> int:
+        for token in sample:
+            validator.validate(token, ["tools:call"])
+        return len(sample)
+
+    def bare() -> int:
+        for token in sample:
+            zlib.crc32(token[:-6].encode())
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            hmac.compare_digest(digest, index[token[5:17]])
+        return len(sample)
+
+    return validated, bare
+
+
 def validate_rates(size: int) -> tuple[float, float]:
     """Validations per second through the Validator and through the bare loop."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,20 +109,7 @@ def validate_rates(size: int) -> tuple[float, float]:
         index = {k: v.digest for k, v in Store(path).read().items()}
         assert len(index) == size
 
-        def validated() -> int:
-            for token in sample:
-                validator.validate(token, ["tools:call"])
-            return len(sample)
-
-        def bare() -> int:
-            # The lean bare work, none of our code: the checksum's CRC32, the digest, the
-            # lookup by the ID slice, the constant-time compare.
-            for token in sample:
-                zlib.crc32(token[:-6].encode())
-                digest = hashlib.sha256(token.encode()).hexdigest()
-                hmac.compare_digest(digest, index[token[5:17]])
-            return len(sample)
-
+        validated, bare = lean_loops(validator, sample, index)
         ours, baseline = best_rates([validated, bare])
         return ours, baseline
 
@@ -272,7 +280,7 @@ def main() -> None:
         from bench_postgres import bench as bench_pg
 
         print("# command: python scripts/bench.py store --backend postgresql")
-        show(bench_pg(args.postgres, seed_store, best_rates))
+        show(bench_pg(args.postgres, seed_store, best_rates, lean_loops))
         return
     print(f"# mcp-keys bench: {platform.python_implementation()} {platform.python_version()}, "
           f"{os.cpu_count()} cores, {platform.machine()}, {datetime.now(UTC):%Y-%m-%d}")

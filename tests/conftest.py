@@ -17,6 +17,8 @@ from mcp_keys import KeyManager
 from mcp_keys.audit import AuditLog
 from mcp_keys.cli import cli
 from mcp_keys.stores.jsonfile import JsonStore
+from tests.secret_servers import TOKEN as VAULT_TOKEN
+from tests.secret_servers import KvServer
 
 BACKENDS = ["json", "postgresql"]
 PG_URL_VAR = "MCP_KEYS_TEST_POSTGRES_URL"
@@ -252,3 +254,12 @@ def shared_dir() -> Path:
     base = Path(tempfile.mkdtemp(prefix="mcp-keys-shared-"))
     base.chmod(0o755)
     return base
+
+
+@pytest.fixture
+def vault(monkeypatch: pytest.MonkeyPatch) -> Iterator[KvServer]:
+    """A KV v2 server on loopback that follows Vault's wire format, in VAULT_ADDR."""
+    for kv in KvServer().serve():
+        monkeypatch.setenv("VAULT_ADDR", kv.address)
+        monkeypatch.setenv("VAULT_TOKEN", VAULT_TOKEN)
+        yield kv

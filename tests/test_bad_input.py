@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from mcp_keys import KeyManager, StoreError, tokens
-from tests.conftest import Cli, FileKeys, assert_absent, one_error_line, snapshot
+from mcp_keys import KeyManager, tokens
+from tests.conftest import Cli, FileKeys, assert_absent, in_child, one_error_line, snapshot
 
 IDS = ["abcd11111111", "abcd22222222", "rrrr00000000", "eeee00000000"]
 ENV_TEXT = "# settings\nA=1\nMCP_API_KEY=placeholder\n"
@@ -184,33 +184,14 @@ def test_the_corpus_is_large_enough() -> None:
 
 
 def _in_child_without_privileges(store: Path) -> str:
-    """Fork; drop to 'nobody' when root; try a create; report the error text."""
+    """A create by 'nobody' (or by this unprivileged user): the error it reports."""
     import mcp_keys.locking  # noqa: F401  (imported before fork: the child may not read site-packages)
 
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports over the pipe
-        message = "no error"
-        try:
-            os.close(read)
-            if os.geteuid() == 0:
-                os.setgid(65534)
-                os.setuid(65534)
-            KeyManager(store, lock_timeout=1).create("blocked")
-        except StoreError as exc:
-            message = f"StoreError: {exc}"
-        except BaseException as exc:
-            message = f"unexpected {type(exc).__name__}"
-        finally:
-            os.write(write, message.encode())
-            os._exit(0)
-    os.close(write)
-    chunks = []
-    while chunk := os.read(read, 4096):
-        chunks.append(chunk)
-    os.close(read)
-    os.waitpid(pid, 0)
-    return b"".join(chunks).decode()
+    def attempt() -> str:
+        KeyManager(store, lock_timeout=1).create("blocked")
+        return "no error"
+
+    return in_child(attempt, uid=65534 if os.geteuid() == 0 else None)
 
 
 def test_unwritable_store_directory() -> None:

@@ -13,14 +13,13 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mcp_keys import KeyManager
 from tests.conftest import Cli, assert_absent
-from tests.secret_servers import TOKEN, KvServer
+from tests.secret_servers import KvServer
 
 DATA = Path(__file__).resolve().parent / "data" / "configs"
 B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -222,14 +221,6 @@ def test_fix_into_a_dotenv_file_and_env_ref_style(machine: Machine) -> None:
     assert stored["AWS_ACCESS_KEY_ID"] == machine.secrets["awsid"]
     assert stored["MAPS_X_GOOG_API_KEY"] == machine.secrets["google"]
     machine.assert_no_leak(done.stdout, done.stderr, config.read_text())
-
-
-@pytest.fixture
-def vault(monkeypatch: pytest.MonkeyPatch) -> Iterator[KvServer]:
-    for kv in KvServer().serve():
-        monkeypatch.setenv("VAULT_ADDR", kv.address)
-        monkeypatch.setenv("VAULT_TOKEN", TOKEN)
-        yield kv
 
 
 def test_fix_into_vault(machine: Machine, vault: KvServer) -> None:

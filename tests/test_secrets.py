@@ -70,14 +70,6 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return moto_server
 
 
-@pytest.fixture
-def vault(monkeypatch: pytest.MonkeyPatch) -> Iterator[KvServer]:
-    for kv in KvServer().serve():
-        monkeypatch.setenv("VAULT_ADDR", kv.address)
-        monkeypatch.setenv("VAULT_TOKEN", TOKEN)
-        yield kv
-
-
 def test_env_dotenv_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     values = [fresh() for _ in range(3)]
     monkeypatch.setenv("STRIPE_KEY", values[0])

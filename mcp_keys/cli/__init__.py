@@ -15,7 +15,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from ..errors import McpKeysError
-from .render import error
+from ..terminal import error_line
+
+
+def error(message: str) -> None:
+    click.echo(error_line(message), err=True)
 
 if TYPE_CHECKING:
     from ..manager import KeyManager

@@ -3,14 +3,20 @@ completion of key IDs from the store."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
-from click.shell_completion import CompletionItem
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 
 def complete_key_id(ctx: click.Context, param: click.Parameter,
                     incomplete: str) -> list[CompletionItem]:
     """Key IDs starting with what was typed, each shown with its name; nothing (never an
     error) when the store cannot be read."""
+    from click.shell_completion import CompletionItem
+
     from ..errors import McpKeysError
     from ..manager import KeyManager
 

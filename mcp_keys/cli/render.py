@@ -7,7 +7,6 @@ printing them raw would let a hostile store, log or path rewrite the operator's 
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..durations import humanize
-from ..terminal import error_line, safe
+from ..terminal import safe
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -25,10 +24,6 @@ if TYPE_CHECKING:
 
 STATUS_STYLE = {"active": "green", "revoked": "red", "expired": "yellow"}
 PIPE_WIDTH = 10_000  # a pipe has no width: never wrap a line written to one
-
-
-def error(message: str) -> None:
-    click.echo(error_line(message), err=True)
 
 
 def warning(message: str) -> None:
@@ -50,6 +45,8 @@ def text(value: object, style: str = "") -> Text:
 
 
 def emit_json(data: Any) -> None:
+    import json
+
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 

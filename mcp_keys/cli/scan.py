@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -13,11 +12,13 @@ from ..terminal import safe
 from . import store_location, store_option
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..scan import Finding
 
 
 @click.command()
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per finding.")
 @click.option("--sarif", is_flag=True, help="SARIF 2.1.0 for GitHub code scanning.")
 @click.option("--fix", is_flag=True, help="Move each secret into a secret source.")
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 @click.option("--max-commits", type=click.IntRange(min=1), default=1000, show_default=True)
 @store_option
 @click.pass_context
-def scan(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, sarif: bool, fix: bool,
+def scan(ctx: click.Context, paths: tuple[str, ...], as_json: bool, sarif: bool, fix: bool,
          destination: str, style: str, yes: bool, git_history: bool,
          max_commits: int) -> None:
     """Find hard-coded secrets; exit 1 when something is found (a CI gate), 0 when clean.
@@ -43,6 +44,8 @@ def scan(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, sarif: bool
       mcp-keys scan
       mcp-keys scan .cursor/mcp.json --fix --to keyring --yes
     """
+    from pathlib import Path
+
     from ..scan import scan as run_scan
     from ..scan.configs import default_paths, expand
     from ..scan.report import json_lines, line
@@ -50,7 +53,7 @@ def scan(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, sarif: bool
 
     if as_json and sarif:
         raise click.UsageError("choose one of --json and --sarif")
-    files = expand(list(paths)) if paths else default_paths()
+    files = expand([Path(p) for p in paths]) if paths else default_paths()
     store = store_location(ctx)
     findings = run_scan(files, store=store)
     if git_history:

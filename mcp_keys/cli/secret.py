@@ -92,17 +92,6 @@ def run(pairs: tuple[str, ...], ref_file: str | None, mask: bool,
       mcp-keys run --env STRIPE_SECRET_KEY=keyring:mcp-keys/stripe -- npx -y @stripe/mcp
       mcp-keys run --env-file-refs mcp.refs -- python server.py
     """
-    from ..launch import (
-        exec_command,
-        parse_bindings,
-        read_reference_file,
-        resolve_all,
-        run_masked,
-    )
+    from ..launch import launch
 
-    bindings = read_reference_file(ref_file) if ref_file else {}
-    bindings.update(parse_bindings(pairs))
-    resolved = resolve_all(bindings)
-    if mask:
-        sys.exit(run_masked(command, resolved))
-    exec_command(command, resolved)
+    sys.exit(launch(pairs, ref_file, mask, command))

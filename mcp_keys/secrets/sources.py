@@ -95,19 +95,25 @@ def vault_path(ref: Reference) -> tuple[str, str]:
     return mount, path
 
 
-def from_vault(ref: Reference) -> str:
+def vault_client(where: str) -> Any:
+    """An hvac client from ``VAULT_ADDR``, ``VAULT_TOKEN`` and ``VAULT_NAMESPACE``."""
     try:
         import hvac
-        import hvac.exceptions
     except ImportError:
         raise missing_extra("vault", "hvac") from None
-    mount, path = vault_path(ref)
-    where = f"{mount}/data/{path}"
     address = os.environ.get("VAULT_ADDR")
     if not address:
         raise SecretError(f"vault: {where}: VAULT_ADDR is not set")
-    client = hvac.Client(url=address, token=os.environ.get("VAULT_TOKEN"),
-                         namespace=os.environ.get("VAULT_NAMESPACE") or None, timeout=10)
+    return hvac.Client(url=address, token=os.environ.get("VAULT_TOKEN"),
+                       namespace=os.environ.get("VAULT_NAMESPACE") or None, timeout=10)
+
+
+def from_vault(ref: Reference) -> str:
+    mount, path = vault_path(ref)
+    where = f"{mount}/data/{path}"
+    client = vault_client(where)
+    import hvac.exceptions
+
     try:
         role_id, secret_id = os.environ.get("VAULT_ROLE_ID"), os.environ.get("VAULT_SECRET_ID")
         if not os.environ.get("VAULT_TOKEN") and role_id and secret_id:

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 from ..errors import SecretError
-from .reference import missing_extra
+from .sources import vault_client
 
 
 def write(mount: str, path: str, field: str, value: str) -> None:
     """Set ``field`` in ``mount/data/path``, keeping the secret's other fields."""
-    try:
-        import hvac
-        import hvac.exceptions
-    except ImportError:
-        raise missing_extra("vault", "hvac") from None
-    address = os.environ.get("VAULT_ADDR")
-    if not address:
-        raise SecretError(f"vault: {mount}/data/{path}: VAULT_ADDR is not set")
-    client = hvac.Client(url=address, token=os.environ.get("VAULT_TOKEN"),
-                         namespace=os.environ.get("VAULT_NAMESPACE") or None, timeout=10)
+    client = vault_client(f"{mount}/data/{path}")
+    import hvac.exceptions
+
     try:
         try:
             current = client.secrets.kv.v2.read_secret_version(

@@ -79,3 +79,17 @@ def test_readme_tour_runs_in_a_fresh_shell(tmp_path: Path) -> None:
     assert "OK" in subprocess.run(["bash", "-c", "mcp-keys audit verify"], cwd=tmp_path,
                                   env=env, capture_output=True, text=True,
                                   check=False).stdout
+
+
+def test_the_help_summaries_match_each_command() -> None:
+    """--help lists commands without importing them; the summaries must say what each
+    command's own help says."""
+    import click
+
+    from mcp_keys.cli import COMMANDS, cli
+
+    ctx = click.Context(cli)
+    for name, (_, summary) in COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.help is not None
+        assert command.help.strip().splitlines()[0] == summary, name

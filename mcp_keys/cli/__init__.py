@@ -27,26 +27,38 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-# Each command lives in the module named here and is imported only when it runs (or when
-# --help lists them all): start-up stays flat as commands are added.
+# Each command lives in the module named here and is imported only when it runs; --help
+# lists them from these summaries (each the first line of the command's own help, which a
+# test keeps in step), so start-up stays flat as commands are added.
 COMMANDS = {
-    "init": "upkeep:init",
-    "create": "keys:create",
-    "list": "keys:list_keys",
-    "show": "keys:show",
-    "verify": "keys:verify",
-    "revoke": "keys:revoke",
-    "rotate": "keys:rotate",
-    "delete": "keys:delete",
-    "sweep": "upkeep:sweep",
-    "require": "upkeep:require",
-    "audit": "audit:audit",
-    "doctor": "upkeep:doctor",
-    "migrate": "migrate:migrate",
-    "secret": "secret:secret",
-    "run": "secret:run",
-    "scan": "scan:scan",
-    "completion": "completion:completion",
+    "init": ("upkeep:init", "Create the store and git-ignore it (idempotent)."),
+    "create": ("keys:create", "Issue a key and print it once (stdout: the key alone)."),
+    "list": ("keys:list_keys", "List keys (never their secrets)."),
+    "show": ("keys:show", "Show every field of one key (ID or a unique 4+ character prefix)."),
+    "verify": ("keys:verify", "Check a key given as an argument or on stdin ('-'); exit 0 if "
+               "valid, 1 if not."),
+    "revoke": ("keys:revoke", "Revoke a key now; the record stays. Revoking twice changes "
+               "nothing."),
+    "rotate": ("keys:rotate", "Issue a successor key with the same name, description and "
+               "scopes."),
+    "delete": ("keys:delete", "Delete a key's record for good (asks unless --yes)."),
+    "sweep": ("upkeep:sweep", "For cron: record expirations, warn of keys expiring soon, "
+              "purge old records."),
+    "require": ("upkeep:require", "Write API_KEY_REQUIRED=true|false into the .env file."),
+    "audit": ("audit:audit", "Read the audit log, newest last; 'audit verify' checks its hash "
+              "chain."),
+    "doctor": ("upkeep:doctor", "Check ownership, permissions, git exposure and expiries; exit "
+               "1 on any failure."),
+    "migrate": ("migrate:migrate", "Copy every record and the audit history to another store; "
+                "idempotent."),
+    "secret": ("secret:secret", "Check references and put secrets in the keychain; values are "
+               "never printed."),
+    "run": ("secret:run", "Run a command with secret references resolved into its "
+            "environment."),
+    "scan": ("scan:scan", "Find hard-coded secrets; exit 1 when something is found (a CI "
+             "gate), 0 when clean."),
+    "completion": ("completion:completion", "Print the completion script for a shell; key IDs "
+                   "complete from the store."),
 }
 
 
@@ -58,12 +70,16 @@ class KeysGroup(click.Group):
         return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
-        if target is None:
+        if cmd_name not in COMMANDS:
             return None
-        module, attribute = target.split(":")
+        module, attribute = COMMANDS[cmd_name][0].split(":")
         command: click.Command = getattr(import_module(f".{module}", __name__), attribute)
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from the summaries, importing no command module."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, summary) in COMMANDS.items()])
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,

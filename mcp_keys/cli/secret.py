@@ -57,7 +57,7 @@ def set_secret(ref: str) -> None:
     """
     from ..errors import SecretError, UsageError
     from ..secrets import parse_reference
-    from ..secrets.keychain import store
+    from ..secrets.sources.keyring import store
 
     parsed = parse_reference(ref)
     if parsed.scheme != "keyring":

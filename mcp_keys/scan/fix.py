@@ -61,8 +61,8 @@ def store_secret(destination: str, finding: Finding, variable: str) -> str:
         value = value[scheme.end():]  # the header keeps "Bearer ", the source the token
     server = re.sub(r"[^A-Za-z0-9_.-]", "-", finding.server or "server")
     if destination == "keyring":
-        from ..secrets.keychain import store
         from ..secrets.reference import parse_reference
+        from ..secrets.sources.keyring import store
 
         ref = f"keyring:mcp-keys/{server}.{variable}"
         store(parse_reference(ref), value)
@@ -74,8 +74,7 @@ def store_secret(destination: str, finding: Finding, variable: str) -> str:
         set_variable(path, variable, value)
         return f"dotenv:{path}#{variable}"
     if destination.startswith("vault:"):
-        from ..secrets.sources import vault_path
-        from ..secrets.vault_write import write
+        from ..secrets.sources.vault import vault_path, write
 
         ref = f"vault:{destination[len('vault:'):].rstrip('/')}/{server}#{variable}"
         from ..secrets.reference import parse_reference

@@ -33,10 +33,10 @@ def __getattr__(name: str) -> Any:
 
 def resolve(ref: str) -> Secret:
     """The secret ``ref`` names, or ``SecretError`` naming the reference and the source."""
-    from .sources import READERS
+    from .sources import read
 
     parsed = parse_reference(ref)
-    return Secret(READERS[parsed.scheme](parsed), parsed.text)
+    return Secret(read(parsed), parsed.text)
 
 
 def fingerprint(secret: Secret) -> str:

@@ -1,9 +1,26 @@
-"""Writing to the OS keychain (``mcp-keys secret set``, ``scan --fix --to keyring``)."""
+"""``keyring:SERVICE/USER``: the OS keychain through the ``keyring`` package; and the write
+``secret set`` and ``scan --fix`` need."""
 
 from __future__ import annotations
 
-from ..errors import SecretError
-from .reference import Reference, missing_extra
+from ...errors import SecretError
+from ..reference import Reference, missing_extra
+
+
+def from_keyring(ref: Reference) -> str:
+    try:
+        import keyring
+        import keyring.errors
+    except ImportError:
+        raise missing_extra("keyring", "keyring") from None
+    service, _, user = ref.target.rpartition("/")
+    try:
+        value = keyring.get_password(service, user)
+    except keyring.errors.KeyringError as exc:
+        raise SecretError(f"keyring: {service}/{user}: {type(exc).__name__}: {exc}") from None
+    if value is None:
+        raise SecretError(f"keyring: no entry for service {service!r}, user {user!r}")
+    return value
 
 
 def available() -> bool:

@@ -13,9 +13,11 @@ holds a key or a digest.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import stat
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -279,6 +281,8 @@ class AuditLog(TrailReader):
                     continue
                 if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino):
                     continue
+                if not stat.S_ISREG(held.st_mode):
+                    raise OSError(errno.EINVAL, "not a regular file")
                 if held.st_size >= self.max_bytes > 0 and held.st_size > 0:
                     self._rotate()
                     continue

@@ -146,3 +146,13 @@ def test_a_symlinked_audit_log_is_never_written_through(
         manager.create("other")
     assert target.read_text() == "do not touch"
     assert any("could not write audit log" in r.getMessage() for r in caplog.records)
+
+
+def test_a_fifo_planted_as_the_audit_log_is_never_written(
+        manager: FileKeys, caplog: pytest.LogCaptureFixture) -> None:
+    manager.create("svc")
+    manager.audit.path.unlink()
+    os.mkfifo(manager.audit.path, 0o600)
+    with caplog.at_level("WARNING", logger="mcp_keys"):
+        assert manager.create("other").record.name == "other"  # the change stands
+    assert any("could not write audit log" in r.getMessage() for r in caplog.records)

@@ -105,3 +105,10 @@ def test_a_stdio_mcp_server_runs_through_it() -> None:
               sys.executable, str(SERVER)],
         env={"VAULTED": value, "PATH": os.environ["PATH"]})
     assert asyncio.run(_call(params, value)) == (len(value), True)
+
+
+def test_a_fifo_as_the_reference_file_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "refs"
+    os.mkfifo(fifo)
+    done = run_cli_process("run", "--env-file-refs", str(fifo), "--", "true", timeout=20)
+    assert done.returncode == 1 and "not a regular file" in one_error_line(done.stderr)

@@ -68,6 +68,19 @@ def _read(path: Path, shown: str | os.PathLike[str], follow_symlink: bool) -> tu
         raise EnvFileError(f"cannot update {shown}: it is not UTF-8 text") from None
 
 
+def read_values(path: str | os.PathLike[str]) -> dict[str, str | None] | None:
+    """The variables of a .env file as python-dotenv reads them (no interpolation), or
+    ``None`` if there is no such file. Never blocks on a FIFO; ``OSError`` and
+    ``UnsafeFile`` pass to the caller."""
+    from dotenv import dotenv_values
+
+    found = read_regular(path, limit=1024 * 1024)
+    if found is None:
+        return None
+    text = found[0].decode("utf-8", "replace")
+    return dict(dotenv_values(stream=io.StringIO(text), interpolate=False))
+
+
 def check_writable(path: str | os.PathLike[str], *, follow_symlink: bool = False) -> None:
     """Fail now, before anything else changes, if ``path`` cannot take a write."""
     _read(_target(path, follow_symlink), path, follow_symlink)

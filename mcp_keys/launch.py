@@ -37,20 +37,15 @@ def parse_bindings(pairs: Sequence[str]) -> dict[str, str]:
 
 def read_reference_file(path: str) -> dict[str, str]:
     """A .env-shaped file whose values are references (safe to commit)."""
-    import io
-
-    from dotenv import dotenv_values
-
-    from .safefs import read_regular
+    from .envfile import read_values
 
     try:
-        found = read_regular(path, limit=1024 * 1024)  # never blocks on a FIFO
+        found = read_values(path)
     except OSError as exc:
         raise McpKeysError(f"cannot read {path}: {exc.strerror}") from None
     if found is None:
         raise McpKeysError(f"cannot read {path}: no such file")
-    values = dotenv_values(stream=io.StringIO(found[0].decode("utf-8", "replace")),
-                           interpolate=False)
+    values = found
     bindings: dict[str, str] = {}
     for name, ref in values.items():
         if ref is None:

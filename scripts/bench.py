@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -159,24 +158,15 @@ def bench_startup() -> list[Row]:
 
 
 def bench_store() -> list[Row]:
+    from bench_postgres import write_latency  # one measurement for both backends
+
     rows = []
     latency: dict[tuple[str, int], float] = {}
     for size in (100, 10_000):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "keys.json"
             seed_store(path, size)
-            manager = KeyManager(path)
-            created, creates, revokes = [], [], []
-            for n in range(20):
-                start = time.perf_counter()
-                created.append(manager.create(f"timed-{n}").record.id)
-                creates.append(time.perf_counter() - start)
-            for key_id in created:
-                start = time.perf_counter()
-                manager.revoke(key_id)
-                revokes.append(time.perf_counter() - start)
-            latency["create", size] = statistics.median(creates)
-            latency["revoke", size] = statistics.median(revokes)
+            latency["create", size], latency["revoke", size] = write_latency(str(path))
     for op in ("create", "revoke"):
         small, large = latency[op, 100], latency[op, 10_000]
         rows.append((f"store: {op}", f"{small * 1000:.1f} ms at 100 keys",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import multiprocessing
 import os
 import platform
 import shutil
@@ -30,7 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from mcp_keys import KeyManager, Validator, tokens
+from mcp_keys import Validator, tokens
 from mcp_keys.models import ApiKey
 from mcp_keys.stores.jsonfile import JsonStore as Store
 from mcp_keys.stores.jsonfile import serialize
@@ -175,12 +174,6 @@ def bench_store() -> list[Row]:
     return rows
 
 
-def _contender(store: str, count: int) -> None:
-    manager = KeyManager(store, lock_timeout=120)
-    for n in range(count):
-        manager.create(f"c-{os.getpid()}-{n}")
-
-
 def build_home(root: Path, files: int = 1000) -> None:
     """A home directory's worth of MCP configs: every tenth holds a fake secret."""
     import json
@@ -231,18 +224,10 @@ def bench_run() -> list[Row]:
 
 
 def bench_contention(processes: int = 8, each: int = 50) -> list[Row]:
+    from bench_postgres import contention  # one measurement for both backends
+
     with tempfile.TemporaryDirectory() as tmp:
-        store = str(Path(tmp) / "keys.json")
-        context = multiprocessing.get_context("spawn")
-        workers = [context.Process(target=_contender, args=(store, each))
-                   for _ in range(processes)]
-        start = time.perf_counter()
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        elapsed = time.perf_counter() - start
-        total = len(KeyManager(store).store.read())
+        elapsed, total = contention(str(Path(tmp) / "keys.json"), processes, each)
     assert total == processes * each, total
     return [(f"contention: {processes} processes x {each} creates", f"{elapsed:.2f} s wall",
              f"{total / elapsed:,.0f} creates/s", f"{total} keys, none lost")]

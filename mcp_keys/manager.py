@@ -167,13 +167,16 @@ class KeyManager:
         then confirm with git that they are ignored."""
         store = self.store
         if not isinstance(store, JsonStore):
-            from .stores.postgres import PostgresStore
+            from .stores.postgres import SCHEMA_VERSION, PostgresStore
 
             assert isinstance(store, PostgresStore)
             created = store.initialize()
             if created:
                 self.audit.append("init", detail={"store": store.display})
-            return InitReport(created=created)
+            elif store.migrated_from is not None:
+                self.audit.append("migrate_schema", detail={
+                    "store": store.display, "from": store.migrated_from, "to": SCHEMA_VERSION})
+            return InitReport(created=created, migrated_from=store.migrated_from)
         from .gitignore import add_entry, confirm_ignored
 
         if store.exists() or store.path.is_symlink():
@@ -234,13 +237,18 @@ class KeyManager:
         env_file: str | os.PathLike[str] | None = None,
         env_var: str = envfile.DEFAULT_KEY_VAR,
         follow_symlink: bool = False,
+        resources: Iterable[str] = (),
     ) -> IssuedKey:
         """Issue a key; the plaintext is in the returned ``IssuedKey`` and nowhere else
-        (and in ``env_file`` when given). ``expires_in=None`` means it never expires."""
+        (and in ``env_file`` when given). ``expires_in=None`` means it never expires;
+        ``resources`` binds it to those MCP server URLs (empty: valid at any server)."""
         name = check_text(name, "name", maximum=MAX_NAME)
         description = check_text(description, "description", maximum=MAX_DESCRIPTION,
                                  allow_empty=True)
+        from .resources import check_resources  # urllib: only commands that bind need it
+
         granted = check_scopes(scopes)
+        bound = check_resources(resources)
         _check_duration(expires_in, "expires_in")
         self._check_env(env_file, env_var, follow_symlink)
         if isinstance(self.store, JsonStore) and not self.store.exists():
@@ -250,12 +258,15 @@ class KeyManager:
                     f"no store at {self.store.path}, but a parent directory has one at {shadow}; "
                     f"use --store {shadow}, or run 'mcp-keys init' to create a separate store")
         with self.store.transaction(create=True) as txn:
-            issued = self._issue(txn, utcnow(), expires_in,
-                                 name=name, description=description, scopes=granted)
+            issued = self._issue(txn, utcnow(), expires_in, name=name,
+                                 description=description, scopes=granted, resources=bound)
             self._commit_with_env(txn, env_file, env_var, issued.key, follow_symlink)
         record = issued.record
-        self.audit.append("create", key_id=record.id, name=name,
-                          detail={"scopes": list(granted), "expires_at": to_iso(record.expires_at)})
+        detail: dict[str, object] = {"scopes": list(granted),
+                                     "expires_at": to_iso(record.expires_at)}
+        if bound:
+            detail["resources"] = list(bound)
+        self.audit.append("create", key_id=record.id, name=name, detail=detail)
         self._audit_env(env_file, env_var, record)
         return issued
 
@@ -291,7 +302,7 @@ class KeyManager:
         env_var: str = envfile.DEFAULT_KEY_VAR,
         follow_symlink: bool = False,
     ) -> IssuedKey:
-        """Issue a successor with the same name, description and scopes.
+        """Issue a successor with the same name, description, scopes and resources.
 
         With no grace the old key is revoked (reason ``rotated``) at once; with a grace it
         stays valid until now + grace (never past its own expiry). One lock, one write.
@@ -311,7 +322,7 @@ class KeyManager:
                                    "rotated (create a new key instead)")
             issued = self._issue(txn, now, expires_in, name=old.name,
                                  description=old.description, scopes=old.scopes,
-                                 rotated_from=old.id)
+                                 resources=old.resources, rotated_from=old.id)
             new = issued.record
             if grace:
                 end = now + grace if old.expires_at is None else min(now + grace, old.expires_at)
@@ -392,7 +403,7 @@ class KeyManager:
 
     @staticmethod
     def _issue(txn: Transaction, now: datetime, expires_in: timedelta | None, *, name: str,
-               description: str, scopes: tuple[str, ...],
+               description: str, scopes: tuple[str, ...], resources: tuple[str, ...] = (),
                rotated_from: str | None = None) -> IssuedKey:
         """A fresh key with an ID unused in the store, added to the transaction."""
         from . import tokens  # deferred with hashlib: read-only commands start faster
@@ -403,7 +414,8 @@ class KeyManager:
         token = tokens.generate(key_id)
         record = ApiKey(id=key_id, name=name, digest=tokens.digest(token), created_at=now,
                         expires_at=None if expires_in is None else now + expires_in,
-                        description=description, scopes=scopes, rotated_from=rotated_from)
+                        description=description, scopes=scopes, rotated_from=rotated_from,
+                        resources=resources)
         txn.keys[key_id] = record
         return IssuedKey(key=token, record=record)
 

@@ -55,6 +55,7 @@ class Reason(StrEnum):
     UNKNOWN = "UNKNOWN"
     REVOKED = "REVOKED"
     EXPIRED = "EXPIRED"
+    WRONG_RESOURCE = "WRONG_RESOURCE"
     INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
     STORE_ERROR = "STORE_ERROR"
 
@@ -75,6 +76,7 @@ class ApiKey:
     rotated_from: str | None = None
     rotated_to: str | None = None
     expiry_recorded_at: datetime | None = None
+    resources: tuple[str, ...] = ()  # canonical MCP server URLs; empty: valid anywhere
 
     def status_at(self, now: datetime) -> Status:
         """Revoked wins; otherwise expired from ``expires_at`` on (inclusive)."""
@@ -114,6 +116,7 @@ class ApiKey:
             "revoke_reason": self.revoke_reason,
             "rotated_from": self.rotated_from,
             "rotated_to": self.rotated_to,
+            "resources": list(self.resources),
         }
 
     def to_store(self) -> dict[str, Any]:
@@ -122,6 +125,8 @@ class ApiKey:
         del data["status"], data["id"]
         data["digest"] = self.digest
         data["expiry_recorded_at"] = to_iso(self.expiry_recorded_at)
+        if not self.resources:
+            del data["resources"]  # a store with no bound key stays version 1
         return data
 
     @classmethod
@@ -138,6 +143,9 @@ class ApiKey:
         scopes = data.get("scopes", [])
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             raise ValueError(f"key {key_id!r} field 'scopes' is not a list of strings")
+        resources = data.get("resources", [])
+        if not isinstance(resources, list) or not all(isinstance(r, str) for r in resources):
+            raise ValueError(f"key {key_id!r} field 'resources' is not a list of strings")
         if not _DIGEST.fullmatch(data["digest"]):
             raise ValueError(f"key {key_id!r} has a malformed digest")
         get = data.get
@@ -154,6 +162,7 @@ class ApiKey:
             rotated_from=get("rotated_from"),
             rotated_to=get("rotated_to"),
             expiry_recorded_at=from_iso(get("expiry_recorded_at")),
+            resources=tuple(resources),
         )
 
 
@@ -178,6 +187,7 @@ class ValidationResult:
     scopes: tuple[str, ...] = ()
     expires_at: datetime | None = None
     detail: str = ""
+    resources: tuple[str, ...] = ()  # the servers the key is bound to (empty: any)
 
     @property
     def valid(self) -> bool:
@@ -194,6 +204,7 @@ class ValidationResult:
             "name": self.name,
             "scopes": list(self.scopes),
             "expires_at": to_iso(self.expires_at),
+            "resources": list(self.resources),
             "detail": self.detail,
         }
 
@@ -204,6 +215,7 @@ class InitReport:
 
     created: bool
     gitignored: tuple[str, ...] = ()
+    migrated_from: int | None = None  # a PostgreSQL schema brought up to date
 
 
 @dataclass(frozen=True, slots=True)

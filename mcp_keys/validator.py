@@ -46,7 +46,8 @@ FIRST_LOAD_WAIT = 10.0
 AUDIT_LINES_PER_SECOND = 20
 UNKNOWN_RECHECK_INTERVAL = 0.05
 ENV_MODE_DETAIL = "environment mode (MCP_API_KEY): scopes were not checked"
-PROVEN = frozenset({Reason.REVOKED, Reason.EXPIRED, Reason.INSUFFICIENT_SCOPE})
+PROVEN = frozenset({Reason.REVOKED, Reason.EXPIRED, Reason.WRONG_RESOURCE,
+                    Reason.INSUFFICIENT_SCOPE})
 _sha256 = hashlib.sha256
 _compare = hmac.compare_digest
 _MAX_TOKEN = tokens.MAX_TOKEN_LENGTH
@@ -70,6 +71,7 @@ class _Entry:
     revoked: bool
     usable_until: float  # -inf when revoked, +inf when it never expires
     scopes: frozenset[str]  # shared between records with the same scopes
+    resources: frozenset[str]  # empty: valid at any server
     record: ApiKey
     valid: ValidationResult  # immutable, so one instance serves every successful call
 
@@ -106,6 +108,7 @@ def _entry(key: ApiKey, shared: dict[frozenset[str], frozenset[str]]) -> _Entry:
         revoked=revoked,
         usable_until=until,
         scopes=shared.setdefault(scopes, scopes),
+        resources=frozenset(key.resources),
         record=key,
         valid=_result(Reason.VALID, key),
     )
@@ -113,7 +116,7 @@ def _entry(key: ApiKey, shared: dict[frozenset[str], frozenset[str]]) -> _Entry:
 
 def _result(reason: Reason, key: ApiKey) -> ValidationResult:
     return ValidationResult(reason, key_id=key.id, name=key.name, scopes=key.scopes,
-                            expires_at=key.expires_at)
+                            expires_at=key.expires_at, resources=key.resources)
 
 
 _LOADING_FAILED = ValidationResult(Reason.STORE_ERROR, detail="the key could not be checked")
@@ -353,9 +356,12 @@ class Validator:
 
     # -- validating ----------------------------------------------------------------------
 
-    def validate(self, token: str | None, scopes: Iterable[str] = ()) -> ValidationResult:
-        """Check a token: MISSING, MALFORMED, UNKNOWN, REVOKED, EXPIRED, INSUFFICIENT_SCOPE
-        or VALID; STORE_ERROR when the store cannot be trusted or anything goes wrong."""
+    def validate(self, token: str | None, scopes: Iterable[str] = (), *,
+                 resource: str | None = None) -> ValidationResult:
+        """Check a token: MISSING, MALFORMED, UNKNOWN, REVOKED, EXPIRED, WRONG_RESOURCE,
+        INSUFFICIENT_SCOPE or VALID; STORE_ERROR when the store cannot be trusted or
+        anything goes wrong. ``resource`` is the calling server's own URL in canonical
+        form (``resources.canonical``): a key bound to other servers is WRONG_RESOURCE."""
         try:
             # The hot path, inlined: a hit is one SHA-256, one dict lookup, one compare.
             if time.monotonic() >= self._next_check:
@@ -366,13 +372,13 @@ class Validator:
                 digest = _sha256(token.encode()).hexdigest()
                 entry = state.by_digest.get(digest)
                 if entry is not None and _compare(digest, entry.digest):
-                    return self._decide(entry, scopes)
-            return self._validate(token, scopes, True)
+                    return self._decide(entry, scopes, resource)
+            return self._validate(token, scopes, resource, True)
         except Exception:  # fail closed, whatever happened
             log.exception("mcp-keys could not check a key; refusing it")
             return _LOADING_FAILED
 
-    def _validate(self, token: str | None, scopes: Iterable[str],
+    def _validate(self, token: str | None, scopes: Iterable[str], resource: str | None,
                   may_recheck: bool) -> ValidationResult:
         """The full path: blank or padded tokens, environment mode, misses."""
         if not token or not isinstance(token, str):
@@ -392,19 +398,23 @@ class Validator:
             return self._validate_env(token, digest, state.env_digest, scopes)
         entry = state.by_digest.get(digest)
         if entry is None or not _compare(digest, entry.digest):
-            return self._miss(token, scopes, may_recheck)
-        return self._decide(entry, scopes)
+            return self._miss(token, scopes, resource, may_recheck)
+        return self._decide(entry, scopes, resource)
 
-    def _decide(self, entry: _Entry, scopes: Iterable[str]) -> ValidationResult:
-        """An authentic key: revoked, expired, out of scope, or valid."""
+    def _decide(self, entry: _Entry, scopes: Iterable[str],
+                resource: str | None) -> ValidationResult:
+        """An authentic key: revoked, expired, bound elsewhere, out of scope, or valid."""
         if time.time() >= entry.usable_until:
             reason = Reason.REVOKED if entry.revoked else Reason.EXPIRED
             return self._failed(_result(reason, entry.record))
+        if resource is not None and entry.resources and resource not in entry.resources:
+            return self._failed(_result(Reason.WRONG_RESOURCE, entry.record))
         if scopes and not entry.scopes.issuperset(scopes):
             return self._failed(_result(Reason.INSUFFICIENT_SCOPE, entry.record))
         return entry.valid
 
-    def _miss(self, token: str, scopes: Iterable[str], may_recheck: bool) -> ValidationResult:
+    def _miss(self, token: str, scopes: Iterable[str], resource: str | None,
+              may_recheck: bool) -> ValidationResult:
         """No stored digest matches: malformed, or a key this snapshot does not know (it
         may have been created a moment ago: look again, at most every 50 ms)."""
         parsed = tokens.parse(token)
@@ -414,7 +424,7 @@ class Validator:
         if may_recheck and now >= self._next_recheck:
             self._next_recheck = now + UNKNOWN_RECHECK_INTERVAL
             if self._recheck(parsed.key_id):
-                return self._validate(token, scopes, False)
+                return self._validate(token, scopes, resource, False)
         return self._failed(ValidationResult(Reason.UNKNOWN, key_id=parsed.key_id))
 
     def _recheck(self, key_id: str) -> bool:
@@ -502,7 +512,13 @@ def get_validator(store: str | os.PathLike[str] | None = None) -> Validator:
 
 
 def validate_api_key(
-    token: str | None, *, store: str | os.PathLike[str] | None = None, scopes: Iterable[str] = ()
+    token: str | None, *, store: str | os.PathLike[str] | None = None,
+    scopes: Iterable[str] = (), resource: str | None = None,
 ) -> ValidationResult:
-    """Validate ``token`` with the cached Validator of ``store`` (default: the resolved store)."""
-    return get_validator(store).validate(token, scopes)
+    """Validate ``token`` with the cached Validator of ``store`` (default: the resolved
+    store); ``resource`` is this server's URL, canonicalised here."""
+    if resource is not None:
+        from .resources import canonical
+
+        resource = canonical(resource)
+    return get_validator(store).validate(token, scopes, resource=resource)

@@ -33,7 +33,7 @@ def test_operator_tour(run: Cli, tmp_path: Path) -> None:
     assert [r["id"] for r in records] == [key_id]
     assert set(records[0]) == {"id", "name", "description", "scopes", "status", "created_at",
                                "expires_at", "revoked_at", "revoke_reason", "rotated_from",
-                               "rotated_to"}
+                               "rotated_to", "resources"}
     assert records[0]["created_at"].endswith("Z") and records[0]["status"] == "active"
 
     shown = run("show", key_id[:4])

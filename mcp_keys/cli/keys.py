@@ -21,6 +21,8 @@ from .render import announce_key, emit_json, key_fields, keys_table, when
 @click.option("--expires-in", type=Duration(allow_never=True), default="90d", show_default=True,
               help="Lifetime: 45s, 30m, 12h, 90d, 2w, 1y, or never.")
 @click.option("--scope", "scopes", multiple=True, help="Grant a scope (repeatable).")
+@click.option("--resource", "resources", multiple=True, metavar="URL",
+              help="Bind the key to this MCP server URL (repeatable; default: any server).")
 @click.option("--env-file", type=click.Path(), default=None,
               help="Write the key into this .env file.")
 @click.option("--env-var", default=DEFAULT_KEY_VAR, show_default=True,
@@ -31,19 +33,21 @@ from .render import announce_key, emit_json, key_fields, keys_table, when
 @store_option
 @click.pass_context
 def create(ctx: click.Context, name: str, description: str, expires_in: timedelta | None,
-           scopes: tuple[str, ...], env_file: str | None, env_var: str, follow_symlink: bool,
-           as_json: bool) -> None:
+           scopes: tuple[str, ...], resources: tuple[str, ...], env_file: str | None,
+           env_var: str, follow_symlink: bool, as_json: bool) -> None:
     """Issue a key and print it once (stdout: the key alone).
 
     \b
     Examples:
       mcp-keys create ci-bot --scope tools:call --expires-in 30d > key.txt
       mcp-keys create laptop --env-file .env
+      mcp-keys create agent --resource https://mcp.example.com/mcp > key.txt
     """
     keys = manager(ctx)
     existed = keys.store.exists()
     issued = keys.create(name, description=description, scopes=scopes, expires_in=expires_in,
-                         env_file=env_file, env_var=env_var, follow_symlink=follow_symlink)
+                         env_file=env_file, env_var=env_var, follow_symlink=follow_symlink,
+                         resources=resources)
     if not existed:
         click.echo(f"Created store {safe(keys.store.display)}", err=True)
     announce_key(issued, as_json, "Created", env_file, env_var)
@@ -156,7 +160,7 @@ def delete(ctx: click.Context, key_id: str, yes: bool) -> None:
 @click.pass_context
 def rotate(ctx: click.Context, key_id: str, grace: timedelta, expires_in: timedelta | None,
            env_file: str | None, env_var: str, follow_symlink: bool, as_json: bool) -> None:
-    """Issue a successor key with the same name, description and scopes.
+    """Issue a successor key with the same name, description, scopes and resources.
 
     \b
     Examples:
@@ -176,25 +180,33 @@ def rotate(ctx: click.Context, key_id: str, grace: timedelta, expires_in: timede
 @click.command()
 @click.argument("key", required=False, default="-")
 @click.option("--scope", "scopes", multiple=True, help="Require this scope (repeatable).")
+@click.option("--resource", default=None, metavar="URL",
+              help="Check the key as this MCP server would (refuses a key bound elsewhere).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @store_option
 @click.pass_context
-def verify(ctx: click.Context, key: str, scopes: tuple[str, ...], as_json: bool) -> None:
+def verify(ctx: click.Context, key: str, scopes: tuple[str, ...], resource: str | None,
+           as_json: bool) -> None:
     """Check a key given as an argument or on stdin ('-'); exit 0 if valid, 1 if not.
 
     \b
     Examples:
       mcp-keys verify < key.txt
       mcp-keys verify --scope tools:call < key.txt
+      mcp-keys verify --resource https://mcp.example.com/mcp < key.txt
     """
     from ..validator import Validator
     from .logs import configure_logging
 
+    if resource is not None:
+        from ..resources import canonical
+
+        resource = canonical(resource)
     if key == "-":
         key = sys.stdin.readline(64 * 1024)
     configure_logging()
     validator = Validator(store_location(ctx), refresh_interval=0, audit_failures=False)
-    result = validator.validate(key, scopes)
+    result = validator.validate(key, scopes, resource=resource)
     if as_json:
         emit_json(result.to_dict())
     else:

@@ -101,6 +101,8 @@ def key_fields(key: ApiKey) -> None:
         ("scopes", text(", ".join(key.scopes) or "-")), ("status", status_text(key, now)),
         ("created", text(when(key.created_at))), ("expires", text(time_left(key, now))),
     ]
+    if key.resources:
+        rows.append(("resources", text(", ".join(key.resources))))
     if key.revoked_at:
         rows.append(("revoked", text(f"{when(key.revoked_at)} ({key.revoke_reason or '-'})")))
     if key.rotated_from:

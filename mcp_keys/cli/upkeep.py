@@ -30,6 +30,8 @@ def init(ctx: click.Context, env_file: str | None) -> None:
     report = keys.init(env_file=env_file)
     path = safe(keys.store.display)
     click.echo(f"Created store {path}" if report.created else f"Store already exists at {path}")
+    if report.migrated_from is not None:
+        click.echo(f"Migrated its schema from version {report.migrated_from} to the current one")
     for entry in report.gitignored:
         click.echo(f"Added {safe(entry)} to .gitignore")
 

@@ -1,32 +1,38 @@
-"""mcp-keys in front of an MCP server: a TokenVerifier for the official SDK, and a pure
-ASGI middleware for any Starlette/ASGI server.
+"""mcp-keys in front of an MCP server: a TokenVerifier for the official SDK (1.x
+``FastMCP`` and 2.x ``MCPServer``), and a pure ASGI middleware for any ASGI server.
 
-The SDK path (``McpKeysTokenVerifier``) lets the SDK answer 401 for a rejected key and
-403 for a key lacking ``AuthSettings.required_scopes``. The middleware path does the same
-itself, reading ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Neither ever
-echoes a token, and ``AccessToken.token`` carries a redacted form, never the plaintext.
+The SDK path lets the SDK answer 401/403; ``http_app(server)`` (or
+``verifier.protect(app)``) makes those answers the same as every other mcp-keys front
+door: RFC 6750 challenges that name the scopes, no error code when no token was sent,
+and a body that says how to send a key. Neither path ever echoes a token, and
+``AccessToken.token`` carries a redacted form, never the plaintext.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..models import Reason, ValidationResult
+from ..models import ValidationResult
 from ..validator import Validator, get_validator, key_required
+from .refusal import (
+    ASGIApp,
+    Challenges,
+    Receive,
+    Scope,
+    Send,
+    bearer_token,
+    header,
+    refusal,
+)
 
 if TYPE_CHECKING:
     from mcp.server.auth.provider import AccessToken
+    from mcp.server.auth.settings import AuthSettings
 
 log = logging.getLogger("mcp_keys")
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SCOPE_KEY = "mcp_keys.result"
 
 
@@ -43,16 +49,36 @@ def _validator(store: str | os.PathLike[str] | None, validator: Validator | None
     return validator if validator is not None else get_validator(store)
 
 
+def _own_resource(url: str | None) -> str | None:
+    """The server's own URL in canonical form (a bad URL is a start-up error)."""
+    if url is None:
+        return None
+    from ..resources import canonical
+
+    return canonical(str(url))
+
+
 def redacted(result: ValidationResult) -> str:
     """What stands in for the token wherever the SDK keeps one: the key ID, no secret."""
     return f"mcpk_{result.key_id}_…" if result.key_id else "mcpk_…"
 
 
+def resource_of(result: ValidationResult, own: str | None) -> str | None:
+    """``AccessToken.resource`` (RFC 8707): this server's URL for a key valid here, or
+    the one server a bound key names when the verifier was not told its own URL."""
+    if own is not None:
+        return own
+    return result.resources[0] if len(result.resources) == 1 else None
+
+
 class McpKeysTokenVerifier:
     """The SDK's ``TokenVerifier`` protocol over an mcp-keys store.
 
-    ``required_scopes`` here is a hard gate (a key lacking them is rejected, 401); put the
-    scopes in ``AuthSettings.required_scopes`` as well to have the SDK answer 403 instead.
+    ``required_scopes`` is a hard gate (a key lacking them is refused); put them in
+    ``AuthSettings.required_scopes`` too, or use ``auth_settings()``, so the SDK answers
+    403 rather than 401. ``resource_server_url`` is this server's URL: a key bound to
+    other servers is refused (``WRONG_RESOURCE``) and ``AccessToken.resource`` is filled,
+    so the SDK's ``validate_token_resource=True`` works with mcp-keys keys.
     """
 
     def __init__(
@@ -60,20 +86,26 @@ class McpKeysTokenVerifier:
         store: str | os.PathLike[str] | None = None,
         required_scopes: Iterable[str] = (),
         *,
+        resource_server_url: str | None = None,
         validator: Validator | None = None,
     ) -> None:
         _require_sdk()
         self.validator = _validator(store, validator)
         self.required_scopes = tuple(required_scopes)
+        self.resource = _own_resource(resource_server_url)
 
     def __repr__(self) -> str:
         return f"McpKeysTokenVerifier({self.validator.location!r})"
+
+    def check(self, token: str | None) -> ValidationResult:
+        """The full validation this verifier applies (scopes and resource included)."""
+        return self.validator.validate(token, self.required_scopes, resource=self.resource)
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """An ``AccessToken`` (client_id = key ID) for a valid key, else ``None``."""
         from mcp.server.auth.provider import AccessToken
 
-        result = self.validator.validate(token, self.required_scopes)
+        result = self.check(token)
         if not result:
             return None
         expires = result.expires_at
@@ -82,7 +114,40 @@ class McpKeysTokenVerifier:
             client_id=result.key_id or "mcp-api-key",
             scopes=list(result.scopes),
             expires_at=None if expires is None else int(expires.timestamp()),
+            resource=resource_of(result, self.resource),
         )
+
+    def auth_settings(self, issuer_url: str | None = None, *,
+                      required_scopes: Iterable[str] | None = None) -> AuthSettings:
+        """``AuthSettings`` for this verifier; the SDK answers 403 for a key without
+        ``required_scopes`` (default: the verifier's own). Without ``issuer_url`` no
+        authorization server is advertised (no protected-resource metadata is served);
+        give a real one and the SDK serves RFC 9728 metadata naming it."""
+        from mcp.server.auth.settings import AuthSettings
+
+        scopes = list(self.required_scopes if required_scopes is None else required_scopes)
+        settings: dict[str, Any] = {"required_scopes": scopes or None}
+        if "validate_token_resource" in AuthSettings.model_fields:  # SDK 2.x
+            settings["validate_token_resource"] = False  # the verifier checks it
+        if issuer_url is None:
+            # issuer_url is a required field but is only published with metadata, which
+            # is not served without resource_server_url: nothing false is advertised.
+            return AuthSettings(issuer_url=self.resource or "http://127.0.0.1",  # type: ignore[arg-type]
+                                resource_server_url=None, **settings)
+        return AuthSettings(issuer_url=issuer_url,  # type: ignore[arg-type]
+                            resource_server_url=self.resource,  # type: ignore[arg-type]
+                            **settings)
+
+    def protect(self, app: ASGIApp, scopes: Iterable[str] | None = None) -> ASGIApp:
+        """``app`` (the SDK's Starlette app) answering refusals the mcp-keys way;
+        ``scopes`` are those the challenges name (default: ``required_scopes``)."""
+        wanted = tuple(self.required_scopes if scopes is None else scopes)
+        resource = self.resource
+
+        def check(token: str | None) -> ValidationResult:
+            return self.validator.validate(token, wanted, resource=resource)
+
+        return Challenges(app, check, wanted)
 
 
 def mcp_auth(
@@ -92,43 +157,42 @@ def mcp_auth(
     store: str | os.PathLike[str] | None = None,
     issuer_url: str | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``MCPServer(...)`` that protect it with mcp-keys.
+    """Keyword arguments for ``MCPServer(...)`` (2.x) or ``FastMCP(...)`` (SDK 1.x) that
+    protect it with mcp-keys; serve it with ``http_app(server)``.
 
     With ``API_KEY_REQUIRED=false`` it returns ``{}`` (an open server) and warns once.
     """
     if not key_required():
         log.warning("API_KEY_REQUIRED=false: this MCP server admits calls without a key")
         return {}
-    _require_sdk()
-    from mcp.server.auth.settings import AuthSettings
-
-    scopes = list(required_scopes)
-    return {
-        "token_verifier": McpKeysTokenVerifier(store),
-        "auth": AuthSettings(
-            issuer_url=issuer_url or resource_server_url,  # type: ignore[arg-type]
-            resource_server_url=resource_server_url,  # type: ignore[arg-type]
-            required_scopes=scopes or None,
-            validate_token_resource=False,
-        ),
-    }
+    verifier = McpKeysTokenVerifier(store, resource_server_url=resource_server_url)
+    return {"token_verifier": verifier,
+            "auth": verifier.auth_settings(issuer_url, required_scopes=required_scopes)}
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
+def http_app(server: Any, **kwargs: Any) -> ASGIApp:
+    """``server.streamable_http_app(**kwargs)``, with mcp-keys' refusals when the server
+    was built with an ``McpKeysTokenVerifier`` (as ``mcp_auth`` does)."""
+    app: ASGIApp = server.streamable_http_app(**kwargs)
+    verifier = getattr(server, "_token_verifier", None)  # the SDK keeps it here (1.x, 2.x)
+    auth = getattr(getattr(server, "settings", None), "auth", None)
+    if isinstance(verifier, McpKeysTokenVerifier):
+        extra = getattr(auth, "required_scopes", None) or ()
+        scopes = (*verifier.required_scopes,
+                  *(s for s in extra if s not in verifier.required_scopes))
+        return verifier.protect(app, scopes)
+    if auth is not None:
+        raise TypeError("http_app(server) needs a server built with McpKeysTokenVerifier "
+                        "(mcp_auth(...) does that)")
+    return app
 
 
 def extract_token(scope: Scope) -> str | None:
     """The key from ``Authorization: Bearer`` or ``X-API-Key``, or ``None``."""
-    authorization = _header(scope, b"authorization")
-    if authorization is not None:
-        kind, _, value = authorization.strip().partition(" ")
-        if kind.lower() == "bearer" and value.strip():
-            return value.strip()
-    api_key = _header(scope, b"x-api-key")
+    token = bearer_token(scope)
+    if token is not None:
+        return token
+    api_key = header(scope, b"x-api-key")
     if api_key is not None and api_key.strip():
         return api_key.strip()
     return None
@@ -136,7 +200,8 @@ def extract_token(scope: Scope) -> str | None:
 
 class ApiKeyMiddleware:
     """Pure ASGI middleware: 401 without a valid key, 403 without the scopes, 503 when the
-    store cannot be read. The ValidationResult is put in ``scope["mcp_keys.result"]``."""
+    store cannot be read. The ValidationResult is put in ``scope["mcp_keys.result"]``.
+    ``resource_server_url`` (this server's URL) refuses keys bound to other servers."""
 
     def __init__(
         self,
@@ -144,11 +209,13 @@ class ApiKeyMiddleware:
         store: str | os.PathLike[str] | None = None,
         scopes: Iterable[str] = (),
         *,
+        resource_server_url: str | None = None,
         validator: Validator | None = None,
     ) -> None:
         self.app = app
         self.validator = _validator(store, validator)
         self.scopes = tuple(scopes)
+        self.resource = _own_resource(resource_server_url)
         self.required = key_required()
         if not self.required:
             log.warning("API_KEY_REQUIRED=false: requests without a key are admitted")
@@ -161,44 +228,36 @@ class ApiKeyMiddleware:
         if token is None and not self.required:
             await self.app({**scope, SCOPE_KEY: None}, receive, send)
             return
-        result = self.validator.validate(token, self.scopes)
+        result = self.validator.validate(token, self.scopes, resource=self.resource)
         if result:
-            await self.app({**scope, SCOPE_KEY: result}, receive, send)
+            await self._admit(result, {**scope, SCOPE_KEY: result}, receive, send)
             return
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        await _reject(send, result, token_sent=token is not None, scopes=self.scopes)
+        await refusal(result, token_sent=token is not None, scopes=self.scopes).send(send)
 
-
-async def _reject(send: Send, result: ValidationResult, *, token_sent: bool,
-                  scopes: tuple[str, ...]) -> None:
-    if result.reason is Reason.INSUFFICIENT_SCOPE:
-        status, error = 403, "insufficient_scope"
-        description = "the API key lacks a required scope"
-        challenge = f'Bearer error="{error}", scope="{" ".join(scopes)}"'
-    elif result.reason is Reason.STORE_ERROR:
-        status, error = 503, "temporarily_unavailable"
-        description = "API keys cannot be checked right now"
-        challenge = "Bearer"
-    else:
-        status, error = 401, "invalid_token"
-        description = {
-            Reason.MISSING: "an API key is required",
-            Reason.REVOKED: "the API key was revoked",
-            Reason.EXPIRED: "the API key has expired",
-        }.get(result.reason, "the API key is not valid")
-        challenge = f'Bearer error="{error}"' if token_sent else "Bearer"
-        if not token_sent:
-            error = "invalid_request"
-    body = json.dumps({"error": error, "error_description": description}).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", challenge.encode()),
-        ],
-    })
-    await send({"type": "http.response.body", "body": body})
+    async def _admit(self, result: ValidationResult, scope: Scope, receive: Receive,
+                     send: Send) -> None:
+        """Pass the request on as the SDK's own auth layer would: ``scope["user"]`` and
+        the auth context hold the caller's access token, so ``require_scopes`` and the
+        SDK's ``get_access_token()`` work behind this middleware too."""
+        try:
+            from mcp.server.auth.middleware.auth_context import auth_context_var
+            from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+            from mcp.server.auth.provider import AccessToken
+            from starlette.authentication import AuthCredentials
+        except ImportError:  # no SDK: the result in scope is all there is
+            await self.app(scope, receive, send)
+            return
+        expires = result.expires_at
+        user = AuthenticatedUser(AccessToken(
+            token=redacted(result), client_id=result.key_id or "mcp-api-key",
+            scopes=list(result.scopes), resource=resource_of(result, self.resource),
+            expires_at=None if expires is None else int(expires.timestamp())))
+        scope["user"], scope["auth"] = user, AuthCredentials(list(result.scopes))
+        reset = auth_context_var.set(user)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            auth_context_var.reset(reset)

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from ..audit import AuditLog
     from ..locking import LockFile
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: keys may be bound to resources; written only when one is
+_READS = (1, 2)
 DEFAULT_PATH = Path(".mcp-keys") / "keys.json"
 DEFAULT_LOCK_TIMEOUT = 10.0
 KEY_ID = re.compile(r"[a-z0-9]{12}")
@@ -85,10 +86,11 @@ def parse(raw: bytes, path: Path) -> dict[str, ApiKey]:
     if not isinstance(data, dict) or "version" not in data:
         raise StoreCorrupt(f"{path} is not an mcp-keys store (it is JSON, but has no "
                            "'version'); give the right --store; left untouched")
-    if data["version"] != SCHEMA_VERSION:
+    version = data["version"]
+    if type(version) is not int or version not in _READS:
         raise StoreCorrupt(
-            f"store {path} has version {data['version']!r}, this mcp-keys reads version "
-            f"{SCHEMA_VERSION}; left untouched"
+            f"store {path} has version {version!r}, this mcp-keys reads versions "
+            f"1 and {SCHEMA_VERSION}: upgrade mcp-keys; left untouched"
         )
     entries = data.get("keys")
     if not isinstance(entries, dict):
@@ -102,6 +104,9 @@ def parse(raw: bytes, path: Path) -> dict[str, ApiKey]:
             keys[key_id] = ApiKey.from_store(key_id, entry)
     except (ValueError, TypeError) as exc:
         raise StoreCorrupt(f"store {path} fails the schema: {exc}; left untouched") from None
+    if version == 1 and any(key.resources for key in keys.values()):
+        raise StoreCorrupt(f"store {path} is version 1 but binds keys to resources (only "
+                           "version 2 may); left untouched")
     return keys
 
 
@@ -113,7 +118,10 @@ def serialize(keys: dict[str, ApiKey]) -> bytes:
     lines = [f"{json.dumps(key_id)}: {json.dumps(key.to_store(), ensure_ascii=False)}"
              for key_id, key in sorted(keys.items())]
     body = "\n" + ",\n".join(lines) + "\n" if lines else ""
-    return f'{{"version": {SCHEMA_VERSION}, "keys": {{{body}}}}}\n'.encode()
+    # Version 2 only when a key is bound, so that an older mcp-keys refuses such a store
+    # (it would ignore the binding) and reads every other store as before.
+    version = SCHEMA_VERSION if any(key.resources for key in keys.values()) else 1
+    return f'{{"version": {version}, "keys": {{{body}}}}}\n'.encode()
 
 
 def _describe(exc: OSError) -> str:

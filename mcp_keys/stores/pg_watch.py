@@ -115,6 +115,7 @@ class PgWatcher:
     def _reload(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            self.store.ready(conn)  # a schema this release does not read fails closed
             row = conn.execute("SELECT change_seq FROM store_state").fetchone()
             rows = conn.execute(f"SELECT {_COLUMNS} FROM api_keys").fetchall()
         with self._apply_lock:

@@ -28,10 +28,10 @@ if TYPE_CHECKING:
 
     from .pg_audit import PgAuditLog
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: api_keys.resources (keys bound to MCP server URLs)
 CHANNEL = "mcp_keys"
 _COLUMNS = ("id, name, description, digest, scopes, created_at, expires_at, revoked_at, "
-            "revoke_reason, rotated_from, rotated_to, expiry_recorded_at")
+            "revoke_reason, rotated_from, rotated_to, expiry_recorded_at, resources")
 _NOTIFY_IDS_MAX = 200  # past this a change is announced as "reload everything"
 _SCHEMA = """
 CREATE TABLE schema_version (version integer NOT NULL);
@@ -47,7 +47,8 @@ CREATE TABLE api_keys (
     revoke_reason text,
     rotated_from text,
     rotated_to text,
-    expiry_recorded_at timestamptz
+    expiry_recorded_at timestamptz,
+    resources text[] NOT NULL DEFAULT '{}'
 );
 CREATE INDEX api_keys_id_prefix ON api_keys (id text_pattern_ops);
 CREATE INDEX api_keys_rotated_to ON api_keys (rotated_to);
@@ -64,8 +65,16 @@ CREATE TABLE store_state (
     audit_hash text NOT NULL DEFAULT repeat('0', 64)
 );
 INSERT INTO store_state DEFAULT VALUES;
-INSERT INTO schema_version VALUES (1);
+INSERT INTO schema_version VALUES (2);
 """
+# Each step takes the schema from the version before it to its own, in the transaction
+# that holds the schema lock. An older mcp-keys refuses the newer schema (fail closed).
+_MIGRATIONS = {
+    2: """
+ALTER TABLE api_keys ADD COLUMN resources text[] NOT NULL DEFAULT '{}';
+INSERT INTO schema_version VALUES (2);
+""",
+}
 
 
 def require_psycopg() -> Any:
@@ -103,11 +112,12 @@ def _password(url: str) -> str | None:
 def to_record(row: tuple[Any, ...]) -> ApiKey:
     """A row of ``api_keys`` (in ``_COLUMNS`` order) as a record."""
     (key_id, name, description, digest, scopes, created, expires, revoked, reason,
-     rotated_from, rotated_to, recorded) = row
+     rotated_from, rotated_to, recorded, resources) = row
     return ApiKey(id=key_id, name=name, digest=digest, created_at=_utc(created),
                   expires_at=_utc(expires), description=description, scopes=tuple(scopes),
                   revoked_at=_utc(revoked), revoke_reason=reason, rotated_from=rotated_from,
-                  rotated_to=rotated_to, expiry_recorded_at=_utc(recorded))
+                  rotated_to=rotated_to, expiry_recorded_at=_utc(recorded),
+                  resources=tuple(resources))
 
 
 def _utc(moment: datetime | None) -> Any:
@@ -117,7 +127,7 @@ def _utc(moment: datetime | None) -> Any:
 def _row(key: ApiKey) -> tuple[Any, ...]:
     return (key.id, key.name, key.description, key.digest, list(key.scopes), key.created_at,
             key.expires_at, key.revoked_at, key.revoke_reason, key.rotated_from,
-            key.rotated_to, key.expiry_recorded_at)
+            key.rotated_to, key.expiry_recorded_at, list(key.resources))
 
 
 class PostgresStore:
@@ -129,6 +139,7 @@ class PostgresStore:
         self.url = url
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
+        self.migrated_from: int | None = None  # set by initialize() when it migrated
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.display!r})"
@@ -218,18 +229,27 @@ class PostgresStore:
             if version is None:
                 conn.execute(_SCHEMA)
                 return True
-            self._check_version(version)
+            if version > SCHEMA_VERSION:
+                self._check_version(version)
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                conn.execute(_MIGRATIONS[step])
+            if version < SCHEMA_VERSION:
+                self.migrated_from = version
+                row = conn.execute("UPDATE store_state SET change_seq = change_seq + 1 "
+                                   "RETURNING change_seq").fetchone()
+                conn.execute("SELECT pg_notify(%s, %s)",
+                             (CHANNEL, json.dumps({"seq": row[0] if row else 0, "all": True})))
             return False
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise StoreError(f"PostgreSQL store {self.display} has schema version {version}; "
                              f"this mcp-keys knows version {SCHEMA_VERSION}: upgrade mcp-keys")
-        if version < SCHEMA_VERSION:  # pragma: no cover - no older schema exists yet
+        if version < SCHEMA_VERSION:
             raise StoreError(f"PostgreSQL store {self.display} has schema version {version}: "
                              "run 'mcp-keys init' to migrate it")
 
-    def _ready(self, conn: psycopg.Connection[Any]) -> None:
+    def ready(self, conn: psycopg.Connection[Any]) -> None:
         version = self.schema_version(conn)
         if version is None:
             raise StoreError(f"no mcp-keys schema in {self.display}: run "
@@ -243,8 +263,10 @@ class PostgresStore:
 
     def read(self) -> DictRecords:
         with self._connection() as conn:
-            if self.schema_version(conn) is None:
+            version = self.schema_version(conn)
+            if version is None:
                 return DictRecords()
+            self._check_version(version)
             rows = conn.execute(f"SELECT {_COLUMNS} FROM api_keys").fetchall()
         return DictRecords({row[0]: to_record(row) for row in rows})
 
@@ -253,7 +275,7 @@ class PostgresStore:
         if create:
             self.initialize()
         with self._connection() as conn, conn.transaction():
-            self._ready(conn)
+            self.ready(conn)
             conn.execute("SELECT change_seq FROM store_state FOR UPDATE")
             txn = PgTransaction(conn)
             yield txn

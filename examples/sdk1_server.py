@@ -1,0 +1,55 @@
+"""An MCP server on the official SDK 1.x (``mcp.server.fastmcp.FastMCP``), protected by
+mcp-keys.
+
+    pip install 'mcp>=1.23,<2' mcp-keys
+    mcp-keys create reader --scope tools:call > reader.txt
+    python examples/sdk1_server.py --port 8000
+
+The same behaviour as examples/sdk2_server.py: 401 without a valid key, 403 without
+``tools:call``, and ``write_note`` also needs ``notes:write``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+from mcp.server.fastmcp import FastMCP
+
+from mcp_keys.integrations import require_scopes
+from mcp_keys.integrations.mcp import http_app, mcp_auth
+
+
+def build_app(port: int, store: str | None = None) -> object:
+    """The server's ASGI app; ``store`` defaults to MCP_KEYS_STORE or ./.mcp-keys."""
+    url = f"http://127.0.0.1:{port}/mcp"
+    server = FastMCP("sdk1-example", **mcp_auth(url, required_scopes=["tools:call"],
+                                                 store=store))
+    notes: dict[str, str] = {}
+
+    @server.tool()
+    def read_note(name: str) -> str:
+        """Read a note (any key with tools:call)."""
+        return notes.get(name, "")
+
+    @server.tool()
+    def write_note(name: str, text: str) -> str:
+        """Write a note (needs notes:write)."""
+        require_scopes("notes:write")
+        notes[name] = text
+        return "saved"
+
+    return http_app(server)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--store", default=None, help="mcp-keys store path or URL")
+    args = parser.parse_args()
+    uvicorn.run(build_app(args.port, args.store), host="127.0.0.1", port=args.port,  # type: ignore[arg-type]
+                log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""mcp-keys as a FastAPI dependency: ``Depends(require_key(scopes=[...]))`` returns the
+caller's ``ValidationResult`` or refuses with the middleware's status and headers.
+
+FastAPI renders an ``HTTPException`` as ``{"detail": ...}``; ``install(app)`` adds the
+handler that sends the middleware's exact body instead (``error``, ``error_description``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..models import ValidationResult
+from ..validator import Validator, get_validator, key_required
+from .mcp import extract_token
+from .refusal import Refusal, refusal
+
+try:
+    from fastapi import HTTPException, Request
+    from fastapi.responses import JSONResponse
+except ImportError:  # pragma: no cover - exercised in a venv without FastAPI
+    raise ImportError("this integration needs FastAPI: pip install fastapi") from None
+
+
+class KeyRefused(HTTPException):
+    """A refused key: the middleware's status and ``WWW-Authenticate``, and the words of
+    its body as ``detail``."""
+
+    def __init__(self, refused: Refusal) -> None:
+        super().__init__(refused.status, refused.body["error_description"], refused.headers)
+        self.refusal = refused
+
+
+async def _send_refusal(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KeyRefused)
+    refused = exc.refusal
+    return JSONResponse(refused.body, refused.status, headers=refused.headers)
+
+
+def install(app: Any) -> None:
+    """Make refusals carry the middleware's exact JSON body on this app."""
+    app.add_exception_handler(KeyRefused, _send_refusal)
+
+
+def require_key(
+    scopes: Iterable[str] = (),
+    *,
+    store: str | os.PathLike[str] | None = None,
+    resource_server_url: str | None = None,
+    validator: Validator | None = None,
+) -> Callable[[Request], ValidationResult | None]:
+    """A dependency admitting a valid key (``Authorization: Bearer`` or ``X-API-Key``)
+    that holds ``scopes``; ``None`` for a keyless request only when
+    ``API_KEY_REQUIRED=false``."""
+    wanted = tuple(scopes)
+    checker = validator if validator is not None else get_validator(store)
+    resource = None
+    if resource_server_url is not None:
+        from ..resources import canonical
+
+        resource = canonical(resource_server_url)
+    required = key_required()
+
+    def mcp_keys_caller(request: Request) -> ValidationResult | None:
+        token = extract_token(request.scope)
+        if token is None and not required:
+            return None
+        result = checker.validate(token, wanted, resource=resource)
+        if not result:
+            raise KeyRefused(refusal(result, token_sent=token is not None, scopes=wanted))
+        return result
+
+    return mcp_keys_caller

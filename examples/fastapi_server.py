@@ -9,11 +9,10 @@ app's own routes and ``ApiKeyMiddleware`` the mounted MCP endpoint, with one sto
 alike: 401 without a valid key, 403 without ``tools:call``.
 """
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 import uvicorn
 from fastapi import Depends, FastAPI
@@ -52,9 +51,10 @@ def build_app(port: int, store: str | None = None) -> FastAPI:
     app = FastAPI(lifespan=lifespan)
     install(app)  # refusals carry the same JSON body as the middleware's
 
+    caller = require_key(["tools:call"], store=store)
+
     @app.get("/api/whoami")
-    def whoami(key: ValidationResult = Depends(require_key(["tools:call"], store=store))
-               ) -> dict[str, object]:
+    def whoami(key: Annotated[ValidationResult, Depends(caller)]) -> dict[str, object]:
         return {"key_id": key.key_id, "name": key.name, "scopes": list(key.scopes)}
 
     app.mount("/", ApiKeyMiddleware(mcp_app, store, scopes=["tools:call"],

@@ -44,9 +44,11 @@ async def _sdk(url: str, key: str, tool: str, args: dict[str, Any]) -> Outcome:
             tools = await session.list_tools()
             result = await session.call_tool(tool, args)
     else:
-        from mcp.client.streamable_http import streamablehttp_client
+        from importlib import import_module
 
-        async with streamablehttp_client(url, headers=headers) as (read, write, _), \
+        # SDK 1.x's client (its name in 1.x; 2.x removed it).
+        client = import_module("mcp.client.streamable_http").streamablehttp_client
+        async with client(url, headers=headers) as (read, write, _), \
                 ClientSession(read, write) as session:
             await session.initialize()
             tools = await session.list_tools()

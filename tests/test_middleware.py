@@ -7,19 +7,21 @@ import json
 import logging
 from typing import Any
 
-import httpx2
 import pytest
+
+try:
+    import httpx2 as httpx  # the client the MCP SDK 2.x uses
+except ImportError:  # SDK 1.x environments have httpx
+    import httpx  # type: ignore[no-redef, import-not-found, unused-ignore]
 
 from mcp_keys import Validator, tokens
 from mcp_keys.integrations.mcp import (
     SCOPE_KEY,
     ApiKeyMiddleware,
     McpKeysTokenVerifier,
-    Receive,
-    Scope,
-    Send,
     mcp_auth,
 )
+from mcp_keys.integrations.refusal import Receive, Scope, Send
 from tests.conftest import FileKeys, assert_absent
 
 
@@ -31,10 +33,10 @@ async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def request(app: Any, headers: dict[str, str]) -> httpx2.Response:
-    async def go() -> httpx2.Response:
-        transport = httpx2.ASGITransport(app=app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://test") as client:
+def request(app: Any, headers: dict[str, str]) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             return await client.post("/mcp", headers=headers, content=b"{}")
 
     return asyncio.run(go())
@@ -62,22 +64,32 @@ def test_statuses_and_headers(manager: FileKeys, keys: dict[str, str]) -> None:
     assert request(app, {"authorization": f"bearer {keys['good']}"}).status_code == 200
 
     missing = request(app, {})
-    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert missing.status_code == 401, "no key"
+    assert missing.headers["www-authenticate"] == 'Bearer scope="tools:call"', \
+        "RFC 6750 §3.1: no error code without a token, and the scope to ask for"
+    assert "error" not in missing.json() and \
+        "Authorization: Bearer mcpk_" in missing.json()["error_description"]
     for token in ("garbage", keys["gone"], tokens.generate()):
         denied = request(app, {"Authorization": f"Bearer {token}"})
         assert denied.status_code == 401
-        assert denied.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+        challenge = denied.headers["www-authenticate"]
+        assert challenge.startswith('Bearer error="invalid_token", error_description="') and \
+            challenge.endswith(', scope="tools:call"'), challenge
+        assert denied.json()["error"] == "invalid_token"
         assert_absent(token, denied.text + str(denied.headers), "a 401 response")
+    assert "revoked" in request(app, {"Authorization": f"Bearer {keys['gone']}"}).text
     weak = request(app, {"Authorization": f"Bearer {keys['weak']}"})
     assert weak.status_code == 403
-    assert 'error="insufficient_scope"' in weak.headers["www-authenticate"]
+    assert weak.headers["www-authenticate"].startswith('Bearer error="insufficient_scope"')
+    assert 'scope="tools:call"' in weak.headers["www-authenticate"]
     assert_absent(keys["weak"], weak.text + str(weak.headers), "a 403 response")
 
 
 def test_store_error_is_503_not_open(manager: FileKeys, keys: dict[str, str]) -> None:
     app = middleware(manager)
     manager.store.path.write_text("{")
-    assert request(app, {"Authorization": f"Bearer {keys['good']}"}).status_code == 503
+    failed = request(app, {"Authorization": f"Bearer {keys['good']}"})
+    assert failed.status_code == 503 and failed.headers["retry-after"] == "5"
 
 
 def test_api_key_required_false_admits_keyless_calls_only(
@@ -106,6 +118,37 @@ def test_token_verifier_maps_the_key(manager: FileKeys, keys: dict[str, str]) ->
     gated = McpKeysTokenVerifier(required_scopes=["admin"],
                                  validator=Validator(manager.store.path, refresh_interval=0))
     assert asyncio.run(gated.verify_token(keys["good"])) is None
+
+
+def test_verifier_binds_to_its_server_and_fills_the_resource(manager: FileKeys) -> None:
+    here, there = "http://127.0.0.1:8000/mcp", "https://other.example.com/mcp"
+    bound = manager.create("bound", resources=[here])
+    elsewhere = manager.create("elsewhere", resources=[there])
+    anywhere = manager.create("anywhere")
+    validator = Validator(manager.store.path, refresh_interval=0)
+    verifier = McpKeysTokenVerifier(validator=validator, resource_server_url=here + "/")
+    for issued in (bound, anywhere):
+        access = asyncio.run(verifier.verify_token(issued.key))
+        assert access is not None and access.resource == here, \
+            "AccessToken.resource is this server, so validate_token_resource=True works"
+    assert asyncio.run(verifier.verify_token(elsewhere.key)) is None, "bound elsewhere"
+    unaware = McpKeysTokenVerifier(validator=validator)
+    access = asyncio.run(unaware.verify_token(bound.key))
+    assert access is not None and access.resource == here, "the one bound server"
+    middleware_app = ApiKeyMiddleware(echo_app, validator=validator, resource_server_url=here)
+    assert request(middleware_app, {"X-API-Key": elsewhere.key}).status_code == 401
+    assert request(middleware_app, {"X-API-Key": bound.key}).status_code == 200
+
+
+def test_auth_settings_advertise_no_authorization_server_by_default() -> None:
+    verifier = McpKeysTokenVerifier(resource_server_url="http://127.0.0.1:8000/mcp")
+    settings = verifier.auth_settings(required_scopes=["tools:call"])
+    assert settings.resource_server_url is None, \
+        "no resource_server_url: the SDK serves no metadata naming a fake issuer"
+    assert settings.required_scopes == ["tools:call"]
+    real = verifier.auth_settings("https://auth.example.com")
+    assert str(real.issuer_url).rstrip("/") == "https://auth.example.com" and \
+        str(real.resource_server_url) == "http://127.0.0.1:8000/mcp"
 
 
 def test_missing_sdk_is_a_clear_error_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:

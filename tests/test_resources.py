@@ -67,7 +67,7 @@ def test_bound_key_is_refused_elsewhere_on_every_backend(location: str) -> None:
     revoked = keys.revoke(bound.record.id)
     assert validator.validate(bound.key, resource=OTHER).reason is Reason.REVOKED, \
         "revocation is reported before the binding"
-    failures = [e for e in keys.audit.events() if e.event == "validation_failed"]
+    failures = keys.audit.read(event="validation_failed").events
     assert any(e.key_id == revoked.id and e.detail.get("reason") == "WRONG_RESOURCE"
                for e in failures), "WRONG_RESOURCE is audited like other refusals"
     validator.close()
@@ -181,5 +181,5 @@ def test_postgres_schema_1_is_migrated_by_init(pg_url: str, tmp_path: Path) -> N
     assert run("create", "bound", "--resource", SERVER).exit_code == 0
     again = run("init")
     assert again.exit_code == 0 and "Migrated" not in again.stdout, "migration is idempotent"
-    events = [e.event for e in KeyManager(pg_url).audit.events()]
+    events = [e.event for e in KeyManager(pg_url).audit.read().events]
     assert "migrate_schema" in events, events

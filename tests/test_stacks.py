@@ -205,6 +205,18 @@ def test_stack_end_to_end(stack: Stack, served: tuple[str, Path], manager: FileK
         scoped.headers["www-authenticate"], f"no scope: {scoped.status} {scoped.headers}"
 
     base = url.rsplit("/", 1)[0]
+    if stack.name == "fastapi":  # the app's own route, behind Depends(require_key(...))
+        request = urllib.request.Request(base + "/api/whoami", headers=bearer(reader.key))
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["key_id"] == reader.record.id
+        try:
+            urllib.request.urlopen(base + "/api/whoami", timeout=10)
+            pytest.fail("the FastAPI route admitted a request without a key", pytrace=False)
+        except urllib.error.HTTPError as error:
+            assert error.code == 401 and \
+                error.headers["www-authenticate"] == 'Bearer scope="tools:call"', \
+                "the route refuses exactly as the MCP endpoint does"
+
     for path in ("/.well-known/oauth-protected-resource",
                  "/.well-known/oauth-protected-resource/mcp",
                  "/.well-known/oauth-authorization-server"):

@@ -39,8 +39,8 @@ COMMANDS = {
                "valid, 1 if not."),
     "revoke": ("keys:revoke", "Revoke a key now; the record stays. Revoking twice changes "
                "nothing."),
-    "rotate": ("keys:rotate", "Issue a successor key with the same name, description and "
-               "scopes."),
+    "rotate": ("keys:rotate", "Issue a successor key with the same name, description, scopes "
+               "and resources."),
     "delete": ("keys:delete", "Delete a key's record for good (asks unless --yes)."),
     "sweep": ("upkeep:sweep", "For cron: record expirations, warn of keys expiring soon, "
               "purge old records."),
@@ -57,6 +57,8 @@ COMMANDS = {
             "environment."),
     "scan": ("scan:scan", "Find hard-coded secrets; exit 1 when something is found (a CI "
              "gate), 0 when clean."),
+    "client-config": ("clientconfig:client_config", "Print (or --write) the config that makes "
+                      "an MCP client send a key, without the key in it."),
     "completion": ("completion:completion", "Print the completion script for a shell; key IDs "
                    "complete from the store."),
 }

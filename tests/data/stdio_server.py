@@ -4,8 +4,13 @@ holds (lengths, never values), as a vendor server that reads its key from env wo
 from __future__ import annotations
 
 import os
+from importlib import import_module
+from typing import Any
 
-from mcp.server.mcpserver import MCPServer
+try:
+    from mcp.server.mcpserver import MCPServer  # SDK 2.x
+except ImportError:  # SDK 1.x
+    MCPServer: Any = import_module("mcp.server.fastmcp").FastMCP  # type: ignore[no-redef]
 
 server = MCPServer("env-reporter")
 

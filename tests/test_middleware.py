@@ -158,3 +158,40 @@ def test_missing_sdk_is_a_clear_error_at_start_up(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ImportError) as info:
         McpKeysTokenVerifier()
     assert "pip install 'mcp-keys[mcp]'" in str(info.value)
+
+
+def test_the_sdks_own_resource_check_accepts_mcp_keys_keys(manager: FileKeys) -> None:
+    """SDK 2.x with ``validate_token_resource=True`` compares ``AccessToken.resource`` with
+    its ``resource_server_url``: keys bound to this server, and unbound ones, pass."""
+    mcpserver = pytest.importorskip("mcp.server.mcpserver")
+    from mcp.server.auth.settings import AuthSettings
+
+    here = "http://127.0.0.1:8000/mcp"
+    bound = manager.create("bound", resources=[here])
+    anywhere = manager.create("anywhere")
+    elsewhere = manager.create("elsewhere", resources=["https://other.example.com/mcp"])
+    validator = Validator(manager.store.path, refresh_interval=0)
+    verifier = McpKeysTokenVerifier(validator=validator, resource_server_url=here)
+    server = mcpserver.MCPServer("checked", token_verifier=verifier, auth=AuthSettings(
+        issuer_url="https://auth.example.com", resource_server_url=here,  # type: ignore[arg-type]
+        validate_token_resource=True))
+    app = server.streamable_http_app()
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}}
+
+    async def statuses(*keys: str) -> list[int]:
+        found = []
+        async with server.session_manager.run():
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000"
+                                         ) as client:
+                for key in keys:
+                    response = await client.post("/mcp", json=init, headers={
+                        "Authorization": f"Bearer {key}",
+                        "Accept": "application/json, text/event-stream"})
+                    found.append(response.status_code)
+        return found
+
+    assert asyncio.run(statuses(bound.key, anywhere.key, elsewhere.key)) == [200, 200, 401], \
+        "bound here and unbound pass the SDK's own check; bound elsewhere does not"

@@ -10,6 +10,7 @@ and a body that says how to send a key. Neither path ever echoes a token, and
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterable
@@ -242,22 +243,33 @@ class ApiKeyMiddleware:
         """Pass the request on as the SDK's own auth layer would: ``scope["user"]`` and
         the auth context hold the caller's access token, so ``require_scopes`` and the
         SDK's ``get_access_token()`` work behind this middleware too."""
-        try:
-            from mcp.server.auth.middleware.auth_context import auth_context_var
-            from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-            from mcp.server.auth.provider import AccessToken
-            from starlette.authentication import AuthCredentials
-        except ImportError:  # no SDK: the result in scope is all there is
+        sdk = _sdk_auth()
+        if sdk is None:  # no SDK: the result in scope is all there is
             await self.app(scope, receive, send)
             return
+        context, user_type, token_type, credentials = sdk
         expires = result.expires_at
-        user = AuthenticatedUser(AccessToken(
+        user = user_type(token_type(
             token=redacted(result), client_id=result.key_id or "mcp-api-key",
             scopes=list(result.scopes), resource=resource_of(result, self.resource),
             expires_at=None if expires is None else int(expires.timestamp())))
-        scope["user"], scope["auth"] = user, AuthCredentials(list(result.scopes))
-        reset = auth_context_var.set(user)
+        scope["user"], scope["auth"] = user, credentials(list(result.scopes))
+        reset = context.set(user)
         try:
             await self.app(scope, receive, send)
         finally:
-            auth_context_var.reset(reset)
+            context.reset(reset)
+
+
+@functools.cache
+def _sdk_auth() -> tuple[Any, Any, Any, Any] | None:
+    """The SDK's auth context variable, user and token classes and Starlette's
+    credentials, imported once; ``None`` without the SDK."""
+    try:
+        from mcp.server.auth.middleware.auth_context import auth_context_var
+        from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+        from mcp.server.auth.provider import AccessToken
+        from starlette.authentication import AuthCredentials
+    except ImportError:
+        return None
+    return auth_context_var, AuthenticatedUser, AccessToken, AuthCredentials

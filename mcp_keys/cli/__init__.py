@@ -57,6 +57,10 @@ COMMANDS = {
             "environment."),
     "scan": ("scan:scan", "Find hard-coded secrets; exit 1 when something is found (a CI "
              "gate), 0 when clean."),
+    "service": ("service:service", "Services the gateway calls for agents: base URL, "
+                "credential reference, rules."),
+    "gateway": ("service:gateway", "The MCP gateway: agents call services through it and "
+                "never hold their keys."),
     "client-config": ("clientconfig:client_config", "Print (or --write) the config that makes "
                       "an MCP client send a key, without the key in it."),
     "completion": ("completion:completion", "Print the completion script for a shell; key IDs "

@@ -1,0 +1,399 @@
+"""``mcp-keys service``: the gateway's services (services.toml beside the store), and
+``mcp-keys gateway serve``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..terminal import safe
+from . import store_location, store_option
+from .params import Duration
+from .render import emit_json
+
+if TYPE_CHECKING:
+    from ..gateway.model import Service
+
+
+def _path(ctx: click.Context) -> Path:
+    from ..gateway.config import services_path
+
+    return services_path(store_location(ctx))
+
+
+def _update(ctx: click.Context, change: Any) -> dict[str, Service]:
+    from ..gateway.config import update
+
+    return update(_path(ctx), change, store=store_location(ctx))
+
+
+def _record(service: Service) -> dict[str, Any]:
+    return {"name": service.name, "base_url": service.base_url, "auth": service.auth,
+            "secret": service.secret, "enabled": service.enabled,
+            "description": service.description,
+            "allow": [r.to_dict() for r in service.allow],
+            "deny": [r.to_dict() for r in service.deny],
+            "rate_limit": service.rate_limit.text if service.rate_limit else None,
+            "timeout": service.timeout, "env": service.env}
+
+
+def _rules(texts: tuple[str, ...], effect: str, scope: str | None) -> tuple[Any, ...]:
+    from ..gateway.model import parse_rule
+
+    return tuple(parse_rule(text, effect, scope) for text in texts)
+
+
+def _seconds(value: timedelta | None) -> float | None:
+    return None if value is None else value.total_seconds()
+
+
+@click.group()
+def service() -> None:
+    """Services the gateway calls for agents: base URL, credential reference, rules.
+
+    \b
+    Examples:
+      mcp-keys service add stripe --base-url https://api.stripe.com --auth bearer \\
+          --secret keyring:mcp-keys/stripe --allow 'GET /v1/charges/**'
+      mcp-keys service list
+    """
+
+
+_common = [
+    click.option("--base-url", default=None, help="https://host[/prefix] of the API."),
+    click.option("--auth", default=None,
+                 help="bearer, basic, header:NAME, query:NAME or sigv4:REGION:SERVICE."),
+    click.option("--secret", default=None, metavar="REF",
+                 help="Where the credential lives (keyring:, env:, vault:, aws-sm:, file:)."),
+    click.option("--allow", multiple=True, metavar="RULE",
+                 help="Allow 'METHOD PATH' (repeatable)."),
+    click.option("--deny", multiple=True, metavar="RULE",
+                 help="Deny 'METHOD PATH' (repeatable; deny wins)."),
+    click.option("--scope", default=None,
+                 help="Limit the --allow/--deny rules given here to keys holding this scope."),
+    click.option("--rate-limit", default=None, metavar="N/PERIOD",
+                 help="Per key: e.g. 100/min ('none' removes it)."),
+    click.option("--timeout", type=Duration(), default=None, help="Upstream timeout (e.g. 30s)."),
+    click.option("--description", default=None, help="Shown to agents in list_services."),
+    click.option("--env", "env_var", default=None, metavar="VAR",
+                 help="The variable a vendor's MCP server reads this key from (run --proxy)."),
+]
+
+
+def _with_common(command: Any) -> Any:
+    for option in reversed(_common):
+        command = option(command)
+    return command
+
+
+@service.command()
+@click.argument("name")
+@_with_common
+@store_option
+@click.pass_context
+def add(ctx: click.Context, name: str, base_url: str | None, auth: str | None,
+        secret: str | None, allow: tuple[str, ...], deny: tuple[str, ...], scope: str | None,
+        rate_limit: str | None, timeout: timedelta | None, description: str | None,
+        env_var: str | None) -> None:
+    """Add a service; nothing is allowed until an --allow rule says so.
+
+    \b
+    Examples:
+      mcp-keys service add stripe --base-url https://api.stripe.com --auth bearer \\
+          --secret keyring:mcp-keys/stripe --allow 'GET /v1/**' --rate-limit 60/min
+    """
+    from ..errors import McpKeysError, UsageError
+    from ..gateway.config import parse_service
+
+    missing = [flag for flag, value in (("--base-url", base_url), ("--auth", auth),
+                                        ("--secret", secret)) if value is None]
+    if missing:
+        raise UsageError(f"service add needs {', '.join(missing)}")
+    table: dict[str, Any] = {"base_url": base_url, "auth": auth, "secret": secret,
+                             "allow": [], "deny": []}
+    for key, value in (("rate_limit", rate_limit), ("timeout", _seconds(timeout)),
+                       ("description", description), ("env", env_var)):
+        if value is not None:
+            table[key] = value
+    created = parse_service(name, table)
+    created = created.with_changes(allow=_rules(allow, "allow", scope),
+                                   deny=_rules(deny, "deny", scope))
+
+    def change(services: dict[str, Service]) -> None:
+        if name in services:
+            raise McpKeysError(f"service {name} exists; change it with 'mcp-keys service "
+                               f"edit {name}'")
+        services[name] = created
+
+    _update(ctx, change)
+    click.echo(f"Added service {safe(name)} ({safe(created.host)})")
+    if not created.allow:
+        click.echo(f"Service {name} has no allow rule, so it denies everything; allow "
+                   f"something with: mcp-keys service edit {name} --allow 'GET /path/**'",
+                   err=True)
+    click.echo(f"Callers need a key with scope gateway:{name}", err=True)
+
+
+@service.command()
+@click.argument("name")
+@_with_common
+@click.option("--remove-allow", multiple=True, metavar="RULE", help="Remove an allow rule.")
+@click.option("--remove-deny", multiple=True, metavar="RULE", help="Remove a deny rule.")
+@store_option
+@click.pass_context
+def edit(ctx: click.Context, name: str, base_url: str | None, auth: str | None,
+         secret: str | None, allow: tuple[str, ...], deny: tuple[str, ...],
+         scope: str | None, rate_limit: str | None, timeout: timedelta | None,
+         description: str | None, env_var: str | None, remove_allow: tuple[str, ...],
+         remove_deny: tuple[str, ...]) -> None:
+    """Change a service: replace its settings, add or remove rules.
+
+    \b
+    Examples:
+      mcp-keys service edit stripe --allow 'POST /v1/refunds' --scope billing:write
+      mcp-keys service edit stripe --remove-allow 'GET /v1/**' --rate-limit none
+    """
+    from ..errors import UsageError
+    from ..gateway.config import check_base_url, check_secret
+    from ..gateway.model import check_auth, parse_rate, parse_rule
+
+    def change(services: dict[str, Service]) -> None:
+        current = _existing(services, name)
+        updates: dict[str, Any] = {}
+        if base_url is not None:
+            updates["base_url"] = check_base_url(base_url)
+        if auth is not None:
+            updates["auth"] = check_auth(auth)
+        if secret is not None:
+            updates["secret"] = check_secret(secret)
+        if rate_limit is not None:
+            updates["rate_limit"] = None if rate_limit == "none" else parse_rate(rate_limit)
+        if timeout is not None:
+            updates["timeout"] = timeout.total_seconds()
+        if description is not None:
+            updates["description"] = description
+        if env_var is not None:
+            updates["env"] = env_var or None
+        allowed, denied = list(current.allow), list(current.deny)
+        for rules, removals, effect in ((allowed, remove_allow, "allow"),
+                                        (denied, remove_deny, "deny")):
+            for text in removals:
+                target = parse_rule(text, effect).text
+                kept = [r for r in rules if r.text != target]
+                if len(kept) == len(rules):
+                    raise UsageError(f"service {name} has no {effect} rule {text!r}")
+                rules[:] = kept
+        allowed += _rules(allow, "allow", scope)
+        denied += _rules(deny, "deny", scope)
+        services[name] = current.with_changes(allow=tuple(allowed), deny=tuple(denied),
+                                              **updates)
+
+    services = _update(ctx, change)
+    click.echo(f"Changed service {safe(name)}")
+    if not services[name].allow:
+        click.echo(f"Service {name} has no allow rule, so it denies everything", err=True)
+
+
+def _existing(services: dict[str, Service], name: str) -> Service:
+    from ..errors import McpKeysError
+
+    if name not in services:
+        known = ", ".join(sorted(services)) or "none yet"
+        raise McpKeysError(f"no service {name!r} (services: {known})")
+    return services[name]
+
+
+@service.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print the services as JSON.")
+@store_option
+@click.pass_context
+def list_services(ctx: click.Context, as_json: bool) -> None:
+    """List the services (references, never secrets).
+
+    \b
+    Examples:
+      mcp-keys service list --json
+    """
+    from ..gateway.config import read
+
+    services = read(_path(ctx))
+    if as_json:
+        emit_json([_record(s) for _, s in sorted(services.items())])
+        return
+    if not services:
+        click.echo(f"No services in {safe(str(_path(ctx)))}")
+        return
+    for name, item in sorted(services.items()):
+        state = "enabled" if item.enabled else "disabled"
+        rules = len(item.allow)
+        click.echo(f"{safe(name)}  {safe(item.base_url)}  {item.auth}  {state}  "
+                   f"{rules} allow rule{'s' if rules != 1 else ''}")
+
+
+@service.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the service as JSON.")
+@store_option
+@click.pass_context
+def show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show one service: every setting and rule.
+
+    \b
+    Examples:
+      mcp-keys service show stripe
+    """
+    from ..gateway.config import read
+
+    record = _record(_existing(read(_path(ctx)), name))
+    if as_json:
+        emit_json(record)
+        return
+    for key, value in record.items():
+        if key in ("allow", "deny"):
+            value = ", ".join(r["rule"] + (f" (scope {r['scope']})" if "scope" in r else "")
+                              for r in value) or "-"
+        click.echo(f"{key:12} {safe(str(value if value is not None else '-'))}")
+
+
+@service.command()
+@click.argument("name")
+@store_option
+@click.pass_context
+def remove(ctx: click.Context, name: str) -> None:
+    """Remove a service; running gateways stop serving it within a second.
+
+    \b
+    Examples:
+      mcp-keys service remove stripe
+    """
+    _update(ctx, lambda services: services.pop(_existing(services, name).name))
+    click.echo(f"Removed service {safe(name)}")
+
+
+def _set_enabled(ctx: click.Context, name: str, enabled: bool) -> None:
+    def change(services: dict[str, Service]) -> None:
+        services[name] = _existing(services, name).with_changes(enabled=enabled)
+
+    _update(ctx, change)
+    click.echo(f"{'Enabled' if enabled else 'Disabled'} service {safe(name)}")
+
+
+@service.command()
+@click.argument("name")
+@store_option
+@click.pass_context
+def disable(ctx: click.Context, name: str) -> None:
+    """Kill switch: every call to the service is refused within a second.
+
+    \b
+    Examples:
+      mcp-keys service disable stripe
+    """
+    _set_enabled(ctx, name, False)
+
+
+@service.command()
+@click.argument("name")
+@store_option
+@click.pass_context
+def enable(ctx: click.Context, name: str) -> None:
+    """Serve a disabled service again.
+
+    \b
+    Examples:
+      mcp-keys service enable stripe
+    """
+    _set_enabled(ctx, name, True)
+
+
+@service.command()
+@click.argument("name")
+@click.option("--path", default="/", show_default=True, help="The path to GET.")
+@store_option
+@click.pass_context
+def test(ctx: click.Context, name: str, path: str) -> None:
+    """One real GET with the service's credential: prints the status and latency.
+
+    \b
+    Examples:
+      mcp-keys service test stripe --path /v1/balance
+    """
+    import asyncio
+
+    from ..errors import McpKeysError
+    from ..gateway.core import Denied
+    from ..gateway.serve import make_gateway
+
+    gateway, _ = make_gateway(store_location(ctx), services=_path(ctx), front="test")
+
+    async def probe() -> tuple[int, float]:
+        try:
+            response, latency = await gateway.probe(name, path)
+            return response.status, latency
+        finally:
+            await gateway.aclose()
+
+    try:
+        status, latency = asyncio.run(probe())
+    except Denied as exc:
+        raise McpKeysError(str(exc)) from None
+    click.echo(f"{safe(name)}: HTTP {status} in {latency:.0f} ms")
+    ctx.exit(0 if status < 400 else 1)
+
+
+@click.group()
+def gateway() -> None:
+    """The MCP gateway: agents call services through it and never hold their keys.
+
+    \b
+    Examples:
+      MCP_API_KEY=mcpk_... mcp-keys gateway serve
+      mcp-keys gateway serve --transport http --port 8765
+    """
+
+
+@gateway.command()
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio",
+              show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--public", is_flag=True, help="Allow a --host other than loopback.")
+@click.option("--max-body", default="1MiB", show_default=True,
+              help="Largest request or response body passed through (KiB, MiB or bytes).")
+@click.option("--rate-limit", default=None, metavar="N/PERIOD",
+              help="HTTP: per key across all services; over it, 429 with Retry-After.")
+@click.option("--log-bodies", is_flag=True, help="Put scrubbed response bodies in the audit.")
+@store_option
+@click.pass_context
+def serve(ctx: click.Context, transport: str, host: str, port: int, public: bool,
+          max_body: str, rate_limit: str | None, log_bodies: bool) -> None:
+    """Serve the gateway's MCP tools: list_services, execute, explain.
+
+    \b
+    Examples:
+      MCP_API_KEY=mcpk_... mcp-keys gateway serve
+      mcp-keys gateway serve --transport http --port 8765 --rate-limit 600/min
+    """
+    from ..gateway.model import parse_rate
+    from ..gateway.serve import serve as run_gateway
+    from .logs import configure_logging
+
+    configure_logging()
+    run_gateway(store_location(ctx), transport=transport, host=host, port=port,
+                public=public, services=_path(ctx), max_body=parse_size(max_body),
+                log_bodies=log_bodies,
+                rate_limit=None if rate_limit is None else parse_rate(rate_limit))
+
+
+def parse_size(text: str) -> int:
+    from ..errors import UsageError
+
+    units = {"KiB": 1 << 10, "MiB": 1 << 20, "KB": 1000, "MB": 1000_000, "B": 1, "": 1}
+    for unit in sorted(units, key=len, reverse=True):
+        number = text[:len(text) - len(unit)] if unit else text
+        if text.endswith(unit) and number.isdigit() and 0 < int(number) * units[unit] <= 1 << 30:
+            return int(number) * units[unit]
+    raise UsageError(f"invalid size {text!r}: e.g. 1MiB, 512KiB or 65536")

@@ -1,0 +1,295 @@
+"""``services.toml``: the gateway's services, references only, beside the store.
+
+Read with ``tomllib`` and validated whole (unknown keys, bad URLs, rule syntax, a literal
+where a reference belongs) before anything is served; written by the CLI atomically
+(0600) under the store's lock. ``ServiceConfig`` notices a hand edit within
+``CHECK_INTERVAL`` by the file's inode, size and mtime, and on ``reload()`` (SIGHUP). A
+file that stops being valid makes every call fail (closed), not the last good one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import McpKeysError, UsageError
+from .model import RateLimit, Rule, Service, check_auth, check_name, parse_rate, parse_rule
+
+FILE_NAME = "services.toml"
+SERVICES_VAR = "MCP_KEYS_SERVICES"
+CHECK_INTERVAL = 0.25
+MAX_TIMEOUT = 600.0
+_KEYS = {"base_url", "auth", "secret", "description", "enabled", "timeout", "rate_limit",
+         "env", "allow", "deny"}
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class ConfigError(McpKeysError):
+    """services.toml is missing, unsafe or invalid; the message names what and where."""
+
+
+def services_path(store: str | os.PathLike[str] | None = None) -> Path:
+    """``MCP_KEYS_SERVICES``, else ``services.toml`` in the JSON store's directory (for a
+    PostgreSQL store, ``./.mcp-keys/services.toml``)."""
+    override = os.environ.get(SERVICES_VAR)
+    if override:
+        return Path(override)
+    from ..stores import is_url
+    from ..stores.jsonfile import resolve_location
+
+    location = resolve_location(store)
+    if is_url(location):
+        return Path(".mcp-keys") / FILE_NAME
+    return Path(location).parent / FILE_NAME
+
+
+def check_base_url(url: object) -> str:
+    """An https URL (http only to a loopback host), no user info, query or fragment."""
+    if not isinstance(url, str) or not url.isprintable() or " " in url:
+        raise UsageError(f"base URL {url!r} must be a URL like https://api.example.com")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise UsageError(f"base URL {url!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise UsageError(f"base URL {url!r} must start with https://")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        raise UsageError(f"base URL {url!r}: plain http is allowed only to a loopback host; "
+                         "use https://")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise UsageError(f"base URL {url!r} must not hold a user, password, query or "
+                         "fragment (put the credential in --secret)")
+    return url.rstrip("/")
+
+
+def check_secret(ref: object) -> str:
+    """A reference, never a value: ``keyring:``, ``env:``, ``vault:`` and the rest."""
+    from ..secrets.reference import is_reference, parse_reference, shown
+
+    if not isinstance(ref, str) or not is_reference(ref):
+        raise UsageError(f"secret {shown(str(ref))} is not a reference: give where the secret "
+                         "lives (keyring:mcp-keys/NAME, env:VAR, vault:PATH#FIELD, aws-sm:ID), "
+                         "never the value")
+    parse_reference(ref)
+    return ref
+
+
+def _rules(value: object, effect: str, where: str) -> tuple[Rule, ...]:
+    if not isinstance(value, list):
+        raise UsageError(f"{where}.{effect} must be a list of rules")
+    rules = []
+    for item in value:
+        if isinstance(item, str):
+            rules.append(parse_rule(item, effect))
+        elif isinstance(item, dict) and set(item) <= {"rule", "scope"} and "rule" in item:
+            rules.append(parse_rule(item["rule"], effect, item.get("scope")))
+        else:
+            raise UsageError(f"{where}.{effect}: each rule is 'METHOD PATH' or "
+                             "{ rule = '...', scope = '...' }")
+    return tuple(rules)
+
+
+def parse_service(name: str, table: object) -> Service:
+    """One ``[services.NAME]`` table as a ``Service``, or a ``UsageError``."""
+    from ..secrets.reference import is_variable_name
+
+    where = f"services.{name}"
+    check_name(name)
+    if not isinstance(table, dict):
+        raise UsageError(f"{where} must be a table")
+    unknown = sorted(set(table) - _KEYS)
+    if unknown:
+        raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: "
+                         f"{', '.join(sorted(_KEYS))})")
+    for required in ("base_url", "auth", "secret"):
+        if required not in table:
+            raise UsageError(f"{where} lacks {required!r}")
+    timeout = table.get("timeout", 30.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or \
+            not 0 < timeout <= MAX_TIMEOUT:
+        raise UsageError(f"{where}.timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}]")
+    rate = table.get("rate_limit")
+    limit: RateLimit | None = None if rate is None else parse_rate(rate)
+    env = table.get("env")
+    if env is not None and (not isinstance(env, str) or not is_variable_name(env)):
+        raise UsageError(f"{where}.env must be a variable name")
+    description = table.get("description", "")
+    if not isinstance(description, str) or not description.isprintable() or \
+            len(description) > 1024:
+        raise UsageError(f"{where}.description must be printable text (at most 1024)")
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise UsageError(f"{where}.enabled must be true or false")
+    return Service(
+        name=name, base_url=check_base_url(table["base_url"]),
+        auth=check_auth(str(table["auth"])), secret=check_secret(table["secret"]),
+        allow=_rules(table.get("allow", []), "allow", where),
+        deny=_rules(table.get("deny", []), "deny", where),
+        rate_limit=limit, timeout=float(timeout), description=description,
+        enabled=enabled, env=env)
+
+
+def parse(raw: bytes, path: Path) -> dict[str, Service]:
+    """Every service in the file, or a ``ConfigError`` naming the file and the problem."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc})") from None
+    unknown = sorted(set(data) - {"services"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key {unknown[0]!r}")
+    services = data.get("services", {})
+    if not isinstance(services, dict):
+        raise ConfigError(f"{path}: 'services' must be a table")
+    try:
+        return {name: parse_service(name, table) for name, table in services.items()}
+    except UsageError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _string(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+
+
+def _rule(rule: Rule) -> str:
+    if rule.scope is None:
+        return _string(rule.text)
+    return f"{{ rule = {_string(rule.text)}, scope = {_string(rule.scope)} }}"
+
+
+def serialize(services: dict[str, Service]) -> bytes:
+    lines = ["# mcp-keys gateway services: references only, never secret values.",
+             "# Edit with 'mcp-keys service ...'; a running gateway reloads within a second."]
+    for name in sorted(services):
+        service = services[name]
+        lines += ["", f"[services.{name}]",
+                  f"base_url = {_string(service.base_url)}",
+                  f"auth = {_string(service.auth)}",
+                  f"secret = {_string(service.secret)}",
+                  f"enabled = {'true' if service.enabled else 'false'}",
+                  f"timeout = {service.timeout!r}"]
+        if service.description:
+            lines.append(f"description = {_string(service.description)}")
+        if service.rate_limit is not None:
+            lines.append(f"rate_limit = {_string(service.rate_limit.text)}")
+        if service.env:
+            lines.append(f"env = {_string(service.env)}")
+        for effect, rules in (("allow", service.allow), ("deny", service.deny)):
+            lines.append(f"{effect} = [{', '.join(_rule(r) for r in rules)}]")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def read(path: Path) -> dict[str, Service]:
+    """The services in ``path`` (none if it does not exist), checked for ownership first:
+    a file others can write could point a secret at their own host."""
+    from ..errors import UnsafeFile
+    from ..safefs import check_trusted, read_regular
+
+    try:
+        check_trusted(path, what="services file", reader=True)
+        found = read_regular(path, limit=4 << 20)
+    except UnsafeFile as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return {} if found is None else parse(found[0], path)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    services: dict[str, Service]
+    error: str | None = None
+
+
+class ServiceConfig:
+    """The services a running gateway serves, re-read when the file changes."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._signature: tuple[int, ...] | None = None
+        self._snapshot = Snapshot({})
+        self._next_check = 0.0
+        self._force = True
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ServiceConfig({str(self.path)!r})"
+
+    def reload(self) -> None:
+        """Re-read on the next call whatever the file's signature (SIGHUP)."""
+        self._force = True
+        self._next_check = 0.0
+
+    def current(self) -> Snapshot:
+        now = time.monotonic()
+        if now < self._next_check and not self._force:
+            return self._snapshot
+        with self._lock:
+            self._next_check = now + CHECK_INTERVAL
+            try:
+                info = os.stat(self.path)
+                signature: tuple[int, ...] = (info.st_ino, info.st_size, info.st_mtime_ns,
+                                              info.st_mode, info.st_uid)
+            except FileNotFoundError:
+                signature = ()
+            except OSError as exc:
+                self._snapshot = Snapshot({}, f"cannot read {self.path}: {exc.strerror}")
+                return self._snapshot
+            if signature == self._signature and not self._force:
+                return self._snapshot
+            self._force = False
+            self._signature = signature
+            try:
+                self._snapshot = Snapshot(read(self.path))
+            except ConfigError as exc:
+                self._snapshot = Snapshot({}, str(exc))
+            return self._snapshot
+
+
+def lock_path(path: Path, store: str | os.PathLike[str] | None) -> Path:
+    """The store's lock for a JSON store beside the file; else one beside the file."""
+    from ..stores import is_url
+    from ..stores.jsonfile import resolve_location
+
+    location = resolve_location(store)
+    if not is_url(location) and Path(location).parent == path.parent:
+        return Path(location).with_name(Path(location).name + ".lock")
+    return path.with_name(path.name + ".lock")
+
+
+def update(path: Path, change: Any, *, store: str | os.PathLike[str] | None = None
+           ) -> dict[str, Service]:
+    """Read, ``change(services)`` (which mutates the dict or raises), validate the result
+    by parsing what would be written, and write it atomically (0600) under the lock."""
+    from ..atomic import write_atomic
+    from ..locking import LockFile, LockTimeout
+    from ..safefs import make_private_dirs
+
+    if not path.parent.exists():
+        make_private_dirs(path.parent)
+    lock = LockFile(lock_path(path, store), timeout=10)
+    try:
+        lock.acquire()
+    except LockTimeout:
+        raise McpKeysError(f"{path} is locked by another mcp-keys; try again") from None
+    try:
+        services = read(path)
+        change(services)
+        data = serialize(services)
+        parse(data, path)  # what is written must read back
+        try:
+            write_atomic(path, data, mode=0o600)
+        except OSError as exc:
+            raise McpKeysError(f"cannot write {path}: {exc.strerror or exc}") from None
+        return services
+    finally:
+        lock.release()

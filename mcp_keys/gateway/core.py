@@ -1,0 +1,335 @@
+"""The gateway's decision, forwarding and audit, callable with a plain request
+description: the MCP tools are one front-end over ``Gateway``, the intercepting proxy of
+``run --proxy`` another.
+
+Order for each call: the service exists, is enabled and the caller holds
+``gateway:SERVICE`` (or ``gateway:*``); the request passes hygiene; the rules allow it;
+the rate limit has room; then the credential is injected, the request sent (no redirects
+followed), the response filtered, capped and scrubbed, and one chained ``gateway_call``
+audit line written, whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SecretError
+from .config import ServiceConfig
+from .hygiene import Refused, check_headers, check_method, check_query, normalise_path
+from .injection import Outgoing, inject, reserved_headers, reserved_query
+from .model import METHODS, Service
+from .ratelimit import Buckets
+from .scrub import Scrubber
+
+if TYPE_CHECKING:
+    from ..audit import AuditTrail
+    from ..secrets.cache import SecretCache
+
+MAX_BODY = 1 << 20
+MAX_REASON = 200
+_DROPPED_RESPONSE_HEADERS = frozenset({
+    "set-cookie", "set-cookie2", "connection", "keep-alive", "transfer-encoding",
+    "proxy-authenticate", "proxy-connection", "trailer", "upgrade", "alt-svc",
+})
+_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
+               "application/x-www-form-urlencoded", "+json", "+xml")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: a verified mcp-keys key (its ID and scopes), never a name the
+    client reported about itself."""
+
+    key_id: str
+    scopes: frozenset[str]
+
+    def may_use(self, service: str) -> bool:
+        return "gateway:*" in self.scopes or f"gateway:{service}" in self.scopes
+
+
+@dataclass(slots=True)
+class GatewayRequest:
+    """A request as the agent describes it; nothing is trusted yet."""
+
+    service: str
+    method: str
+    path: str
+    query: Any = None
+    headers: Any = None
+    body: str | bytes | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class GatewayResponse:
+    status: int
+    headers: dict[str, str]
+    body: str
+    encoding: str  # "text" or "base64"
+    truncated: bool
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "headers": self.headers, "body": self.body,
+                "body_encoding": self.encoding, "truncated": self.truncated}
+
+
+class Denied(Exception):
+    """The call was not made (or failed upstream); ``str()`` tells the agent why."""
+
+    def __init__(self, decision: str, message: str, *, retry_after: float | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        self.decision = decision
+        self.retry_after = retry_after
+        self.status = status
+
+
+def clean_reason(reason: object) -> str | None:
+    """The caller's stated reason, control characters stripped and capped."""
+    if not isinstance(reason, str) or not reason:
+        return None
+    text = "".join(c if c.isprintable() else " " for c in reason).strip()
+    return text[:MAX_REASON] or None
+
+
+def _client_module() -> Any:
+    """httpx2 (what the MCP SDK 2.x ships), else httpx (SDK 1.x): the same API."""
+    from importlib import import_module
+
+    for name in ("httpx2", "httpx"):
+        try:
+            return import_module(name)
+        except ImportError:
+            continue
+    raise SecretError("the gateway needs an HTTP client: pip install 'mcp-keys[gateway]'")
+
+
+@dataclass(slots=True)
+class _Timing:
+    started: float = field(default_factory=time.perf_counter)
+
+    def ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 2)
+
+
+class Gateway:
+    """Checks, injects, forwards, scrubs and audits calls to configured services."""
+
+    def __init__(self, config: ServiceConfig, *, audit: AuditTrail | None = None,
+                 secrets: SecretCache | None = None, max_body: int = MAX_BODY,
+                 log_bodies: bool = False, front: str = "mcp") -> None:
+        from ..secrets.cache import SecretCache
+
+        self.config = config
+        self.audit = audit
+        self.secrets = secrets if secrets is not None else SecretCache(ttl=60.0)
+        self.max_body = max_body
+        self.log_bodies = log_bodies
+        self.front = front
+        self.buckets = Buckets()
+        self._client: Any = None
+        self._scrubbers: dict[str, tuple[str, Scrubber]] = {}
+
+    def __repr__(self) -> str:
+        return f"Gateway({self.config!r})"
+
+    # -- what a caller may see --------------------------------------------------------
+
+    def service(self, caller: Caller, name: object) -> Service:
+        """The service ``name`` if this caller may use it; unknown and not-yours answer
+        alike, so a key learns nothing about services outside its scopes."""
+        snapshot = self.config.current()
+        if snapshot.error is not None:
+            raise Denied("config_error", f"the gateway's services file is invalid, so every "
+                         f"call is refused until it is fixed: {snapshot.error}")
+        service = snapshot.services.get(name) if isinstance(name, str) else None
+        if service is None or not caller.may_use(service.name):
+            raise Denied("denied", f"no service {str(name)[:64]!r} for this key (it needs "
+                         f"scope gateway:{str(name)[:64]})")
+        if not service.enabled:
+            raise Denied("disabled", f"service {service.name} is disabled")
+        return service
+
+    def visible(self, caller: Caller) -> list[dict[str, Any]]:
+        snapshot = self.config.current()
+        if snapshot.error is not None:
+            raise Denied("config_error", f"the gateway's services file is invalid: "
+                         f"{snapshot.error}")
+        return [{"name": s.name, "description": s.description, "host": s.host,
+                 "allowed": s.rules_for(caller.scopes)}
+                for s in sorted(snapshot.services.values(), key=lambda s: s.name)
+                if s.enabled and caller.may_use(s.name)]
+
+    def explain(self, caller: Caller, name: object, method: object, path: object
+                ) -> dict[str, Any]:
+        """Which rule would decide, and why, without sending anything."""
+        service = self.service(caller, name)
+        try:
+            verb = check_method(method, METHODS)
+            normal = normalise_path(path)
+        except Refused as exc:
+            return {"allowed": False, "why": f"refused before any rule: {exc}"}
+        allowed, why = service.decide(verb, normal, caller.scopes)
+        return {"allowed": allowed, "why": why, "method": verb, "path": normal}
+
+    # -- the call ---------------------------------------------------------------------
+
+    def check(self, caller: Caller, request: GatewayRequest) -> tuple[Service, Outgoing, str]:
+        """Everything but the sending: the service, the outgoing request (without the
+        credential) and why it is allowed; ``Denied`` otherwise."""
+        service = self.service(caller, request.service)
+        try:
+            method = check_method(request.method, METHODS)
+            path = normalise_path(request.path)
+            headers = check_headers(request.headers, reserved=reserved_headers(service.auth))
+            query = check_query(request.query, reserved=reserved_query(service.auth))
+        except Refused as exc:
+            raise Denied("bad_request", f"refused before sending: {exc}") from None
+        body = request.body or b""
+        if isinstance(body, str):
+            body = body.encode()
+        if len(body) > self.max_body:
+            raise Denied("bad_request", f"refused before sending: the body is over "
+                         f"{self.max_body} bytes")
+        allowed, why = service.decide(method, path, caller.scopes)
+        if not allowed:
+            raise Denied("denied", why)
+        if service.rate_limit is not None:
+            wait = self.buckets.take((caller.key_id, service.name), service.rate_limit.count,
+                                     service.rate_limit.period)
+            if wait:
+                raise Denied("rate_limited", f"rate limit {service.rate_limit.text} reached "
+                             f"for this key on {service.name}: retry in {wait:.1f}s",
+                             retry_after=wait)
+        outgoing = Outgoing(method, service.base_url + path, headers, query, body)
+        return service, outgoing, why
+
+    def _scrubber(self, service: Service, value: str) -> Scrubber:
+        cached = self._scrubbers.get(service.secret)
+        if cached is None or cached[0] != value:
+            cached = self._scrubbers[service.secret] = (value, Scrubber([value]))
+        return cached[1]
+
+    async def execute(self, caller: Caller, request: GatewayRequest) -> GatewayResponse:
+        """Make the call, or raise ``Denied``; audited either way."""
+        timing = _Timing()
+        detail: dict[str, Any] = {"front": self.front, "service": str(request.service)[:64],
+                                  "method": str(request.method)[:16]}
+        reason = clean_reason(request.reason)
+        if reason:
+            detail["reason"] = reason
+        try:
+            service, outgoing, why = self.check(caller, request)
+            detail.update(method=outgoing.method, path=outgoing.url[len(service.base_url):],
+                          rule=why)
+            response = await self._send(service, outgoing)
+        except Denied as exc:
+            detail.update(decision=exc.decision, why=str(exc), latency_ms=timing.ms())
+            if exc.status is not None:
+                detail["status"] = exc.status
+            self._audit(caller, detail)
+            raise
+        detail.update(decision="allowed", status=response.status, latency_ms=timing.ms(),
+                      bytes_out=response.bytes_out, bytes_in=response.bytes_in)
+        if self.log_bodies:
+            detail["body"] = response.body[:2048]
+        self._audit(caller, detail)
+        return response
+
+    async def probe(self, name: str, path: str = "/") -> tuple[GatewayResponse, float]:
+        """One GET to ``path`` of a service with its credential, whatever the rules (the
+        operator's ``service test``); scrubbed, and audited with ``front: "test"``."""
+        snapshot = self.config.current()
+        if snapshot.error is not None:
+            raise Denied("config_error", snapshot.error)
+        service = snapshot.services.get(name)
+        if service is None:
+            raise Denied("denied", f"no service {name!r} in {self.config.path}")
+        try:
+            normal = normalise_path(path)
+        except Refused as exc:
+            raise Denied("bad_request", str(exc)) from None
+        timing = _Timing()
+        detail: dict[str, Any] = {"front": "test", "service": name, "method": "GET",
+                                  "path": normal}
+        try:
+            response = await self._send(service, Outgoing("GET", service.base_url + normal))
+        except Denied as exc:
+            detail.update(decision=exc.decision, why=str(exc), latency_ms=timing.ms())
+            if self.audit is not None:
+                self.audit.append("gateway_call", detail=detail)
+            raise
+        latency = timing.ms()
+        detail.update(decision="allowed", status=response.status, latency_ms=latency)
+        if self.audit is not None:
+            self.audit.append("gateway_call", detail=detail)
+        return response, latency
+
+    def _audit(self, caller: Caller, detail: dict[str, Any]) -> None:
+        if self.audit is not None:
+            self.audit.append("gateway_call", key_id=caller.key_id, detail=detail)
+
+    async def _send(self, service: Service, outgoing: Outgoing) -> GatewayResponse:
+        httpx = _client_module()
+        try:
+            secret = self.secrets.get(service.secret)
+        except SecretError as exc:
+            raise Denied("upstream_error", f"the credential for {service.name} could not be "
+                         f"read: {exc}") from None
+        scrub = self._scrubber(service, secret.reveal())
+        try:
+            inject(service.auth, outgoing, secret)
+        except SecretError as exc:
+            raise Denied("upstream_error", scrub.text(str(exc))) from None
+        if self._client is None:
+            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        client = self._client
+        try:
+            upstream = client.build_request(
+                outgoing.method, outgoing.url, params=outgoing.query or None,
+                headers=outgoing.headers, content=outgoing.body or None,
+                timeout=service.timeout)
+            reply = await client.send(upstream, stream=True)
+            try:
+                chunks, size, truncated = [], 0, False
+                async for chunk in reply.aiter_bytes():
+                    size += len(chunk)
+                    if size > self.max_body:
+                        chunks.append(chunk[:len(chunk) - (size - self.max_body)])
+                        truncated = True
+                        break
+                    chunks.append(chunk)
+            finally:
+                await reply.aclose()
+        except httpx.TimeoutException:
+            raise Denied("upstream_error", f"{service.host} did not answer within "
+                         f"{service.timeout:g}s") from None
+        except httpx.HTTPError as exc:
+            raise Denied("upstream_error", f"could not reach {service.host} "
+                         f"({type(exc).__name__})") from None
+        data = scrub.data(b"".join(chunks))
+        headers = {name: scrub.text(value) for name, value in reply.headers.items()
+                   if name.lower() not in _DROPPED_RESPONSE_HEADERS}
+        kind = headers.get("content-type", "").lower()
+        text: str | None = None
+        if not kind or any(marker in kind for marker in _TEXT_TYPES):
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+        if text is None:
+            body, encoding = base64.b64encode(data).decode(), "base64"
+        else:
+            body, encoding = text, "text"
+        return GatewayResponse(reply.status_code, headers, body, encoding, truncated,
+                               bytes_in=size, bytes_out=len(outgoing.body))
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

@@ -1,0 +1,149 @@
+"""Request hygiene: what the caller may put in a request before any rule is consulted.
+
+The upstream host is always the service's; the path is decoded (repeatedly, so double
+encoding cannot hide anything), checked segment by segment and re-encoded in one
+canonical form, which is what the rules match and what is sent. Headers the caller may
+not set, and any CR, LF or NUL, are refused outright.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from urllib.parse import quote, unquote
+
+MAX_PATH = 2048
+MAX_HEADERS = 64
+MAX_HEADER_VALUE = 8192
+MAX_QUERY = 128
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
+_SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
+FORBIDDEN_HEADERS = frozenset({
+    "host", "authorization", "cookie", "cookie2", "connection", "content-length",
+    "transfer-encoding", "te", "trailer", "upgrade", "keep-alive", "expect", "forwarded",
+})
+FORBIDDEN_PREFIXES = ("proxy-", "x-forwarded-", "x-amz-", "sec-")
+
+
+class Refused(ValueError):
+    """The request is refused before anything is sent; the message says why."""
+
+
+def _bad_char(text: str) -> str | None:
+    for char in text:
+        if char in "\r\n\x00":
+            return {"\r": "CR", "\n": "LF", "\x00": "NUL"}[char]
+        if ord(char) < 0x20 or ord(char) == 0x7F:
+            return f"control character {ord(char):#04x}"
+    return None
+
+
+def normalise_path(path: object) -> str:
+    """The canonical form of a request path, or ``Refused``.
+
+    Refused: anything but a string starting with one ``/``; an absolute or
+    scheme-relative URL; a query or fragment; a backslash, control character, empty,
+    ``.`` or ``..`` segment, or an encoded ``/``, in any decoding of the path.
+    """
+    if not isinstance(path, str) or not path:
+        raise Refused("path must be a string starting with '/'")
+    if len(path) > MAX_PATH:
+        raise Refused(f"path is longer than {MAX_PATH} characters")
+    if not path.startswith("/"):
+        raise Refused("path must start with '/': absolute URLs are refused (the host is "
+                      "always the service's)")
+    if path.startswith("//"):
+        raise Refused("path must not start with '//' (a scheme-relative URL)")
+    if "?" in path or "#" in path:
+        raise Refused("path must not hold '?' or '#': pass query parameters as 'query'")
+    segments = []
+    for raw in path.split("/")[1:]:
+        decoded, previous = raw, None
+        for _ in range(4):  # decode until stable: %252e%252e is '..' too
+            if decoded == previous:
+                break
+            previous, decoded = decoded, unquote(decoded, errors="strict")
+        else:
+            raise Refused("path is encoded more than three times over")
+        if decoded != previous:
+            raise Refused("path is encoded more than three times over")
+        problem = _bad_char(decoded)
+        if problem:
+            raise Refused(f"path holds {problem}")
+        if "\\" in decoded:
+            raise Refused("path holds a backslash")
+        if "/" in decoded:
+            raise Refused("path holds an encoded '/' (%2F)")
+        if decoded in (".", ".."):
+            raise Refused(f"path holds a '{decoded}' segment")
+        segments.append(decoded)
+    if any(not s for s in segments[:-1]):
+        raise Refused("path holds an empty segment ('//')")
+    return "/" + "/".join(quote(s, safe=_SEGMENT_SAFE) for s in segments)
+
+
+def check_method(method: object, allowed: Iterable[str]) -> str:
+    if not isinstance(method, str) or method.upper() not in set(allowed):
+        raise Refused(f"method must be one of {', '.join(allowed)}")
+    return method.upper()
+
+
+def check_headers(headers: object, *, reserved: Iterable[str] = ()) -> dict[str, str]:
+    """The caller's headers, each a token name and a printable value; ``Host``,
+    ``Authorization``, ``Cookie``, ``Proxy-*``, hop-by-hop headers and whatever the
+    service's auth kind sets are refused."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise Refused("headers must be an object of name: value")
+    if len(headers) > MAX_HEADERS:
+        raise Refused(f"more than {MAX_HEADERS} headers")
+    blocked = {name.lower() for name in reserved}
+    result: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise Refused("header names and values must be strings")
+        problem = _bad_char(name) or _bad_char(value.replace("\t", " "))
+        if problem:
+            raise Refused(f"header {name[:40]!r} holds {problem}")
+        if not _TOKEN.fullmatch(name):
+            raise Refused(f"header name {name[:40]!r} is not a valid HTTP token")
+        lower = name.lower()
+        if lower in FORBIDDEN_HEADERS or lower in blocked or lower.startswith(
+                FORBIDDEN_PREFIXES):
+            raise Refused(f"header {name} may not be set by the caller")
+        if len(value) > MAX_HEADER_VALUE:
+            raise Refused(f"header {name} is longer than {MAX_HEADER_VALUE} characters")
+        if lower in {k.lower() for k in result}:
+            raise Refused(f"header {name} is given twice")
+        result[name] = value
+    return result
+
+
+def check_query(query: object, *, reserved: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """Query parameters as pairs; the one the service's auth kind sets is refused."""
+    if query is None:
+        return []
+    if isinstance(query, Mapping):
+        pairs = list(query.items())
+    elif isinstance(query, list) and all(isinstance(p, list | tuple) and len(p) == 2
+                                         for p in query):
+        pairs = [(p[0], p[1]) for p in query]
+    else:
+        raise Refused("query must be an object of name: value")
+    if len(pairs) > MAX_QUERY:
+        raise Refused(f"more than {MAX_QUERY} query parameters")
+    blocked = set(reserved)
+    result = []
+    for name, value in pairs:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(name, str) or not isinstance(value, str) or not name:
+            raise Refused("query names and values must be strings")
+        problem = _bad_char(name) or _bad_char(value)
+        if problem:
+            raise Refused(f"query parameter {name[:40]!r} holds {problem}")
+        if name in blocked:
+            raise Refused(f"query parameter {name} may not be set by the caller")
+        result.append((name, value))
+    return result

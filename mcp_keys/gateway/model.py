@@ -1,0 +1,192 @@
+"""Services and their rules: what an agent may ask of which upstream API."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import UsageError
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+_QUERY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_PATTERN_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()+,;=:@%*-]*")
+_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
+            "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+_SCOPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/-]{0,127}")
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise UsageError(f"invalid service name {name!r}: use lower-case letters, digits, "
+                         "'-' and '_' (at most 63)")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """``METHOD PATH``: METHOD an HTTP method or ``*``; PATH a glob over path segments,
+    ``*`` within one segment and ``**`` for any depth. ``scope`` limits it to callers
+    holding that scope."""
+
+    effect: str  # "allow" or "deny"
+    method: str
+    pattern: str
+    scope: str | None = None
+    _regex: re.Pattern[str] = field(repr=False, compare=False, default=re.compile(""))
+
+    @property
+    def text(self) -> str:
+        return f"{self.method} {self.pattern}"
+
+    def describe(self) -> str:
+        suffix = f" (scope {self.scope})" if self.scope else ""
+        return f"{self.effect} {self.text}{suffix}"
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method == "*" or self.method == method) and bool(
+            self._regex.fullmatch(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"rule": self.text}
+        if self.scope:
+            data["scope"] = self.scope
+        return data
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    parts = []
+    for segment in pattern.split("/")[1:]:
+        if segment == "**":
+            parts.append("(?:/[^/]*)*")
+        else:
+            parts.append("/" + "[^/]*".join(re.escape(p) for p in segment.split("*")))
+    return re.compile("".join(parts) or "/")
+
+
+def parse_rule(text: str, effect: str, scope: str | None = None) -> Rule:
+    """A rule from ``'GET /v1/charges/**'``, or a ``UsageError`` saying what is wrong."""
+    if not isinstance(text, str) or not text.isprintable():
+        raise UsageError(f"rule {text!r} must be printable text like 'GET /v1/charges/**'")
+    parts = text.split()
+    if len(parts) != 2:
+        raise UsageError(f"rule {text!r} must be 'METHOD PATH', e.g. 'GET /v1/charges/**'")
+    method, pattern = parts[0].upper(), parts[1]
+    if method != "*" and method not in METHODS:
+        raise UsageError(f"rule {text!r}: method must be one of {', '.join(METHODS)} or *")
+    if not pattern.startswith("/") or "//" in pattern or "?" in pattern or "#" in pattern:
+        raise UsageError(f"rule {text!r}: the path must start with '/' and hold no '//', "
+                         "'?' or '#'")
+    for segment in pattern.split("/")[1:]:
+        if segment in (".", "..") or (segment != "**" and "**" in segment) or \
+                not _PATTERN_SEGMENT.fullmatch(segment):
+            raise UsageError(f"rule {text!r}: bad path segment {segment!r} (use '*' within a "
+                             "segment, '**' alone for any depth)")
+    if scope is not None and not _SCOPE.fullmatch(scope):
+        raise UsageError(f"invalid scope {scope!r} for rule {text!r}")
+    return Rule(effect, method, pattern, scope, _compile(pattern))
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``count`` calls per ``period`` seconds (a token bucket of that size)."""
+
+    count: int
+    period: float
+
+    @property
+    def text(self) -> str:
+        for name in ("s", "min", "hour", "day"):
+            if _PERIODS[name] == self.period:
+                return f"{self.count}/{name}"
+        return f"{self.count}/{self.period:g}s"
+
+
+def parse_rate(text: str) -> RateLimit:
+    """``100/min``, ``10/s``, ``1000/hour``, ``5/30s``."""
+    from ..durations import parse_duration
+
+    count, sep, period = str(text).partition("/")
+    if not sep or not count.isdigit() or int(count) < 1 or int(count) > 1_000_000:
+        raise UsageError(f"rate limit {text!r} must be N/PERIOD, e.g. 100/min or 10/s")
+    seconds: float | None = _PERIODS.get(period)
+    if seconds is None:
+        try:
+            delta = parse_duration(period)
+            seconds = delta.total_seconds() if delta is not None else 0.0
+        except UsageError:
+            raise UsageError(f"rate limit {text!r}: the period must be s, min, hour, day or "
+                             "a duration like 30s") from None
+    if seconds <= 0:
+        raise UsageError(f"rate limit {text!r}: the period must be positive")
+    return RateLimit(int(count), float(seconds))
+
+
+def check_auth(kind: str) -> str:
+    """``bearer``, ``basic``, ``header:NAME``, ``query:NAME`` or ``sigv4:REGION:SERVICE``."""
+    if kind in ("bearer", "basic"):
+        return kind
+    name, _, value = kind.partition(":")
+    if name == "header" and _HEADER.fullmatch(value) and value.lower() not in (
+            "host", "cookie", "content-length", "transfer-encoding", "connection"):
+        return kind
+    if name == "query" and _QUERY.fullmatch(value):
+        return kind
+    if name == "sigv4":
+        region, _, service = value.partition(":")
+        if re.fullmatch(r"[a-z0-9-]{2,32}", region) and re.fullmatch(r"[a-z0-9-]{2,32}",
+                                                                      service):
+            return kind
+    raise UsageError(f"unknown auth kind {kind!r}: use bearer, basic, header:NAME, "
+                     "query:NAME or sigv4:REGION:SERVICE")
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One upstream API: where it is, how its credential is injected, what is allowed."""
+
+    name: str
+    base_url: str
+    auth: str
+    secret: str  # a reference (keyring:..., env:..., vault:...), never a value
+    allow: tuple[Rule, ...] = ()
+    deny: tuple[Rule, ...] = ()
+    rate_limit: RateLimit | None = None
+    timeout: float = 30.0
+    description: str = ""
+    enabled: bool = True
+    env: str | None = None  # the variable a vendor's MCP server reads its key from
+
+    @property
+    def host(self) -> str:
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.base_url).netloc
+
+    def decide(self, method: str, path: str, scopes: frozenset[str]) -> tuple[bool, str]:
+        """``(allowed, why)``: deny rules win, then allow rules (a scoped rule counts only
+        for callers holding its scope); anything unmatched is denied."""
+        for rule in self.deny:
+            if rule.matches(method, path) and (rule.scope is None or rule.scope in scopes):
+                return False, f"denied by rule '{rule.describe()}'"
+        held = None
+        for rule in self.allow:
+            if rule.matches(method, path):
+                if rule.scope is None or rule.scope in scopes:
+                    return True, f"allowed by rule '{rule.describe()}'"
+                held = held or rule
+        if held is not None:
+            return False, (f"rule '{held.describe()}' would allow it, but the caller's key "
+                           f"lacks scope {held.scope}")
+        if not self.allow:
+            return False, f"service {self.name} has no allow rule: it denies everything"
+        return False, f"no rule allows {method} {path} (unmatched requests are denied)"
+
+    def rules_for(self, scopes: frozenset[str]) -> list[str]:
+        """The allow rules this caller can use."""
+        return [rule.text for rule in self.allow if rule.scope is None or rule.scope in scopes]
+
+    def with_changes(self, **changes: Any) -> Service:
+        return replace(self, **changes)

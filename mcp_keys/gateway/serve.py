@@ -1,0 +1,105 @@
+"""``mcp-keys gateway serve``: build the gateway over a store and its services file and
+run it on stdio or streamable HTTP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+from ..errors import McpKeysError, UsageError
+from ..integrations.refusal import ASGIApp, Receive, Scope, Send, bearer_token
+from ..validator import Validator
+from .config import ConfigError, ServiceConfig, services_path
+from .core import MAX_BODY, Gateway
+from .mcp_server import KEY_VAR, CallerSource, build, key_from_environment
+from .model import RateLimit
+from .ratelimit import Buckets
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+REFRESH = 0.5  # a revoke or a store change reaches the gateway within this
+
+
+class KeyRateLimit:
+    """429 with ``Retry-After`` when a key as a whole is over the gateway's limit."""
+
+    def __init__(self, app: ASGIApp, validator: Validator, limit: RateLimit) -> None:
+        self.app, self.validator, self.limit = app, validator, limit
+        self.buckets = Buckets()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            result = self.validator.validate(bearer_token(scope))
+            if result and result.key_id:
+                wait = self.buckets.take(result.key_id, self.limit.count, self.limit.period)
+                if wait:
+                    body = json.dumps({"error": "rate_limited", "error_description":
+                                       f"this key is over {self.limit.text} on the gateway; "
+                                       f"retry in {wait:.1f}s"}).encode()
+                    await send({"type": "http.response.start", "status": 429, "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"retry-after", str(math.ceil(wait)).encode()),
+                        (b"content-length", str(len(body)).encode())]})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
+
+
+def make_gateway(store: str | os.PathLike[str] | None, *, services: Path | None = None,
+                 max_body: int = MAX_BODY, log_bodies: bool = False,
+                 front: str = "mcp") -> tuple[Gateway, Validator]:
+    """A gateway over ``store``'s keys and audit trail and its services file, which must
+    be valid before anything is served."""
+    from ..manager import KeyManager
+
+    config = ServiceConfig(services or services_path(store))
+    snapshot = config.current()
+    if snapshot.error is not None:
+        raise ConfigError(snapshot.error)
+    if not snapshot.services:
+        raise ConfigError(f"no services in {config.path}: add one with 'mcp-keys service add'")
+    manager = KeyManager(store)
+    validator = Validator(store, refresh_interval=REFRESH)
+    gateway = Gateway(config, audit=manager.audit, max_body=max_body, log_bodies=log_bodies,
+                      front=front)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: config.reload())
+    return gateway, validator
+
+
+def serve(store: str | os.PathLike[str] | None, *, transport: str = "stdio",
+          host: str = "127.0.0.1", port: int = 8765, public: bool = False,
+          services: Path | None = None, max_body: int = MAX_BODY, log_bodies: bool = False,
+          rate_limit: RateLimit | None = None) -> None:
+    """Run the gateway until its transport ends."""
+    if transport == "http" and host not in LOOPBACK and not public:
+        raise UsageError(f"--host {host} is not loopback: add --public to serve other "
+                         "machines (and put TLS in front)")
+    gateway, validator = make_gateway(store, services=services, max_body=max_body,
+                                      log_bodies=log_bodies)
+    if transport == "stdio":
+        callers = CallerSource(validator, key_from_environment())
+        result = callers.check_start()
+        if not result:
+            raise McpKeysError(f"{KEY_VAR} must hold a valid mcp-keys key for the gateway "
+                               f"({result.reason.value}); create one with 'mcp-keys create "
+                               "agent --scope gateway:SERVICE'")
+        build(gateway, callers).run("stdio")
+        return
+    import uvicorn
+
+    from ..integrations.mcp import McpKeysTokenVerifier
+
+    verifier = McpKeysTokenVerifier(validator=validator)
+    server = build(gateway, CallerSource(validator), token_verifier=verifier,
+                   auth=verifier.auth_settings())
+    try:
+        app: ASGIApp = server.streamable_http_app(host=host)
+    except TypeError:  # SDK 1.x takes the host on the server
+        app = server.streamable_http_app()
+    app = verifier.protect(app)
+    if rate_limit is not None:
+        app = KeyRateLimit(app, validator, rate_limit)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

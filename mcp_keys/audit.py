@@ -47,6 +47,9 @@ EVENTS = (
     "require",
     "validation_failed",
     "migrated",
+    "migrate_schema",
+    "gateway_call",
+    "gateway_exec",
 )
 
 

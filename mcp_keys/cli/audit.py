@@ -24,16 +24,19 @@ TABLE_BATCH = 500  # rows per printed table: the history is never held in memory
 @click.option("--event", default=None, help="Only this event type.")
 @click.option("--since", type=Duration(), default=None, help="Only events this recent (24h).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="The newest N events.")
+@click.option("--service", default=None, help="Only gateway events for this service.")
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON.")
 @store_option
 @click.pass_context
 def audit(ctx: click.Context, key_id: str | None, event: str | None,
-          since: timedelta | None, limit: int | None, as_json: bool) -> None:
+          since: timedelta | None, limit: int | None, service: str | None,
+          as_json: bool) -> None:
     """Read the audit log, newest last; 'audit verify' checks its hash chain.
 
     \b
     Examples:
       mcp-keys audit --key lha6 --limit 20
+      mcp-keys audit --event gateway_call --service stripe --json
       mcp-keys audit verify
     """
     if ctx.invoked_subcommand is not None:
@@ -46,7 +49,13 @@ def audit(ctx: click.Context, key_id: str | None, event: str | None,
     log = manager(ctx).audit
     after = None if since is None else utcnow() - since
     items: Iterable[AuditEvent | str]
-    if limit is not None:
+    if service is not None:
+        from collections import deque
+
+        matching = (item for item in log.matching(key_id=key_id, event=event, since=after)
+                    if isinstance(item, str) or item.detail.get("service") == service)
+        items = matching if limit is None else deque(matching, maxlen=limit)
+    elif limit is not None:
         reading = log.read(key_id=key_id, event=event, since=after, limit=limit)
         items = [*reading.damaged, *reading.events]
     else:

@@ -31,7 +31,15 @@ def _update(ctx: click.Context, change: Any) -> dict[str, Service]:
 
 
 def _record(service: Service) -> dict[str, Any]:
-    return {"name": service.name, "base_url": service.base_url, "auth": service.auth,
+    if service.kind == "exec":
+        return {"name": service.name, "kind": "exec", "command": service.command,
+                "allow_args": list(service.allow_args), "secret_env": dict(service.secret_env),
+                "cwd": service.cwd, "enabled": service.enabled,
+                "description": service.description,
+                "rate_limit": service.rate_limit.text if service.rate_limit else None,
+                "timeout": service.timeout}
+    return {"kind": "http", "name": service.name, "base_url": service.base_url,
+            "auth": service.auth,
             "secret": service.secret, "enabled": service.enabled,
             "description": service.description,
             "allow": [r.to_dict() for r in service.allow],
@@ -92,35 +100,64 @@ def _with_common(command: Any) -> Any:
 @service.command()
 @click.argument("name")
 @_with_common
+@click.option("--exec", "is_exec", is_flag=True, help="An exec service: run --command.")
+@click.option("--command", default=None, help="exec: the executable (resolved to a full path).")
+@click.option("--allow-args", multiple=True, metavar="GLOB",
+              help="exec: allowed arguments, space-joined ('*' within a path segment, '**' "
+                   "anything; repeatable).")
+@click.option("--secret-env", multiple=True, metavar="VAR=REF",
+              help="exec: set VAR to the secret REF names (repeatable).")
+@click.option("--cwd", type=click.Path(file_okay=False, exists=True, resolve_path=True),
+              default=None, help="exec: the directory it runs in (default: a fresh one).")
 @store_option
 @click.pass_context
 def add(ctx: click.Context, name: str, base_url: str | None, auth: str | None,
         secret: str | None, allow: tuple[str, ...], deny: tuple[str, ...], scope: str | None,
         rate_limit: str | None, timeout: timedelta | None, description: str | None,
-        env_var: str | None) -> None:
+        env_var: str | None, is_exec: bool, command: str | None,
+        allow_args: tuple[str, ...], secret_env: tuple[str, ...], cwd: str | None) -> None:
     """Add a service; nothing is allowed until an --allow rule says so.
 
     \b
     Examples:
       mcp-keys service add stripe --base-url https://api.stripe.com --auth bearer \\
           --secret keyring:mcp-keys/stripe --allow 'GET /v1/**' --rate-limit 60/min
+      mcp-keys service add gh --exec --command gh --allow-args 'api repos/**' \\
+          --allow-args 'issue list*' --secret-env GH_TOKEN=keyring:mcp-keys/github
     """
     from ..errors import McpKeysError, UsageError
-    from ..gateway.config import parse_service
+    from ..gateway.config import check_command, parse_service
 
-    missing = [flag for flag, value in (("--base-url", base_url), ("--auth", auth),
-                                        ("--secret", secret)) if value is None]
-    if missing:
-        raise UsageError(f"service add needs {', '.join(missing)}")
-    table: dict[str, Any] = {"base_url": base_url, "auth": auth, "secret": secret,
-                             "allow": [], "deny": []}
+    table: dict[str, Any] = {}
     for key, value in (("rate_limit", rate_limit), ("timeout", _seconds(timeout)),
-                       ("description", description), ("env", env_var)):
+                       ("description", description)):
         if value is not None:
             table[key] = value
-    created = parse_service(name, table)
-    created = created.with_changes(allow=_rules(allow, "allow", scope),
-                                   deny=_rules(deny, "deny", scope))
+    if is_exec:
+        if command is None:
+            raise UsageError("service add --exec needs --command")
+        pairs = {}
+        for item in secret_env:
+            var, sep, ref = item.partition("=")
+            if not sep:
+                raise UsageError(f"--secret-env {item!r} must be VAR=REF")
+            pairs[var] = ref
+        table.update(kind="exec", command=check_command(command),
+                     allow_args=list(allow_args), secret_env=pairs)
+        if cwd is not None:
+            table["cwd"] = cwd
+        created = parse_service(name, table)
+    else:
+        missing = [flag for flag, value in (("--base-url", base_url), ("--auth", auth),
+                                            ("--secret", secret)) if value is None]
+        if missing:
+            raise UsageError(f"service add needs {', '.join(missing)}")
+        table.update(base_url=base_url, auth=auth, secret=secret, allow=[], deny=[])
+        if env_var is not None:
+            table["env"] = env_var
+        created = parse_service(name, table)
+        created = created.with_changes(allow=_rules(allow, "allow", scope),
+                                       deny=_rules(deny, "deny", scope))
 
     def change(services: dict[str, Service]) -> None:
         if name in services:
@@ -129,8 +166,10 @@ def add(ctx: click.Context, name: str, base_url: str | None, auth: str | None,
         services[name] = created
 
     _update(ctx, change)
-    click.echo(f"Added service {safe(name)} ({safe(created.host)})")
-    if not created.allow:
+    click.echo(f"Added service {safe(name)} ({safe(created.host or created.command or '')})")
+    if created.kind == "exec" and not created.allow_args:
+        click.echo(f"Service {name} allows no arguments, so it runs nothing", err=True)
+    elif created.kind == "http" and not created.allow:
         click.echo(f"Service {name} has no allow rule, so it denies everything; allow "
                    f"something with: mcp-keys service edit {name} --allow 'GET /path/**'",
                    err=True)
@@ -229,6 +268,11 @@ def list_services(ctx: click.Context, as_json: bool) -> None:
     for name, item in sorted(services.items()):
         state = "enabled" if item.enabled else "disabled"
         rules = len(item.allow)
+        if item.kind == "exec":
+            count = len(item.allow_args)
+            click.echo(f"{safe(name)}  exec {safe(item.command or '')}  {state}  "
+                       f"{count} args rule{'s' if count != 1 else ''}")
+            continue
         click.echo(f"{safe(name)}  {safe(item.base_url)}  {item.auth}  {state}  "
                    f"{rules} allow rule{'s' if rules != 1 else ''}")
 
@@ -252,6 +296,8 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
         emit_json(record)
         return
     for key, value in record.items():
+        if key == "secret_env":
+            value = ", ".join(f"{var}={ref}" for var, ref in value.items()) or "-"
         if key in ("allow", "deny"):
             value = ", ".join(r["rule"] + (f" (scope {r['scope']})" if "scope" in r else "")
                               for r in value) or "-"

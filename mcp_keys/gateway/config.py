@@ -26,7 +26,9 @@ SERVICES_VAR = "MCP_KEYS_SERVICES"
 CHECK_INTERVAL = 0.25
 MAX_TIMEOUT = 600.0
 _KEYS = {"base_url", "auth", "secret", "description", "enabled", "timeout", "rate_limit",
-         "env", "allow", "deny"}
+         "env", "allow", "deny", "kind"}
+_EXEC_KEYS = {"kind", "command", "allow_args", "secret_env", "cwd", "description", "enabled",
+              "timeout", "rate_limit"}
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -96,6 +98,74 @@ def _rules(value: object, effect: str, where: str) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+def _common(where: str, table: dict[str, Any]) -> dict[str, Any]:
+    """What every kind of service has: timeout, rate limit, description, enabled."""
+    timeout = table.get("timeout", 30.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or \
+            not 0 < timeout <= MAX_TIMEOUT:
+        raise UsageError(f"{where}.timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}]")
+    rate = table.get("rate_limit")
+    limit: RateLimit | None = None if rate is None else parse_rate(rate)
+    description = table.get("description", "")
+    if not isinstance(description, str) or not description.isprintable() or \
+            len(description) > 1024:
+        raise UsageError(f"{where}.description must be printable text (at most 1024)")
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise UsageError(f"{where}.enabled must be true or false")
+    return {"timeout": float(timeout), "rate_limit": limit, "description": description,
+            "enabled": enabled}
+
+
+def _unknown(where: str, table: dict[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: "
+                         f"{', '.join(sorted(known))})")
+
+
+def check_command(command: object) -> str:
+    """An executable, resolved to an absolute path now, so PATH at run time cannot swap it."""
+    import shutil
+
+    if not isinstance(command, str) or not command or not command.isprintable():
+        raise UsageError("--command must name an executable, e.g. gh or /usr/bin/gh")
+    found = shutil.which(command) if not os.path.isabs(command) else command
+    if found is None or not os.path.isfile(found) or not os.access(found, os.X_OK):
+        raise UsageError(f"command {command!r} is not an executable file on PATH; give its "
+                         "full path")
+    return os.path.realpath(found)
+
+
+def _parse_exec(name: str, where: str, table: dict[str, Any]) -> Service:
+    from ..secrets.reference import is_variable_name
+
+    _unknown(where, table, _EXEC_KEYS)
+    if "command" not in table:
+        raise UsageError(f"{where} lacks 'command'")
+    command = table["command"]
+    if not isinstance(command, str) or not os.path.isabs(command):
+        raise UsageError(f"{where}.command must be an absolute path")
+    patterns = table.get("allow_args", [])
+    if not isinstance(patterns, list) or not all(
+            isinstance(p, str) and p.isprintable() and p for p in patterns):
+        raise UsageError(f"{where}.allow_args must be a list of argument globs")
+    secret_env = table.get("secret_env", {})
+    if not isinstance(secret_env, dict):
+        raise UsageError(f"{where}.secret_env must be a table of VARIABLE = reference")
+    pairs = []
+    for var, ref in sorted(secret_env.items()):
+        if not is_variable_name(var) or var in ("PATH", "HOME", "LANG"):
+            raise UsageError(f"{where}.secret_env: {var!r} is not a variable it may set")
+        pairs.append((var, check_secret(ref)))
+    cwd = table.get("cwd")
+    if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd)):
+        raise UsageError(f"{where}.cwd must be an absolute directory")
+    return Service(name=name, base_url="", auth="", secret="", kind="exec", command=command,
+                   allow_args=tuple(patterns), secret_env=tuple(pairs), cwd=cwd,
+                   **_common(where, table))
+
+
 def parse_service(name: str, table: object) -> Service:
     """One ``[services.NAME]`` table as a ``Service``, or a ``UsageError``."""
     from ..secrets.reference import is_variable_name
@@ -104,36 +174,23 @@ def parse_service(name: str, table: object) -> Service:
     check_name(name)
     if not isinstance(table, dict):
         raise UsageError(f"{where} must be a table")
-    unknown = sorted(set(table) - _KEYS)
-    if unknown:
-        raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: "
-                         f"{', '.join(sorted(_KEYS))})")
+    kind = table.get("kind", "http")
+    if kind == "exec":
+        return _parse_exec(name, where, table)
+    if kind != "http":
+        raise UsageError(f"{where}.kind must be 'http' or 'exec'")
+    _unknown(where, table, _KEYS)
     for required in ("base_url", "auth", "secret"):
         if required not in table:
             raise UsageError(f"{where} lacks {required!r}")
-    timeout = table.get("timeout", 30.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or \
-            not 0 < timeout <= MAX_TIMEOUT:
-        raise UsageError(f"{where}.timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}]")
-    rate = table.get("rate_limit")
-    limit: RateLimit | None = None if rate is None else parse_rate(rate)
     env = table.get("env")
     if env is not None and (not isinstance(env, str) or not is_variable_name(env)):
         raise UsageError(f"{where}.env must be a variable name")
-    description = table.get("description", "")
-    if not isinstance(description, str) or not description.isprintable() or \
-            len(description) > 1024:
-        raise UsageError(f"{where}.description must be printable text (at most 1024)")
-    enabled = table.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise UsageError(f"{where}.enabled must be true or false")
     return Service(
         name=name, base_url=check_base_url(table["base_url"]),
         auth=check_auth(str(table["auth"])), secret=check_secret(table["secret"]),
         allow=_rules(table.get("allow", []), "allow", where),
-        deny=_rules(table.get("deny", []), "deny", where),
-        rate_limit=limit, timeout=float(timeout), description=description,
-        enabled=enabled, env=env)
+        deny=_rules(table.get("deny", []), "deny", where), env=env, **_common(where, table))
 
 
 def parse(raw: bytes, path: Path) -> dict[str, Service]:
@@ -166,21 +223,34 @@ def _rule(rule: Rule) -> str:
     return f"{{ rule = {_string(rule.text)}, scope = {_string(rule.scope)} }}"
 
 
+def _common_lines(service: Service) -> list[str]:
+    lines = [f"enabled = {'true' if service.enabled else 'false'}",
+             f"timeout = {service.timeout!r}"]
+    if service.description:
+        lines.append(f"description = {_string(service.description)}")
+    if service.rate_limit is not None:
+        lines.append(f"rate_limit = {_string(service.rate_limit.text)}")
+    return lines
+
+
 def serialize(services: dict[str, Service]) -> bytes:
     lines = ["# mcp-keys gateway services: references only, never secret values.",
              "# Edit with 'mcp-keys service ...'; a running gateway reloads within a second."]
     for name in sorted(services):
         service = services[name]
-        lines += ["", f"[services.{name}]",
-                  f"base_url = {_string(service.base_url)}",
+        lines += ["", f"[services.{name}]"]
+        if service.kind == "exec":
+            lines += ['kind = "exec"', f"command = {_string(service.command or '')}",
+                      *_common_lines(service),
+                      f"allow_args = [{', '.join(_string(p) for p in service.allow_args)}]"]
+            if service.cwd:
+                lines.append(f"cwd = {_string(service.cwd)}")
+            env = ", ".join(f"{var} = {_string(ref)}" for var, ref in service.secret_env)
+            lines.append(f"secret_env = {{ {env} }}" if env else "secret_env = {}")
+            continue
+        lines += [f"base_url = {_string(service.base_url)}",
                   f"auth = {_string(service.auth)}",
-                  f"secret = {_string(service.secret)}",
-                  f"enabled = {'true' if service.enabled else 'false'}",
-                  f"timeout = {service.timeout!r}"]
-        if service.description:
-            lines.append(f"description = {_string(service.description)}")
-        if service.rate_limit is not None:
-            lines.append(f"rate_limit = {_string(service.rate_limit.text)}")
+                  f"secret = {_string(service.secret)}", *_common_lines(service)]
         if service.env:
             lines.append(f"env = {_string(service.env)}")
         for effect, rules in (("allow", service.allow), ("deny", service.deny)):

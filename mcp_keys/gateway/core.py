@@ -27,6 +27,7 @@ from .scrub import Scrubber
 if TYPE_CHECKING:
     from ..audit import AuditTrail
     from ..secrets.cache import SecretCache
+    from .runner import ExecResult
 
 MAX_BODY = 1 << 20
 MAX_REASON = 200
@@ -183,6 +184,8 @@ class Gateway:
         """Everything but the sending: the service, the outgoing request (without the
         credential) and why it is allowed; ``Denied`` otherwise."""
         service = self.service(caller, request.service)
+        if service.kind != "http":
+            raise Denied("denied", f"service {service.name} runs a command: use exec")
         try:
             method = check_method(request.method, METHODS)
             path = normalise_path(request.path)
@@ -199,13 +202,7 @@ class Gateway:
         allowed, why = service.decide(method, path, caller.scopes)
         if not allowed:
             raise Denied("denied", why)
-        if service.rate_limit is not None:
-            wait = self.buckets.take((caller.key_id, service.name), service.rate_limit.count,
-                                     service.rate_limit.period)
-            if wait:
-                raise Denied("rate_limited", f"rate limit {service.rate_limit.text} reached "
-                             f"for this key on {service.name}: retry in {wait:.1f}s",
-                             retry_after=wait)
+        self._take(caller, service)
         outgoing = Outgoing(method, service.base_url + path, headers, query, body)
         return service, outgoing, why
 
@@ -241,6 +238,66 @@ class Gateway:
         self._audit(caller, detail)
         return response
 
+    async def run_exec(self, caller: Caller, name: object, args: object,
+                       reason: object = None) -> ExecResult:
+        """Run an exec service's command with ``args`` if a glob allows them; audited as
+        ``gateway_exec`` whatever the outcome."""
+        from .runner import check_args, run
+
+        timing = _Timing()
+        detail: dict[str, Any] = {"front": self.front, "service": str(name)[:64]}
+        cleaned = clean_reason(reason)
+        if cleaned:
+            detail["reason"] = cleaned
+        try:
+            service = self.service(caller, name)
+            if service.kind != "exec" or service.command is None:
+                raise Denied("denied", f"service {service.name} is an HTTP service: use "
+                             "execute")
+            try:
+                argv = check_args(args)
+            except ValueError as exc:
+                raise Denied("bad_request", f"refused before running: {exc}") from None
+            detail["args"] = " ".join(argv)[:500]
+            allowed, why = service.args_allowed(argv)
+            detail["rule"] = why
+            if not allowed:
+                raise Denied("denied", why)
+            self._take(caller, service)
+            env, values = {}, []
+            for var, ref in service.secret_env:
+                try:
+                    secret = self.secrets.get(ref)
+                except SecretError as exc:
+                    raise Denied("upstream_error", f"the credential for {service.name} could "
+                                 f"not be read: {exc}") from None
+                env[var] = secret.reveal()
+                values.append(secret.reveal())
+            scrub = Scrubber(values)
+            result = await run(service.command, argv, env, cwd=service.cwd,
+                               timeout=service.timeout, limit=self.max_body)
+        except Denied as exc:
+            detail.update(decision=exc.decision, why=str(exc), latency_ms=timing.ms())
+            self._audit(caller, detail, event="gateway_exec")
+            raise
+        result.stdout, result.stderr = scrub.text(result.stdout), scrub.text(result.stderr)
+        detail.update(decision="timed_out" if result.timed_out else "allowed",
+                      exit_code=result.exit_code, latency_ms=timing.ms(),
+                      bytes_in=result.bytes_out)
+        if "args" in detail:
+            detail["args"] = scrub.text(detail["args"])
+        self._audit(caller, detail, event="gateway_exec")
+        return result
+
+    def _take(self, caller: Caller, service: Service) -> None:
+        if service.rate_limit is None:
+            return
+        wait = self.buckets.take((caller.key_id, service.name), service.rate_limit.count,
+                                 service.rate_limit.period)
+        if wait:
+            raise Denied("rate_limited", f"rate limit {service.rate_limit.text} reached for "
+                         f"this key on {service.name}: retry in {wait:.1f}s", retry_after=wait)
+
     async def probe(self, name: str, path: str = "/") -> tuple[GatewayResponse, float]:
         """One GET to ``path`` of a service with its credential, whatever the rules (the
         operator's ``service test``); scrubbed, and audited with ``front: "test"``."""
@@ -270,9 +327,10 @@ class Gateway:
             self.audit.append("gateway_call", detail=detail)
         return response, latency
 
-    def _audit(self, caller: Caller, detail: dict[str, Any]) -> None:
+    def _audit(self, caller: Caller, detail: dict[str, Any],
+               event: str = "gateway_call") -> None:
         if self.audit is not None:
-            self.audit.append("gateway_call", key_id=caller.key_id, detail=detail)
+            self.audit.append(event, key_id=caller.key_id, detail=detail)
 
     async def _send(self, service: Service, outgoing: Outgoing) -> GatewayResponse:
         httpx = _client_module()

@@ -19,8 +19,8 @@ from .core import Caller, Denied, Gateway, GatewayRequest
 
 KEY_VAR = "MCP_API_KEY"
 INSTRUCTIONS = ("Calls upstream APIs for you with credentials you never see. list_services "
-                "shows what this key may call; execute makes one request; explain says which "
-                "rule would decide a request and why.")
+                "shows what this key may call; execute makes one request; exec runs a "
+                "configured command; explain says which rule would decide a request and why.")
 
 
 def _tool_error() -> type[Exception]:
@@ -97,6 +97,17 @@ def build(gateway: Gateway, callers: CallerSource, **server_kwargs: Any) -> Any:
         except Denied as exc:
             raise refuse(exc) from None
         return response.to_dict()
+
+    @tool()
+    async def exec(service: str, args: list[str], reason: str | None = None
+                   ) -> dict[str, Any]:
+        """Run an exec service's command with these arguments (the gateway puts the
+        credential in its environment). Returns the exit code, stdout and stderr."""
+        try:
+            result = await gateway.run_exec(callers.current(), service, args, reason)
+        except Denied as exc:
+            raise refuse(exc) from None
+        return result.to_dict()
 
     @tool()
     def explain(service: str, method: str, path: str) -> dict[str, Any]:

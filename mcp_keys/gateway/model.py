@@ -66,6 +66,12 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts) or "/")
 
 
+def arg_glob(pattern: str) -> re.Pattern[str]:
+    """``**`` matches anything, ``*`` anything but '/'; the rest literally."""
+    parts = [re.escape(p) for p in pattern.split("**")]
+    return re.compile(".*".join(part.replace(r"\*", "[^/]*") for part in parts), re.DOTALL)
+
+
 def parse_rule(text: str, effect: str, scope: str | None = None) -> Rule:
     """A rule from ``'GET /v1/charges/**'``, or a ``UsageError`` saying what is wrong."""
     if not isinstance(text, str) or not text.isprintable():
@@ -158,6 +164,11 @@ class Service:
     description: str = ""
     enabled: bool = True
     env: str | None = None  # the variable a vendor's MCP server reads its key from
+    kind: str = "http"  # or "exec": run one configured executable
+    command: str | None = None  # exec: the absolute path, resolved when configured
+    allow_args: tuple[str, ...] = ()  # exec: globs over the space-joined arguments
+    secret_env: tuple[tuple[str, str], ...] = ()  # exec: (VARIABLE, reference)
+    cwd: str | None = None  # exec: the directory it runs in (default: a fresh temp dir)
 
     @property
     def host(self) -> str:
@@ -186,7 +197,20 @@ class Service:
 
     def rules_for(self, scopes: frozenset[str]) -> list[str]:
         """The allow rules this caller can use."""
+        if self.kind == "exec":
+            return [f"exec {pattern}" for pattern in self.allow_args]
         return [rule.text for rule in self.allow if rule.scope is None or rule.scope in scopes]
+
+    def args_allowed(self, args: list[str]) -> tuple[bool, str]:
+        """Whether the space-joined ``args`` match an ``allow_args`` glob (``*`` within a
+        path segment, ``**`` anything)."""
+        joined = " ".join(args)
+        for pattern in self.allow_args:
+            if arg_glob(pattern).fullmatch(joined):
+                return True, f"allowed by args rule '{pattern}'"
+        if not self.allow_args:
+            return False, f"service {self.name} allows no arguments: it runs nothing"
+        return False, f"no args rule allows {joined[:200]!r}"
 
     def with_changes(self, **changes: Any) -> Service:
         return replace(self, **changes)

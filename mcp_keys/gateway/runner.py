@@ -1,0 +1,87 @@
+"""Exec services: run one configured executable with the credential in its environment.
+
+No shell; the executable was resolved to an absolute path when the service was added;
+the environment is PATH, a fresh HOME (removed afterwards), LANG and the injected
+variables, nothing inherited; the working directory is the configured one (or that
+fresh HOME); a timeout kills the whole process group; output is capped and scrubbed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+MAX_ARGS = 64
+MAX_ARG = 4096
+
+
+@dataclass(slots=True)
+class ExecResult:
+    exit_code: int | None  # None when it was killed for the timeout
+    stdout: str
+    stderr: str
+    truncated: bool
+    timed_out: bool
+    bytes_out: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"exit_code": self.exit_code, "stdout": self.stdout, "stderr": self.stderr,
+                "truncated": self.truncated, "timed_out": self.timed_out}
+
+
+def check_args(args: object) -> list[str]:
+    """A list of printable strings (no NUL, CR or LF); raises ``ValueError``."""
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ValueError("args must be a list of strings")
+    if len(args) > MAX_ARGS:
+        raise ValueError(f"more than {MAX_ARGS} arguments")
+    for arg in args:
+        if len(arg) > MAX_ARG or any(c in arg for c in "\x00\r\n") or not arg.isprintable():
+            raise ValueError(f"argument {arg[:40]!r} holds control characters or is too long")
+    return list(args)
+
+
+async def _read(stream: asyncio.StreamReader, limit: int) -> tuple[bytes, bool, int]:
+    """Up to ``limit`` bytes, draining the rest so the child never blocks on a full pipe."""
+    kept, total = bytearray(), 0
+    while chunk := await stream.read(65536):
+        total += len(chunk)
+        if len(kept) < limit:
+            kept += chunk[:limit - len(kept)]
+    return bytes(kept), total > limit, total
+
+
+async def run(command: str, args: list[str], env: dict[str, str], *, cwd: str | None,
+              timeout: float, limit: int) -> ExecResult:
+    home = tempfile.mkdtemp(prefix="mcp-keys-exec-")
+    try:
+        environment = {"PATH": SAFE_PATH, "HOME": home, "LANG": "C.UTF-8", **env}
+        process = await asyncio.create_subprocess_exec(
+            command, *args, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=environment, cwd=cwd or home, start_new_session=True, close_fds=True)
+        assert process.stdout is not None and process.stderr is not None
+        reading = asyncio.gather(_read(process.stdout, limit), _read(process.stderr, limit))
+        timed_out = False
+        try:
+            (out, cut_out, n_out), (err, cut_err, n_err) = await asyncio.wait_for(
+                asyncio.shield(reading), timeout)
+            await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            timed_out = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)  # the whole group: grandchildren too
+            await process.wait()
+            (out, cut_out, n_out), (err, cut_err, n_err) = await reading
+        return ExecResult(None if timed_out else process.returncode,
+                          out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
+                          cut_out or cut_err, timed_out, n_out + n_err)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

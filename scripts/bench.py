@@ -10,6 +10,7 @@
     python scripts/bench.py contention   # 8 processes x 50 creates on one store
     python scripts/bench.py scan         # scan of 1,000 MCP config files
     python scripts/bench.py run          # what mcp-keys run adds to a command's start
+    python scripts/bench.py gateway      # execute vs a bare forwarding tool (bench_gateway)
 """
 
 from __future__ import annotations
@@ -233,6 +234,13 @@ def bench_contention(processes: int = 8, each: int = 50) -> list[Row]:
              f"{total / elapsed:,.0f} creates/s", f"{total} keys, none lost")]
 
 
+def bench_gateway() -> list[Row]:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_gateway import bench
+
+    return bench()
+
+
 def show(rows: list[Row]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
@@ -242,7 +250,7 @@ def show(rows: list[Row]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["all", "validate", "startup", "store", "contention",
-                                         "scan", "run"],
+                                         "scan", "run", "gateway"],
                         nargs="?", default="all")
     parser.add_argument("--backend", choices=["json", "postgresql"], default="json")
     parser.add_argument("--postgres", default=os.environ.get("MCP_KEYS_TEST_POSTGRES_URL"),
@@ -261,7 +269,8 @@ def main() -> None:
           f"{os.cpu_count()} cores, {platform.machine()}, {datetime.now(UTC):%Y-%m-%d}")
     print(f"# command: python scripts/bench.py {args.what}")
     benches = {"validate": bench_validate, "startup": bench_startup, "store": bench_store,
-               "contention": bench_contention, "scan": bench_scan, "run": bench_run}
+               "contention": bench_contention, "scan": bench_scan, "run": bench_run,
+               "gateway": bench_gateway}
     rows: list[Row] = []
     for name, bench in benches.items():
         if args.what in ("all", name):

@@ -51,7 +51,7 @@ def tool(tmp_path: Path, run: Cli, monkeypatch: pytest.MonkeyPatch) -> dict[str,
                 "--allow-args", "api repos/**", "--allow-args", "issue list*",
                 "--allow-args", "spawn", "--allow-args", "flood",
                 "--secret-env", "GH_TOKEN=env:GH_SECRET", "--secret-env",
-                f"MARKER=env:MARKER_PATH", "--timeout", "2s")
+                "MARKER=env:MARKER_PATH", "--timeout", "2s")
     assert added.exit_code == 0, added.stderr
     monkeypatch.setenv("MARKER_PATH", str(marker))
     return {"script": script, "marker": marker, "services": run.store.parent / "services.toml"}
@@ -84,7 +84,7 @@ def test_allowed_args_run_with_a_minimal_environment(tool: dict[str, Any],
     (line,) = manager.audit.read(event="gateway_exec").events
     assert line.detail["decision"] == "allowed" and line.detail["exit_code"] == 0 and \
         line.detail["args"] == "api repos/o/r/issues"
-    assert_absent(SECRET, b"".join(l for _, _, l in manager.audit.lines()), "the audit log")
+    assert_absent(SECRET, b"".join(raw for _, _, raw in manager.audit.lines()), "the audit log")
 
 
 @pytest.mark.parametrize("args", [["api", "user"], ["issue", "list", "/etc/passwd"],

@@ -47,6 +47,15 @@ class KeyRateLimit:
         await self.app(scope, receive, send)
 
 
+def quiet_http_clients() -> None:
+    """HTTP clients log each request's URL at INFO, and a ``query:`` credential is in that
+    URL: keep them at WARNING whatever the SDK configures."""
+    import logging
+
+    for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def make_gateway(store: str | os.PathLike[str] | None, *, services: Path | None = None,
                  max_body: int = MAX_BODY, log_bodies: bool = False,
                  front: str = "mcp") -> tuple[Gateway, Validator]:
@@ -86,7 +95,9 @@ def serve(store: str | os.PathLike[str] | None, *, transport: str = "stdio",
             raise McpKeysError(f"{KEY_VAR} must hold a valid mcp-keys key for the gateway "
                                f"({result.reason.value}); create one with 'mcp-keys create "
                                "agent --scope gateway:SERVICE'")
-        build(gateway, callers).run("stdio")
+        server = build(gateway, callers)
+        quiet_http_clients()  # after the SDK has set up its logging
+        server.run("stdio")
         return
     import uvicorn
 
@@ -95,6 +106,7 @@ def serve(store: str | os.PathLike[str] | None, *, transport: str = "stdio",
     verifier = McpKeysTokenVerifier(validator=validator)
     server = build(gateway, CallerSource(validator), token_verifier=verifier,
                    auth=verifier.auth_settings())
+    quiet_http_clients()
     try:
         app: ASGIApp = server.streamable_http_app(host=host)
     except TypeError:  # SDK 1.x takes the host on the server

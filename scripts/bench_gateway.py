@@ -192,6 +192,7 @@ def bench() -> list[Row]:
 
         a, b, c = asyncio.run(over_stdio())
         rows += _rows("stdio", a, b, c)
+        rows += asyncio.run(kill_switches(gateway_cmd, env, store))
 
         bare_port, gate_port = free_port(), free_port()
         bare = spawn_http([*bare_cmd, "http", str(bare_port)], env, bare_port)
@@ -220,6 +221,35 @@ def bench() -> list[Row]:
                 process.terminate()
                 process.wait(10)
     server.should_exit = True
+    return rows
+
+
+async def kill_switches(gateway_cmd: list[str], env: dict[str, str], store: str
+                        ) -> list[Row]:
+    """From the start of the command that pulls the plug to the first refused call on a
+    running stdio gateway (an upper bound: the CLI's own start-up is included)."""
+    cli = [sys.executable, "-m", "mcp_keys", "--store", store]
+    rows = []
+    async with stdio(gateway_cmd, env) as gate:
+        call = caller(gate, True)
+        for label, off, on in (
+                ("service disable", ["service", "disable", "up"], ["service", "enable", "up"]),
+                ("rule removal", ["service", "edit", "up", "--remove-allow", "GET /**"],
+                 ["service", "edit", "up", "--allow", "GET /**"])):
+            started = time.perf_counter()
+            subprocess.run([*cli, *off], env=env, check=True, capture_output=True)
+            while True:
+                result = await call()
+                if getattr(result, "is_error", None) or getattr(result, "isError", False):
+                    break
+            rows.append((f"kill switch: {label} -> refused", "",
+                         f"{(time.perf_counter() - started) * 1000:.0f} ms",
+                         "target <= 1000 ms"))
+            subprocess.run([*cli, *on], env=env, check=True, capture_output=True)
+            while True:
+                result = await call()
+                if not (getattr(result, "is_error", None) or getattr(result, "isError", False)):
+                    break
     return rows
 
 

@@ -147,3 +147,24 @@ def test_service_test_and_audit_filter(run: Cli, upstream: Upstream,
     for output in run.outputs:
         assert_absent(SECRET, output, "a CLI output")
     assert_absent(SECRET, services_file(run).read_text(), "services.toml")
+
+
+def test_serving_beyond_loopback_needs_public(run: Cli, upstream: Upstream) -> None:
+    assert run("init").exit_code == 0
+    add(run, upstream, "--allow", "GET /**")
+    result = run("gateway", "serve", "--transport", "http", "--host", "0.0.0.0")
+    assert result.exit_code == 2 and "--public" in one_error_line(result.stderr)
+
+
+def test_a_gateway_with_no_services_does_not_start(run: Cli) -> None:
+    assert run("init").exit_code == 0
+    result = run("gateway", "serve", env={"MCP_API_KEY": "mcpk_x"})
+    assert result.exit_code == 1 and "mcp-keys service add" in one_error_line(result.stderr)
+
+
+@pytest.mark.parametrize("size", ["1GB", "lots", "0", "-5KiB", "2GiB"])
+def test_bad_max_body_is_exit_2(run: Cli, upstream: Upstream, size: str) -> None:
+    assert run("init").exit_code == 0
+    add(run, upstream, "--allow", "GET /**")
+    result = run("gateway", "serve", "--max-body", size)
+    assert result.exit_code == 2 and "invalid size" in one_error_line(result.stderr)

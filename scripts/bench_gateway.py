@@ -205,10 +205,10 @@ def bench() -> list[Row]:
             async def over_http() -> tuple[list[float], list[float], float, float]:
                 async with http(bare_url, None) as b_session, http(gate_url, key) as g_session:
                     b_samples, g_samples = await interleaved(b_session, g_session)
-                b_rate = await throughput(bare_url, None, False)
-                g_rate = await throughput(gate_url, key, True)
-                b_rate = max(b_rate, await throughput(bare_url, None, False))
-                g_rate = max(g_rate, await throughput(gate_url, key, True))
+                b_rate = g_rate = 0.0
+                for _ in range(3):  # alternating rounds, the best of each
+                    b_rate = max(b_rate, await throughput(bare_url, None, False))
+                    g_rate = max(g_rate, await throughput(gate_url, key, True))
                 return b_samples, g_samples, b_rate, g_rate
 
             b, c, b_rate, c_rate = asyncio.run(over_http())

@@ -1,6 +1,8 @@
 """The ``mcp-keys`` executable. ``mcp-keys run`` with plain arguments starts the command
 without loading the CLI framework (click costs more than the whole budget of a launcher
-that sits in front of every MCP server start); everything else goes to the Click CLI."""
+that sits in front of every MCP server start), and so does ``mcp-keys list --json`` (what
+monitoring and scripts poll); everything else goes to the Click CLI. Each fast path calls
+the same library as its Click command and prints the same bytes (a test compares them)."""
 
 from __future__ import annotations
 
@@ -38,8 +40,56 @@ def _plain_run(args: list[str]) -> tuple[list[str], str | None, bool, list[str]]
     return None
 
 
+def _plain_list(args: list[str]) -> tuple[str | None] | None:
+    """``[--store X] list --json [--store X]``: the store (the last ``--store`` wins, as
+    in Click), or ``None`` for any other command line."""
+    store: str | None = None
+    seen: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--store" and i + 1 < len(args):
+            store = args[i + 1]
+            i += 1
+        elif arg.startswith("--store="):
+            store = arg[len("--store="):]
+        elif arg in ("list", "--json") and arg not in seen:
+            if arg == "--json" and "list" not in seen:
+                return None  # a global --json is Click's to refuse
+            seen.append(arg)
+        else:
+            return None
+        i += 1
+    return (store,) if seen == ["list", "--json"] else None
+
+
+def _list_json(store: str | None) -> NoReturn:
+    import json
+
+    from .errors import McpKeysError, set_warning_sink
+    from .manager import KeyManager
+    from .terminal import error_line, safe
+
+    set_warning_sink(lambda message: print(f"warning: {safe(' '.join(message.split()))}",
+                                           file=sys.stderr))
+    try:
+        keys = KeyManager(store).list()
+        sys.stdout.write(json.dumps([key.to_dict() for key in keys], indent=2,
+                                    ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    except McpKeysError as exc:
+        print(error_line(str(exc)), file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(1)
+    sys.exit(0)
+
+
 def main() -> NoReturn:
     argv = sys.argv[1:]
+    listing = _plain_list(argv) if "list" in argv else None
+    if listing is not None:
+        _list_json(listing[0])
     plain = _plain_run(argv[1:]) if argv[:1] == ["run"] else None
     if plain is not None and plain[3]:
         from .errors import McpKeysError

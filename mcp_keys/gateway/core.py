@@ -216,7 +216,11 @@ class Gateway:
         """Make the call, or raise ``Denied``; audited either way."""
         timing = _Timing()
         detail: dict[str, Any] = {"front": self.front, "service": str(request.service)[:64],
-                                  "method": str(request.method)[:16]}
+                                  "method": str(request.method)[:16].upper()}
+        try:
+            detail["path"] = normalise_path(request.path)
+        except Refused:  # kept for the record, cut short; the JSON line escapes it
+            detail["path_refused"] = str(request.path)[:200]
         reason = clean_reason(request.reason)
         if reason:
             detail["reason"] = reason

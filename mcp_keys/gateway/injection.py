@@ -47,27 +47,9 @@ def _query(request: Outgoing, secret: Secret, name: str) -> None:
 
 
 def _sigv4(request: Outgoing, secret: Secret, target: str) -> None:
-    try:
-        from botocore.auth import S3SigV4Auth, SigV4Auth
-        from botocore.awsrequest import AWSRequest
-        from botocore.credentials import Credentials
-    except ImportError:
-        raise SecretError("sigv4 signing needs botocore: pip install 'mcp-keys[aws]'") from None
-    from urllib.parse import quote, urlencode
+    from .sigv4 import sign  # botocore, imported only for services that sign
 
-    access, sep, key = secret.reveal().partition(":")
-    if not sep or not access or not key:
-        raise SecretError(f"{secret.reference}: sigv4 needs 'ACCESS_KEY_ID:SECRET_ACCESS_KEY'")
-    region, _, service = target.partition(":")
-    # The query goes into the URL here, encoded once, so what is signed is what is sent.
-    url = request.url + ("?" + urlencode(request.query, quote_via=quote)
-                         if request.query else "")
-    request.url, request.query = url, []
-    aws = AWSRequest(method=request.method, url=url, data=request.body,
-                     headers=dict(request.headers))
-    signer = S3SigV4Auth if service == "s3" else SigV4Auth  # S3 wants x-amz-content-sha256
-    signer(Credentials(access, key), service, region).add_auth(aws)
-    request.headers = {k: str(v) for k, v in aws.headers.items()}
+    sign(request, secret, target)
 
 
 INJECTORS: dict[str, Callable[[Outgoing, Secret, str], None]] = {

@@ -83,3 +83,15 @@ def test_click_is_not_loaded(populated: Path) -> None:
 def test_anything_else_goes_to_click(populated: Path, args: list[str]) -> None:
     fast = fast_path("--store", str(populated), *args)
     assert fast == click_path("--store", str(populated), *args)
+
+
+@pytest.mark.parametrize("columns", ["40", "60", "100", "200", "", "junk"])
+def test_help_is_as_wide_as_clicks_own(columns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--help`` sizes itself without shutil, to the width Click would choose."""
+    import shutil
+
+    from mcp_keys.cli import _help_width
+
+    monkeypatch.setenv("COLUMNS", columns)
+    expected = max(min(shutil.get_terminal_size().columns, 80) - 2, 50)
+    assert _help_width(80) == expected, f"COLUMNS={columns!r}"

@@ -68,9 +68,38 @@ COMMANDS = {
 }
 
 
+def _help_width(max_width: int) -> int:
+    """The width Click's formatter would pick, without importing ``shutil`` (and the
+    compression modules it loads) just to ask the terminal its size."""
+    import os
+
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return max(min(columns or 80, max_width) - 2, 50)
+
+
+class _Context(click.Context):
+    def make_formatter(self) -> click.HelpFormatter:
+        from click import formatting
+
+        width = self.terminal_width
+        if width is None and formatting.FORCED_WIDTH is None:
+            width = _help_width(self.max_content_width or 80)
+        return self.formatter_class(width=width, max_width=self.max_content_width)
+
+
 class KeysGroup(click.Group):
     """Loads commands on demand, and maps every expected failure to one stderr line and
     the documented exit code."""
+
+    context_class = _Context
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)

@@ -154,6 +154,7 @@ HOSTILE: list[tuple[str, dict[str, Any]]] = [
     ("NUL in header value", {"headers": {"X-Note": "a\x00b"}}),
     ("space in header name", {"headers": {"X Note": "a"}}),
     ("non-string header", {"headers": {"X-Note": 1}}),
+    ("non-ASCII header value", {"headers": {"X-Note": "caf\u00e9 \u2028"}}),
     ("the auth header of header:", {"service": "header", "headers": {"x-api-key": "mine"}}),
     ("the auth param of query:", {"service": "query", "query": {"api_key": "mine"}}),
     ("CRLF in query", {"query": {"a": "1\r\n2"}}),
@@ -295,3 +296,17 @@ def test_rule_syntax() -> None:
     assert not rule.matches("GET", "/v1/chargesX") and not rule.matches("POST", "/v1/charges")
     one = parse_rule("* /repos/*/pulls", "allow")
     assert one.matches("PATCH", "/repos/a/pulls") and not one.matches("GET", "/repos/a/b/pulls")
+
+
+def test_an_unexpected_failure_is_refused_audited_and_leaks_nothing(
+        gateway: Gateway, upstream: Upstream, manager: FileKeys,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    odd = "sk_live_caf\u00e9_\u2713_secret"  # not latin-1: the HTTP client cannot send it
+    monkeypatch.setenv("GW_SECRET", odd)
+    denial = refused(gateway, service="bearer", method="GET", path="/x")
+    assert denial.decision == "upstream_error" and "failed inside the gateway" in str(denial)
+    assert_absent(odd, str(denial), "the error")
+    (line,) = manager.audit.read(event="gateway_call").events
+    assert line.detail["decision"] == "upstream_error"
+    assert_absent(odd, b"".join(raw for _, _, raw in manager.audit.lines()), "the audit log")
+    assert not upstream.seen

@@ -139,3 +139,13 @@ def test_command_must_exist(run: Cli, tmp_path: Path) -> None:
     assert run("init").exit_code == 0
     result = run("service", "add", "x", "--exec", "--command", "no-such-binary-xyz")
     assert result.exit_code == 2 and "not an executable" in result.stderr
+
+
+def test_a_command_that_vanished_is_a_clear_error(tool: dict[str, Any],
+                                                  manager: FileKeys) -> None:
+    tool["script"].unlink()
+    with pytest.raises(Denied) as info:
+        run_exec(gateway_for(tool, manager), ["api", "repos/x"])
+    assert info.value.decision == "upstream_error" and "could not be started" in str(info.value)
+    (line,) = manager.audit.read(event="gateway_exec").events
+    assert line.detail["decision"] == "upstream_error"

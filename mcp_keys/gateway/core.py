@@ -235,6 +235,12 @@ class Gateway:
                 detail["status"] = exc.status
             self._audit(caller, detail)
             raise
+        except Exception as exc:  # fail closed, audited, and said in words, whatever it was
+            refused = Denied("upstream_error", f"the call failed inside the gateway "
+                             f"({type(exc).__name__}); nothing more is known")
+            detail.update(decision="upstream_error", why=str(refused), latency_ms=timing.ms())
+            self._audit(caller, detail)
+            raise refused from None
         detail.update(decision="allowed", status=response.status, latency_ms=timing.ms(),
                       bytes_out=response.bytes_out, bytes_in=response.bytes_in)
         if self.log_bodies:
@@ -278,8 +284,12 @@ class Gateway:
                 env[var] = secret.reveal()
                 values.append(secret.reveal())
             scrub = Scrubber(values)
-            result = await run(service.command, argv, env, cwd=service.cwd,
-                               timeout=service.timeout, limit=self.max_body)
+            try:
+                result = await run(service.command, argv, env, cwd=service.cwd,
+                                   timeout=service.timeout, limit=self.max_body)
+            except OSError as exc:  # gone, not executable, a bad working directory
+                raise Denied("upstream_error", f"{service.command} could not be started "
+                             f"({exc.strerror or type(exc).__name__})") from None
         except Denied as exc:
             detail.update(decision=exc.decision, why=str(exc), latency_ms=timing.ms())
             self._audit(caller, detail, event="gateway_exec")

@@ -106,6 +106,9 @@ def check_headers(headers: object, *, reserved: Iterable[str] = ()) -> dict[str,
         problem = _bad_char(name) or _bad_char(value.replace("\t", " "))
         if problem:
             raise Refused(f"header {name[:40]!r} holds {problem}")
+        if not value.isascii():
+            raise Refused(f"header {name[:40]!r} holds non-ASCII characters (encode them, "
+                          "e.g. as RFC 8187 or percent-encoding)")
         if not _TOKEN.fullmatch(name):
             raise Refused(f"header name {name[:40]!r} is not a valid HTTP token")
         lower = name.lower()

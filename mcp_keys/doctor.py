@@ -91,6 +91,34 @@ def _git_check(name: str, path: Path) -> Check:
     return Check(name, "pass", f"{path} is not inside a git work tree")
 
 
+def _proxy_ca_check(manager: KeyManager) -> Check | None:
+    """The proxy CA, if there is one: key mode 0600 and not expired (warn within 30 days)."""
+    from .gateway.config import services_path
+
+    store = manager.store
+    location = getattr(store, "path", None) or getattr(store, "url", None)
+    directory = services_path(location).parent
+    key = directory / "proxy-ca.key"
+    if not key.exists():
+        return None
+    try:
+        from .proxy.ca import LocalCA
+
+        authority = LocalCA(directory)
+        authority.load()
+        info = authority.info()
+    except McpKeysError as exc:
+        return Check("proxy CA", "fail", str(exc))
+    left = info.not_after - utcnow()
+    if left.total_seconds() <= 0:
+        return Check("proxy CA", "fail", f"expired {info.not_after:%Y-%m-%d}: run "
+                     "'mcp-keys ca rotate'")
+    if left.days < 30:
+        return Check("proxy CA", "warn", f"expires in {left.days}d: run 'mcp-keys ca rotate'")
+    return Check("proxy CA", "pass", f"key 0600, expires {info.not_after:%Y-%m-%d}, "
+                 f"certifies {', '.join(info.hosts)}")
+
+
 def run_checks(manager: KeyManager, env_file: str | os.PathLike[str] | None = None,
                warn_within: timedelta = DEFAULT_WARN_WITHIN) -> list[Check]:
     """Every check, in a fixed order."""
@@ -105,6 +133,9 @@ def run_checks(manager: KeyManager, env_file: str | os.PathLike[str] | None = No
         if any(check.outcome == "fail" for check in checks):
             return checks
     checks.append(_chain_check(manager))
+    ca_check = _proxy_ca_check(manager)
+    if ca_check is not None:
+        checks.append(ca_check)
     if env_file is not None and Path(env_file).exists():
         checks.append(_mode_check(".env file", Path(env_file), 0o600))
         checks.append(_git_check(".env in git", Path(env_file)))

@@ -61,6 +61,7 @@ COMMANDS = {
                 "credential reference, rules."),
     "gateway": ("service:gateway", "The MCP gateway: agents call services through it and "
                 "never hold their keys."),
+    "ca": ("ca:ca", "The proxy's local CA: constrained to the services' hosts, key 0600."),
     "client-config": ("clientconfig:client_config", "Print (or --write) the config that makes "
                       "an MCP client send a key, without the key in it."),
     "completion": ("completion:completion", "Print the completion script for a shell; key IDs "

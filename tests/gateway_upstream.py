@@ -33,11 +33,12 @@ class Seen:
 @dataclass
 class Upstream:
     port: int = 0
+    scheme: str = "http"
     seen: list[Seen] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def authorised(self, kind: str, request: Seen) -> bool:
         headers = request.headers
@@ -109,13 +110,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_upstream() -> Iterator[Upstream]:
-    """The upstream under uvicorn in a thread, on a free loopback port."""
+def running_upstream(certfile: str | None = None, keyfile: str | None = None
+                     ) -> Iterator[Upstream]:
+    """The upstream under uvicorn in a thread, on a free loopback port (HTTPS when given
+    a certificate)."""
     import uvicorn
 
-    upstream = Upstream(port=free_port())
+    upstream = Upstream(port=free_port(), scheme="https" if certfile else "http")
     server = uvicorn.Server(uvicorn.Config(upstream, host="127.0.0.1", port=upstream.port,
-                                           log_level="error", lifespan="off"))
+                                           log_level="error", lifespan="off",
+                                           ssl_certfile=certfile, ssl_keyfile=keyfile))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -79,19 +79,40 @@ def set_secret(ref: str) -> None:
               help="A .env-shaped file of NAME=REF lines (references only; safe to commit).")
 @click.option("--mask", is_flag=True,
               help="Filter the resolved values out of the command's stdout and stderr.")
+@click.option("--proxy", is_flag=True,
+              help="Give the command placeholders and route it through a loopback proxy "
+                   "that swaps in the real keys of --service on their hosts only.")
+@click.option("--service", "services", multiple=True, metavar="NAME",
+              help="--proxy: a gateway service the command may reach (repeatable).")
+@click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="--proxy: trust this CA for upstream TLS (tests, private services).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run(pairs: tuple[str, ...], ref_file: str | None, mask: bool,
+@click.pass_context
+def run(ctx: click.Context, pairs: tuple[str, ...], ref_file: str | None, mask: bool,
+        proxy: bool, services: tuple[str, ...], upstream_ca: str | None,
         command: tuple[str, ...]) -> None:
     """Run a command with secret references resolved into its environment.
 
     The command replaces mcp-keys (stdin, stdout, signals and exit code are its own);
-    a reference that fails to resolve stops it from starting.
+    a reference that fails to resolve stops it from starting. With --proxy the command
+    runs as a child behind the proxy, with placeholders instead of keys.
 
     \b
     Examples:
       mcp-keys run --env STRIPE_SECRET_KEY=keyring:mcp-keys/stripe -- npx -y @stripe/mcp
       mcp-keys run --env-file-refs mcp.refs -- python server.py
+      mcp-keys run --proxy --service stripe -- npx -y @stripe/mcp
     """
+    if proxy:
+        from ..errors import UsageError
+        from ..proxy.run import run_proxied
+        from . import store_location
+
+        if pairs or ref_file or mask:
+            raise UsageError("run --proxy takes --service, not --env, --env-file-refs or "
+                             "--mask")
+        sys.exit(run_proxied(list(command), list(services),
+                             store=store_location(ctx), upstream_ca=upstream_ca))
     from ..launch import launch
 
     sys.exit(launch(pairs, ref_file, mask, command))

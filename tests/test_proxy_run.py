@@ -1,0 +1,257 @@
+"""``mcp-keys run --proxy``: real children (httpx, requests, curl, an MCP stdio server
+driven by the official client) behind the real proxy (mitmproxy), a real HTTPS upstream
+that accepts only the real credential, and a second listener that must see nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import FileKeys, assert_absent, mcp_keys_cmd, run_cli_process
+from tests.gateway_upstream import SECRET, Upstream, running_upstream
+
+pytest.importorskip("cryptography")
+if "proxy" not in os.environ.get("MCP_KEYS_REQUIRE_STACKS", "").split(","):
+    pytest.importorskip("mitmproxy", reason="run --proxy needs mitmproxy 12 (Python 3.12+)")
+
+CHILD = r'''
+import json, os, sys
+kind, url = sys.argv[1], sys.argv[2]
+token = os.environ["UPSTREAM_KEY"]
+headers = {"Authorization": f"Bearer {token}"}
+try:
+    if kind == "httpx":
+        import httpx
+        reply = httpx.get(url, headers=headers, timeout=15)
+        status, body = reply.status_code, reply.text
+    else:
+        import requests
+        reply = requests.get(url, headers=headers, timeout=15)
+        status, body = reply.status_code, reply.text
+except Exception as exc:
+    status, body = -1, type(exc).__name__ + ": " + str(exc)[:300]
+print(json.dumps({"status": status, "body": body[:500], "token": token,
+                  "env": sorted(os.environ)}))
+'''
+
+
+def make_test_ca(tmp_path: Path) -> tuple[str, str, str]:
+    """A CA and a leaf for 127.0.0.1 for the HTTPS upstream (files: ca, cert, key)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "upstream test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(hours=1))
+          .not_valid_after(now + dt.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    files = (tmp_path / "up-ca.pem", tmp_path / "up-cert.pem", tmp_path / "up-key.pem")
+    files[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    files[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(files[0]), str(files[1]), str(files[2])
+
+
+@pytest.fixture(scope="module")
+def https(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Upstream, str]]:
+    ca, cert, key = make_test_ca(tmp_path_factory.mktemp("tls"))
+    with running_upstream(cert, key) as upstream:
+        yield upstream, ca
+
+
+@pytest.fixture(scope="module")
+def bystander() -> Iterator[Upstream]:
+    with running_upstream() as other:
+        yield other
+
+
+@pytest.fixture
+def setup(manager: FileKeys, https: tuple[Upstream, str], tmp_path: Path) -> dict[str, Any]:
+    upstream, ca = https
+    manager.init()
+    store = str(manager.store.path)
+    added = run_cli_process("--store", store, "service", "add", "api", "--base-url",
+                            f"{upstream.url}/bearer", "--auth", "bearer", "--secret",
+                            "env:GW_SECRET", "--env", "UPSTREAM_KEY", "--allow",
+                            "GET /bearer/things/**", env={"GW_SECRET": SECRET})
+    assert added.returncode == 0, added.stderr
+    key = manager.create("proxied", scopes=["gateway:api"])
+    upstream.seen.clear()
+    (tmp_path / "child.py").write_text(CHILD)
+    return {"store": store, "key": key, "ca": ca, "upstream": upstream,
+            "child": str(tmp_path / "child.py")}
+
+
+def proxied(setup: dict[str, Any], *command: str, key: str | None = None,
+            input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GW_SECRET": SECRET, "MCP_KEYS_STORE": setup["store"],
+           "MCP_API_KEY": key or setup["key"].key}
+    return subprocess.run(mcp_keys_cmd("run", "--proxy", "--service", "api", "--upstream-ca",
+                                       setup["ca"], "--", *command),
+                          env=env, capture_output=True, text=True, timeout=timeout,
+                          input=input, check=False)
+
+
+def outcome(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, done.stderr[-1500:]
+    for text in (done.stdout, done.stderr):
+        assert_absent(SECRET, text, "the child's output")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize("client", ["httpx", "requests"])
+def test_python_clients_get_the_real_key_only_on_the_allowed_host(
+        setup: dict[str, Any], bystander: Upstream, client: str, manager: FileKeys) -> None:
+    pytest.importorskip(client)
+    upstream: Upstream = setup["upstream"]
+    base = f"{upstream.url}/bearer"
+    allowed = outcome(proxied(setup, sys.executable, setup["child"], client,
+                              f"{base}/things/1"))
+    assert allowed["status"] == 200, allowed["body"]
+    assert allowed["token"].startswith("mcpk-placeholder-") and \
+        "MCP_API_KEY" not in allowed["env"] and "GW_SECRET" not in allowed["env"], \
+        "the child holds a placeholder: no mcp-keys key, no variable an env: reference names"
+    (seen,) = upstream.seen
+    assert upstream.authorised("bearer", seen), "the upstream saw the real credential"
+    denied = outcome(proxied(setup, sys.executable, setup["child"], client, f"{base}/admin"))
+    assert denied["status"] == 403 and "no rule allows GET /bearer/admin" in denied["body"]
+    other = outcome(proxied(setup, sys.executable, setup["child"], client,
+                            f"{bystander.url}/bearer/things/1"))
+    assert other["status"] in (403, -1), other
+    assert not bystander.seen, "a host that is not a service saw a request"
+    events = manager.audit.read().events
+    decisions = [(e.event, e.detail.get("decision")) for e in events
+                 if e.event in ("gateway_call", "proxy_blocked")]
+    assert ("gateway_call", "allowed") in decisions and ("gateway_call", "denied") in decisions
+    assert any(e == "proxy_blocked" for e, _ in decisions)
+    assert all(e.detail.get("front") == "proxy" for e in events
+               if e.event in ("gateway_call", "proxy_blocked"))
+    assert_absent(SECRET, b"".join(raw for _, _, raw in manager.audit.lines()), "the audit")
+
+
+def test_curl(setup: dict[str, Any]) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("no curl")
+    upstream: Upstream = setup["upstream"]
+    script = ('import os, subprocess, sys; url = sys.argv[1]; r = subprocess.run(["curl", '
+              '"-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Authorization: Bearer " '
+              '+ os.environ["UPSTREAM_KEY"], url], capture_output=True, text=True); '
+              'print(__import__("json").dumps({"status": int(r.stdout or 0)}))')
+    done = outcome(proxied(setup, sys.executable, "-c", script,
+                           f"{upstream.url}/bearer/things/2"))
+    assert done["status"] == 200 and upstream.authorised("bearer", upstream.seen[-1])
+
+
+def test_a_revoked_key_stops_the_proxy_and_a_bad_one_never_starts(
+        setup: dict[str, Any], manager: FileKeys) -> None:
+    bad = proxied(setup, sys.executable, "-c", "print('ran')", key="mcpk_notakey")
+    assert bad.returncode == 1 and "ran" not in bad.stdout and \
+        "valid mcp-keys key" in bad.stderr
+    upstream: Upstream = setup["upstream"]
+    script = ('import json, os, sys, time, httpx\n'
+              'url, flag = sys.argv[1], sys.argv[2]\n'
+              'h = {"Authorization": "Bearer " + os.environ["UPSTREAM_KEY"]}\n'
+              'first = httpx.get(url, headers=h, timeout=15).status_code\n'
+              'open(flag, "w").write("go")\n'
+              'end = time.monotonic() + 10\n'
+              'while time.monotonic() < end:\n'
+              '    s = httpx.get(url, headers=h, timeout=15).status_code\n'
+              '    if s == 403: break\n'
+              '    time.sleep(0.05)\n'
+              'print(json.dumps({"first": first, "last": s}))\n')
+    pytest.importorskip("httpx")
+    flag = Path(setup["store"]).parent / "flag"
+    env = {**os.environ, "GW_SECRET": SECRET, "MCP_KEYS_STORE": setup["store"],
+           "MCP_API_KEY": setup["key"].key}
+    child = subprocess.Popen(mcp_keys_cmd("run", "--proxy", "--service", "api",
+                                          "--upstream-ca", setup["ca"], "--", sys.executable,
+                                          "-c", script, f"{upstream.url}/bearer/things/3",
+                                          str(flag)),
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.monotonic() + 30
+    while not flag.exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
+    manager.revoke(setup["key"].record.id)
+    out, err = child.communicate(timeout=60)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result == {"first": 200, "last": 403}, (result, err[-500:])
+
+
+def text_of(result: Any) -> str:
+    return "".join(getattr(part, "text", "") for part in result.content)
+
+
+def test_an_mcp_stdio_server_behind_the_proxy(setup: dict[str, Any]) -> None:
+    import asyncio
+
+    from mcp import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    server = Path(setup["store"]).parent / "vendor_server.py"
+    server.write_text(
+        "import os, httpx\n"
+        "try:\n    from mcp.server.mcpserver import MCPServer\n"
+        "except ImportError:\n    from mcp.server.fastmcp import FastMCP as MCPServer\n"
+        "app = MCPServer('vendor')\n"
+        "@app.tool()\n"
+        "def charge(n: int) -> str:\n"
+        "    h = {'Authorization': 'Bearer ' + os.environ['UPSTREAM_KEY']}\n"
+        f"    return str(httpx.get('{setup['upstream'].url}/bearer/things/' + str(n), "
+        "headers=h, timeout=15).status_code)\n"
+        "@app.tool()\n"
+        "def environment() -> list[str]:\n"
+        "    return sorted(k + '=' + v for k, v in os.environ.items())\n"
+        "app.run('stdio')\n")
+    env = {**os.environ, "GW_SECRET": SECRET, "MCP_KEYS_STORE": setup["store"],
+           "MCP_API_KEY": setup["key"].key}
+
+    async def go() -> tuple[str, str]:
+        params = StdioServerParameters(
+            command=sys.executable, env=env,
+            args=["-m", "mcp_keys", "run", "--proxy", "--service", "api", "--upstream-ca",
+                  setup["ca"], "--", sys.executable, str(server)])
+        async with stdio_client(params) as (read, write), \
+                ClientSession(read, write) as session:
+            await session.initialize()
+            charged = await session.call_tool("charge", {"n": 7})
+            listed = await session.call_tool("environment", {})
+            return text_of(charged), text_of(listed)
+
+    charged, listed = asyncio.run(go())
+    assert charged == "200", charged
+    assert_absent(SECRET, listed, "the vendor server's environment")
+    assert "UPSTREAM_KEY=mcpk-placeholder-" in listed
+    assert hashlib.sha256(SECRET.encode()).hexdigest() not in listed

@@ -255,3 +255,37 @@ def test_an_mcp_stdio_server_behind_the_proxy(setup: dict[str, Any]) -> None:
     assert_absent(SECRET, listed, "the vendor server's environment")
     assert "UPSTREAM_KEY=mcpk-placeholder-" in listed
     assert hashlib.sha256(SECRET.encode()).hexdigest() not in listed
+
+
+NODE_CHILD = r'''
+const url = process.argv[2];
+const https = require(url.startsWith('https:') ? 'https' : 'http');
+const token = process.env.UPSTREAM_KEY;
+const viaRequest = () => new Promise((resolve) => {
+  https.get(url, { headers: { authorization: `Bearer ${token}` } }, (response) => {
+    response.resume(); response.on('end', () => resolve(response.statusCode));
+  }).on('error', (error) => resolve(`error: ${error.message}`));
+});
+const viaFetch = () => fetch(url, { headers: { authorization: `Bearer ${token}` } })
+  .then((response) => response.status).catch((error) => `error: ${error.cause || error}`);
+(async () => {
+  console.log(JSON.stringify({ request: await viaRequest(), fetch: await viaFetch(), token }));
+})();
+'''
+
+
+def test_node_https_request_and_fetch(setup: dict[str, Any], bystander: Upstream) -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node")
+    script = Path(setup["store"]).parent / "child.js"
+    script.write_text(NODE_CHILD)
+    upstream: Upstream = setup["upstream"]
+    allowed = outcome(proxied(setup, node, str(script), f"{upstream.url}/bearer/things/9"))
+    assert allowed["request"] == 200 and allowed["fetch"] == 200, allowed
+    assert allowed["token"].startswith("mcpk-placeholder-")
+    assert sum(upstream.authorised("bearer", s) for s in upstream.seen) == 2
+    other = outcome(proxied(setup, node, str(script), f"{bystander.url}/x"))
+    assert str(other["request"]).startswith("error") and str(other["fetch"]).startswith(
+        "error"), other
+    assert not bystander.seen

@@ -185,6 +185,9 @@ def run_proxied(command: list[str], service_names: list[str], *,
         env.update(dict.fromkeys(PROXY_VARS, url))
         env.update(dict.fromkeys(TRUST_VARS, str(bundle)))
         env["NO_PROXY"] = env["no_proxy"] = ""
+        preload = Path(__file__).with_name("node_preload.js")
+        env["NODE_OPTIONS"] = (env.get("NODE_OPTIONS", "") +
+                               f' --require "{preload}"').strip()
         env["MCP_KEYS_PROXY_CA_SHA256"] = info.fingerprint
         try:
             return _run_child(command, env)

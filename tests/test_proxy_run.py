@@ -104,7 +104,8 @@ def setup(manager: FileKeys, https: tuple[Upstream, str], tmp_path: Path) -> dic
     added = run_cli_process("--store", store, "service", "add", "api", "--base-url",
                             f"{upstream.url}/bearer", "--auth", "bearer", "--secret",
                             "env:GW_SECRET", "--env", "UPSTREAM_KEY", "--allow",
-                            "GET /bearer/things/**", env={"GW_SECRET": SECRET})
+                            "GET /bearer/things/**", "--placeholder", "sk_test_{random}",
+                            env={"GW_SECRET": SECRET})
     assert added.returncode == 0, added.stderr
     key = manager.create("proxied", scopes=["gateway:api"])
     upstream.seen.clear()
@@ -140,7 +141,7 @@ def test_python_clients_get_the_real_key_only_on_the_allowed_host(
     allowed = outcome(proxied(setup, sys.executable, setup["child"], client,
                               f"{base}/things/1"))
     assert allowed["status"] == 200, allowed["body"]
-    assert allowed["token"].startswith("mcpk-placeholder-") and \
+    assert allowed["token"].startswith("sk_test_") and \
         "MCP_API_KEY" not in allowed["env"] and "GW_SECRET" not in allowed["env"], \
         "the child holds a placeholder: no mcp-keys key, no variable an env: reference names"
     (seen,) = upstream.seen
@@ -161,6 +162,24 @@ def test_python_clients_get_the_real_key_only_on_the_allowed_host(
     assert_absent(SECRET, b"".join(raw for _, _, raw in manager.audit.lines()), "the audit")
 
 
+def test_a_bad_key_never_starts_the_child(setup: dict[str, Any]) -> None:
+    bad = proxied(setup, sys.executable, "-c", "print('ran')", key="mcpk_notakey")
+    assert bad.returncode == 1 and "ran" not in bad.stdout and \
+        "valid mcp-keys key" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_websocket_upgrades_are_refused(setup: dict[str, Any]) -> None:
+    pytest.importorskip("httpx")
+    upstream: Upstream = setup["upstream"]
+    script = ('import httpx, json, os, sys; r = httpx.get(sys.argv[1], headers={'
+              '"Authorization": "Bearer " + os.environ["UPSTREAM_KEY"], "Upgrade": "websocket",'
+              ' "Connection": "Upgrade"}, timeout=15); '
+              'print(json.dumps({"status": r.status_code, "body": r.text}))')
+    done = outcome(proxied(setup, sys.executable, "-c", script,
+                           f"{upstream.url}/bearer/things/ws"))
+    assert done["status"] == 403 and "WebSocket upgrades to api are not allowed" in done["body"]
+
+
 def test_curl(setup: dict[str, Any]) -> None:
     if shutil.which("curl") is None:
         pytest.skip("no curl")
@@ -174,11 +193,9 @@ def test_curl(setup: dict[str, Any]) -> None:
     assert done["status"] == 200 and upstream.authorised("bearer", upstream.seen[-1])
 
 
-def test_a_revoked_key_stops_the_proxy_and_a_bad_one_never_starts(
-        setup: dict[str, Any], manager: FileKeys) -> None:
-    bad = proxied(setup, sys.executable, "-c", "print('ran')", key="mcpk_notakey")
-    assert bad.returncode == 1 and "ran" not in bad.stdout and \
-        "valid mcp-keys key" in bad.stderr
+@pytest.mark.parametrize("switch", ["revoke", "disable", "rule"])
+def test_kill_switches_on_a_running_proxy(setup: dict[str, Any], manager: FileKeys,
+                                         switch: str) -> None:
     upstream: Upstream = setup["upstream"]
     script = ('import json, os, sys, time, httpx\n'
               'url, flag = sys.argv[1], sys.argv[2]\n'
@@ -204,10 +221,20 @@ def test_a_revoked_key_stops_the_proxy_and_a_bad_one_never_starts(
     deadline = time.monotonic() + 30
     while not flag.exists() and time.monotonic() < deadline and child.poll() is None:
         time.sleep(0.05)
-    manager.revoke(setup["key"].record.id)
+    pulled = time.monotonic()
+    if switch == "revoke":
+        manager.revoke(setup["key"].record.id)
+    else:
+        change = (["service", "disable", "api"] if switch == "disable" else
+                  ["service", "edit", "api", "--remove-allow", "GET /bearer/things/**"])
+        assert run_cli_process("--store", setup["store"], *change,
+                               env={"GW_SECRET": SECRET}).returncode == 0
     out, err = child.communicate(timeout=60)
     result = json.loads(out.strip().splitlines()[-1])
     assert result == {"first": 200, "last": 403}, (result, err[-500:])
+    assert time.monotonic() - pulled < 10
+    verified = run_cli_process("--store", setup["store"], "audit", "verify")
+    assert verified.returncode == 0 and verified.stdout.startswith("OK "), verified.stdout
 
 
 def text_of(result: Any) -> str:
@@ -253,7 +280,7 @@ def test_an_mcp_stdio_server_behind_the_proxy(setup: dict[str, Any]) -> None:
     charged, listed = asyncio.run(go())
     assert charged == "200", charged
     assert_absent(SECRET, listed, "the vendor server's environment")
-    assert "UPSTREAM_KEY=mcpk-placeholder-" in listed
+    assert "UPSTREAM_KEY=sk_test_" in listed
     assert hashlib.sha256(SECRET.encode()).hexdigest() not in listed
 
 
@@ -283,7 +310,7 @@ def test_node_https_request_and_fetch(setup: dict[str, Any], bystander: Upstream
     upstream: Upstream = setup["upstream"]
     allowed = outcome(proxied(setup, node, str(script), f"{upstream.url}/bearer/things/9"))
     assert allowed["request"] == 200 and allowed["fetch"] == 200, allowed
-    assert allowed["token"].startswith("mcpk-placeholder-")
+    assert allowed["token"].startswith("sk_test_")
     assert sum(upstream.authorised("bearer", s) for s in upstream.seen) == 2
     other = outcome(proxied(setup, node, str(script), f"{bystander.url}/x"))
     assert str(other["request"]).startswith("error") and str(other["fetch"]).startswith(

@@ -45,7 +45,8 @@ def _record(service: Service) -> dict[str, Any]:
             "allow": [r.to_dict() for r in service.allow],
             "deny": [r.to_dict() for r in service.deny],
             "rate_limit": service.rate_limit.text if service.rate_limit else None,
-            "timeout": service.timeout, "env": service.env}
+            "timeout": service.timeout, "env": service.env,
+            "placeholder": service.placeholder, "websocket": service.websocket}
 
 
 def _rules(texts: tuple[str, ...], effect: str, scope: str | None) -> tuple[Any, ...]:
@@ -88,6 +89,10 @@ _common = [
     click.option("--description", default=None, help="Shown to agents in list_services."),
     click.option("--env", "env_var", default=None, metavar="VAR",
                  help="The variable a vendor's MCP server reads this key from (run --proxy)."),
+    click.option("--placeholder", default=None, metavar="FORMAT",
+                 help="run --proxy: the placeholder's form, e.g. 'sk_live_{random}'."),
+    click.option("--websocket", type=click.Choice(["allow", "deny"]), default=None,
+                 help="run --proxy: WebSocket upgrades to this service (default deny)."),
 ]
 
 
@@ -114,8 +119,9 @@ def _with_common(command: Any) -> Any:
 def add(ctx: click.Context, name: str, base_url: str | None, auth: str | None,
         secret: str | None, allow: tuple[str, ...], deny: tuple[str, ...], scope: str | None,
         rate_limit: str | None, timeout: timedelta | None, description: str | None,
-        env_var: str | None, is_exec: bool, command: str | None,
-        allow_args: tuple[str, ...], secret_env: tuple[str, ...], cwd: str | None) -> None:
+        env_var: str | None, placeholder: str | None, websocket: str | None, is_exec: bool,
+        command: str | None, allow_args: tuple[str, ...], secret_env: tuple[str, ...],
+        cwd: str | None) -> None:
     """Add a service; nothing is allowed until an --allow rule says so.
 
     \b
@@ -155,6 +161,10 @@ def add(ctx: click.Context, name: str, base_url: str | None, auth: str | None,
         table.update(base_url=base_url, auth=auth, secret=secret, allow=[], deny=[])
         if env_var is not None:
             table["env"] = env_var
+        if placeholder is not None:
+            table["placeholder"] = placeholder
+        if websocket is not None:
+            table["websocket"] = websocket == "allow"
         created = parse_service(name, table)
         created = created.with_changes(allow=_rules(allow, "allow", scope),
                                        deny=_rules(deny, "deny", scope))
@@ -186,7 +196,8 @@ def add(ctx: click.Context, name: str, base_url: str | None, auth: str | None,
 def edit(ctx: click.Context, name: str, base_url: str | None, auth: str | None,
          secret: str | None, allow: tuple[str, ...], deny: tuple[str, ...],
          scope: str | None, rate_limit: str | None, timeout: timedelta | None,
-         description: str | None, env_var: str | None, remove_allow: tuple[str, ...],
+         description: str | None, env_var: str | None, placeholder: str | None,
+         websocket: str | None, remove_allow: tuple[str, ...],
          remove_deny: tuple[str, ...]) -> None:
     """Change a service: replace its settings, add or remove rules.
 
@@ -196,7 +207,7 @@ def edit(ctx: click.Context, name: str, base_url: str | None, auth: str | None,
       mcp-keys service edit stripe --remove-allow 'GET /v1/**' --rate-limit none
     """
     from ..errors import UsageError
-    from ..gateway.config import check_base_url, check_secret
+    from ..gateway.config import check_base_url, check_placeholder, check_secret
     from ..gateway.model import check_auth, parse_rate, parse_rule
 
     def change(services: dict[str, Service]) -> None:
@@ -216,6 +227,10 @@ def edit(ctx: click.Context, name: str, base_url: str | None, auth: str | None,
             updates["description"] = description
         if env_var is not None:
             updates["env"] = env_var or None
+        if placeholder is not None:
+            updates["placeholder"] = check_placeholder(placeholder) if placeholder else None
+        if websocket is not None:
+            updates["websocket"] = websocket == "allow"
         allowed, denied = list(current.allow), list(current.deny)
         for rules, removals, effect in ((allowed, remove_allow, "allow"),
                                         (denied, remove_deny, "deny")):

@@ -26,7 +26,7 @@ SERVICES_VAR = "MCP_KEYS_SERVICES"
 CHECK_INTERVAL = 0.25
 MAX_TIMEOUT = 600.0
 _KEYS = {"base_url", "auth", "secret", "description", "enabled", "timeout", "rate_limit",
-         "env", "allow", "deny", "kind"}
+         "env", "allow", "deny", "kind", "placeholder", "websocket"}
 _EXEC_KEYS = {"kind", "command", "allow_args", "secret_env", "cwd", "description", "enabled",
               "timeout", "rate_limit"}
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -124,6 +124,17 @@ def _unknown(where: str, table: dict[str, Any], known: set[str]) -> None:
                          f"{', '.join(sorted(known))})")
 
 
+def check_placeholder(template: object, where: str = "--placeholder") -> str:
+    """A placeholder format: printable, no spaces, holding ``{random}`` once."""
+    import re
+
+    if not isinstance(template, str) or template.count("{random}") != 1 or \
+            not re.fullmatch(r"[A-Za-z0-9_.:{}-]{8,128}", template):
+        raise UsageError(f"{where} must hold '{{random}}' once, in letters, digits and "
+                         "'_.:-' (e.g. sk_live_{random})")
+    return template
+
+
 def check_command(command: object) -> str:
     """An executable, resolved to an absolute path now, so PATH at run time cannot swap it."""
     import shutil
@@ -186,11 +197,18 @@ def parse_service(name: str, table: object) -> Service:
     env = table.get("env")
     if env is not None and (not isinstance(env, str) or not is_variable_name(env)):
         raise UsageError(f"{where}.env must be a variable name")
+    placeholder = table.get("placeholder")
+    if placeholder is not None:
+        check_placeholder(placeholder, where)
+    websocket = table.get("websocket", False)
+    if not isinstance(websocket, bool):
+        raise UsageError(f"{where}.websocket must be true or false")
     return Service(
         name=name, base_url=check_base_url(table["base_url"]),
         auth=check_auth(str(table["auth"])), secret=check_secret(table["secret"]),
         allow=_rules(table.get("allow", []), "allow", where),
-        deny=_rules(table.get("deny", []), "deny", where), env=env, **_common(where, table))
+        deny=_rules(table.get("deny", []), "deny", where), env=env, placeholder=placeholder,
+        websocket=websocket, **_common(where, table))
 
 
 def parse(raw: bytes, path: Path) -> dict[str, Service]:
@@ -253,6 +271,10 @@ def serialize(services: dict[str, Service]) -> bytes:
                   f"secret = {_string(service.secret)}", *_common_lines(service)]
         if service.env:
             lines.append(f"env = {_string(service.env)}")
+        if service.placeholder:
+            lines.append(f"placeholder = {_string(service.placeholder)}")
+        if service.websocket:
+            lines.append("websocket = true")
         for effect, rules in (("allow", service.allow), ("deny", service.deny)):
             lines.append(f"{effect} = [{', '.join(_rule(r) for r in rules)}]")
     return ("\n".join(lines) + "\n").encode()

@@ -164,6 +164,8 @@ class Service:
     description: str = ""
     enabled: bool = True
     env: str | None = None  # the variable a vendor's MCP server reads its key from
+    placeholder: str | None = None  # run --proxy: its format, e.g. "sk_live_{random}"
+    websocket: bool = False  # run --proxy: allow WebSocket upgrades to this service
     kind: str = "http"  # or "exec": run one configured executable
     command: str | None = None  # exec: the absolute path, resolved when configured
     allow_args: tuple[str, ...] = ()  # exec: globs over the space-joined arguments

@@ -100,6 +100,10 @@ class SwapAddon:
             return
         detail["path"] = path
         try:
+            if request.headers.get("upgrade", "").lower() == "websocket" and \
+                    not service.websocket:
+                raise Denied("denied", f"WebSocket upgrades to {service.name} are not "
+                             "allowed (service edit --websocket allow)")
             if not caller.may_use(service.name):
                 raise Denied("denied", f"this key lacks scope gateway:{service.name}")
             if not service.enabled:

@@ -154,7 +154,7 @@ def run_proxied(command: list[str], service_names: list[str], *,
         if not service.env:
             raise McpKeysError(f"service {name} has no --env VAR: set the variable its MCP "
                                f"server reads with 'mcp-keys service edit {name} --env VAR'")
-        placeholders[name] = placeholder_for(None)
+        placeholders[name] = placeholder_for(service.placeholder)
         env[service.env] = placeholders[name]
         try:  # resolve now: a reference that fails stops the server from starting
             value = gateway.secrets.get(service.secret).reveal()

@@ -11,6 +11,7 @@
     python scripts/bench.py scan         # scan of 1,000 MCP config files
     python scripts/bench.py run          # what mcp-keys run adds to a command's start
     python scripts/bench.py gateway      # execute vs a bare forwarding tool (bench_gateway)
+    python scripts/bench.py proxy        # run --proxy vs plain mitmproxy (Python 3.12+)
 """
 
 from __future__ import annotations
@@ -241,6 +242,17 @@ def bench_gateway() -> list[Row]:
     return bench()
 
 
+def bench_proxy() -> list[Row]:
+    try:
+        import mitmproxy  # noqa: F401
+    except ImportError:
+        return [("run --proxy", "skipped", "needs mitmproxy 12 (Python 3.12+)", "")]
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_proxy import bench
+
+    return bench()
+
+
 def show(rows: list[Row]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
@@ -250,7 +262,7 @@ def show(rows: list[Row]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["all", "validate", "startup", "store", "contention",
-                                         "scan", "run", "gateway"],
+                                         "scan", "run", "gateway", "proxy"],
                         nargs="?", default="all")
     parser.add_argument("--backend", choices=["json", "postgresql"], default="json")
     parser.add_argument("--postgres", default=os.environ.get("MCP_KEYS_TEST_POSTGRES_URL"),
@@ -270,7 +282,7 @@ def main() -> None:
     print(f"# command: python scripts/bench.py {args.what}")
     benches = {"validate": bench_validate, "startup": bench_startup, "store": bench_store,
                "contention": bench_contention, "scan": bench_scan, "run": bench_run,
-               "gateway": bench_gateway}
+               "gateway": bench_gateway, "proxy": bench_proxy}
     rows: list[Row] = []
     for name, bench in benches.items():
         if args.what in ("all", name):

@@ -316,3 +316,22 @@ def test_node_https_request_and_fetch(setup: dict[str, Any], bystander: Upstream
     assert str(other["request"]).startswith("error") and str(other["fetch"]).startswith(
         "error"), other
     assert not bystander.seen
+
+
+def test_exit_codes_and_signals_are_the_childs(setup: dict[str, Any]) -> None:
+    assert proxied(setup, sys.executable, "-c", "import sys; sys.exit(3)").returncode == 3
+    env = {**os.environ, "GW_SECRET": SECRET, "MCP_KEYS_STORE": setup["store"],
+           "MCP_API_KEY": setup["key"].key}
+    flag = Path(setup["store"]).parent / "ready"
+    script = ("import signal, sys, time, pathlib\n"
+              "signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n"
+              f"pathlib.Path({str(flag)!r}).write_text('up')\n"
+              "time.sleep(30)\n")
+    child = subprocess.Popen(mcp_keys_cmd("run", "--proxy", "--service", "api",
+                                          "--upstream-ca", setup["ca"], "--", sys.executable,
+                                          "-c", script), env=env)
+    deadline = time.monotonic() + 30
+    while not flag.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.terminate()  # SIGTERM to mcp-keys: forwarded to the server, whose code is ours
+    assert child.wait(30) == 42

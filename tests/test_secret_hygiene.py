@@ -47,6 +47,14 @@ def test_no_secret_or_digest_leaks_anywhere(run: Cli, tmp_path: Path,
         ("rotate", second_id), ("rotate", first_id), ("show", first),
         ("create", "bad\nname"), ("delete", second_id, "--yes"), ("show", second_id),
         ("verify", first[:-1] + "Q"),
+        ("service", "add", "api", "--base-url", "https://api.example.com", "--auth", "bearer",
+         "--secret", "env:HYGIENE_UPSTREAM", "--allow", "GET /**", "--env", "API_KEY"),
+        ("service", "list", "--json"), ("service", "show", "api", "--json"),
+        ("service", "add", "api", "--base-url", "https://x.example", "--auth", "bearer",
+         "--secret", first), ("ca", "rotate"), ("ca", "show", "--json"),
+        ("client-config", "cursor", "--url", "https://mcp.example.com/mcp", "--json"),
+        ("audit", "--event", "gateway_call", "--json"), ("doctor",),
+        ("verify", "--resource", "https://mcp.example.com/mcp", first),
     ]
     for args in everything:
         run(*args)

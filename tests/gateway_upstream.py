@@ -28,6 +28,7 @@ class Seen:
     query: list[tuple[str, str]]
     headers: dict[str, str]
     body: bytes
+    http_version: str = "1.1"
 
 
 @dataclass
@@ -64,7 +65,8 @@ class Upstream:
                 break
         request = Seen(scope["method"], scope["path"],
                        parse_qsl(scope["query_string"].decode(), keep_blank_values=True),
-                       {k.decode().lower(): v.decode() for k, v in scope["headers"]}, body)
+                       {k.decode().lower(): v.decode() for k, v in scope["headers"]}, body,
+                       scope.get("http_version", "1.1"))
         self.seen.append(request)
         parts = request.path.split("/")
         kind = parts[1] if len(parts) > 1 else ""

@@ -335,3 +335,69 @@ def test_exit_codes_and_signals_are_the_childs(setup: dict[str, Any]) -> None:
         time.sleep(0.05)
     child.terminate()  # SIGTERM to mcp-keys: forwarded to the server, whose code is ours
     assert child.wait(30) == 42
+
+
+def test_http2_to_an_http2_upstream(tmp_path: Path, manager: FileKeys) -> None:
+    """An upstream that speaks HTTP/2 (hypercorn, ALPN h2) gets HTTP/2 from the proxy when
+    the child speaks it, with the credential swapped in as over HTTP/1.1."""
+    pytest.importorskip("hypercorn")
+    pytest.importorskip("h2")
+    import asyncio
+    import threading
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from tests.gateway_upstream import free_port
+
+    ca, cert, key = make_test_ca(tmp_path)
+    upstream = Upstream(port=free_port(), scheme="https")
+    config = Config()
+    config.bind = [f"127.0.0.1:{upstream.port}"]
+    config.certfile, config.keyfile = cert, key
+    config.alpn_protocols = ["h2", "http/1.1"]
+    stop = asyncio.Event()
+    loop = asyncio.new_event_loop()
+
+    async def run_server() -> None:
+        await serve(upstream, config, shutdown_trigger=stop.wait)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(run_server(),),
+                              daemon=True)
+    thread.start()
+    try:
+        import socket
+
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", upstream.port), 0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "hypercorn did not start"
+                time.sleep(0.05)
+        manager.init()
+        store = str(manager.store.path)
+        assert run_cli_process("--store", store, "service", "add", "h2api", "--base-url",
+                               f"{upstream.url}/bearer", "--auth", "bearer", "--secret",
+                               "env:GW_SECRET", "--env", "UPSTREAM_KEY", "--allow", "GET /**",
+                               env={"GW_SECRET": SECRET}).returncode == 0
+        agent = manager.create("h2", scopes=["gateway:h2api"])
+        script = ('import httpx, json, os, sys; c = httpx.Client(http2=True, timeout=15); '
+                  'r = c.get(sys.argv[1], headers={"Authorization": "Bearer " + '
+                  'os.environ["UPSTREAM_KEY"]}); '
+                  'print(json.dumps({"status": r.status_code, "version": r.http_version}))')
+        env = {**os.environ, "GW_SECRET": SECRET, "MCP_KEYS_STORE": store,
+               "MCP_API_KEY": agent.key}
+        done = subprocess.run(mcp_keys_cmd("run", "--proxy", "--service", "h2api",
+                                           "--upstream-ca", ca, "--", sys.executable, "-c",
+                                           script, f"{upstream.url}/bearer/things/h2"),
+                              env=env, capture_output=True, text=True, timeout=60,
+                              check=False)
+        result = outcome(done)
+        assert result == {"status": 200, "version": "HTTP/2"}, result
+        (seen,) = upstream.seen
+        assert seen.http_version == "2" and upstream.authorised("bearer", seen), seen
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)

@@ -98,6 +98,7 @@ def bench(count: int = 400, rounds: int = 3) -> list[Row]:
                     found = json.loads(done.stdout)
                     c += found["samples"]
                     c_rate = max(c_rate, found["rate"])
+                kill = revoke_latency(cli, ours_env, child_loop(tmp), url, ca, store, key_text)
             finally:
                 plain.stop()
     rows: list[Row] = []
@@ -107,7 +108,51 @@ def bench(count: int = 400, rounds: int = 3) -> list[Row]:
                      f"{pct(c, q) / pct(b, q):.2f}x{target}"))
     rows.append(("run --proxy, keep-alive HTTPS, sequential", f"{c_rate:,.0f} req/s",
                  f"plain mitmproxy {b_rate:,.0f} req/s", f"{c_rate / b_rate:.2f}x"))
+    rows.append(("kill switch: revoke -> proxied request refused", "", f"{kill:.0f} ms",
+                 "target <= 1000 ms"))
     return rows
+
+
+LOOP = r'''
+import json, os, sys, time, httpx
+url, flag = sys.argv[1], sys.argv[2]
+headers = {"Authorization": "Bearer " + os.environ["UPSTREAM_KEY"]}
+with httpx.Client(timeout=30) as client:
+    client.get(url, headers=headers)
+    open(flag, "w").write("ready")
+    while not os.path.exists(flag + ".revoked"):
+        time.sleep(0.001)
+    while client.get(url, headers=headers).status_code != 403:
+        pass
+    print(json.dumps({"refused_at": time.time()}))
+'''
+
+
+def child_loop(tmp: Path) -> Path:
+    path = tmp / "loop.py"
+    path.write_text(LOOP)
+    return path
+
+
+def revoke_latency(cli: list[str], env: dict[str, str], loop: Path, url: str, ca: str,
+                   store: Path, key: str) -> float:
+    """From the revoke's commit to the first 403 a running child sees (the child polls)."""
+    import time
+
+    from mcp_keys.manager import KeyManager
+
+    flag = store.parent / "kill-flag"
+    child = subprocess.Popen([*cli, "run", "--proxy", "--service", "up", "--upstream-ca", ca,
+                              "--", sys.executable, str(loop), url, str(flag)], env=env,
+                             stdout=subprocess.PIPE, text=True)
+    while not flag.exists():
+        time.sleep(0.01)
+    KeyManager(store).revoke(key[5:17])
+    revoked = time.time()
+    Path(str(flag) + ".revoked").write_text("")
+    out, _ = child.communicate(timeout=60)
+    refused: float = json.loads(out)["refused_at"]
+    return (refused - revoked) * 1000
 
 
 def urlhost(url: str) -> str:

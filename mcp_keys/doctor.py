@@ -93,7 +93,7 @@ def _git_check(name: str, path: Path) -> Check:
 
 def _proxy_ca_check(manager: KeyManager) -> Check | None:
     """The proxy CA, if there is one: key mode 0600 and not expired (warn within 30 days)."""
-    from .gateway.config import services_path
+    from .gateway.services import services_path
 
     store = manager.store
     location = getattr(store, "path", None) or getattr(store, "url", None)
@@ -102,7 +102,7 @@ def _proxy_ca_check(manager: KeyManager) -> Check | None:
     if not key.exists():
         return None
     try:
-        from .proxy.ca import LocalCA
+        from .gateway.interceptor.ca import LocalCA
 
         authority = LocalCA(directory)
         authority.load()

@@ -40,8 +40,8 @@ def pct(samples: list[float], q: float) -> float:
 
 def bench(count: int = 400, rounds: int = 3) -> list[Row]:
     sys.path.insert(0, str(ROOT))
-    from mcp_keys.proxy.ca import LocalCA
-    from mcp_keys.proxy.run import RunningProxy, system_bundle
+    from mcp_keys.gateway.interceptor.ca import LocalCA
+    from mcp_keys.gateway.interceptor.run import RunningProxy, system_bundle
     from tests.gateway_upstream import SECRET, running_upstream
     from tests.test_proxy_run import make_test_ca
 

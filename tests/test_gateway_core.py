@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from mcp_keys.gateway.config import ServiceConfig, update
-from mcp_keys.gateway.core import Caller, Denied, Gateway, GatewayRequest
 from mcp_keys.gateway.model import parse_rule
+from mcp_keys.gateway.proxy import Caller, Denied, Gateway, GatewayRequest
+from mcp_keys.gateway.services import ServiceConfig, update
 from tests.conftest import FileKeys, assert_absent
 from tests.gateway_upstream import PASSWORD, SECRET, USER, Upstream, running_upstream
 

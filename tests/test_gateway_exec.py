@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from mcp_keys.gateway.config import ServiceConfig
-from mcp_keys.gateway.core import Caller, Denied, Gateway
+from mcp_keys.gateway.proxy import Caller, Denied, Gateway
+from mcp_keys.gateway.services import ServiceConfig
 from tests.conftest import Cli, FileKeys, assert_absent
 
 SECRET = "ghp_exec_test_token_9f8e7d6c5b4a"
@@ -123,7 +123,7 @@ def test_output_is_capped(tool: dict[str, Any], manager: FileKeys) -> None:
 
 
 def test_exec_and_http_tools_do_not_mix(tool: dict[str, Any], manager: FileKeys) -> None:
-    from mcp_keys.gateway.core import GatewayRequest
+    from mcp_keys.gateway.proxy import GatewayRequest
 
     gateway = gateway_for(tool, manager)
     with pytest.raises(Denied) as info:

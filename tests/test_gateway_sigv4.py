@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from mcp_keys.gateway.config import ServiceConfig
-from mcp_keys.gateway.core import Caller, Gateway, GatewayRequest
+from mcp_keys.gateway.proxy import Caller, Gateway, GatewayRequest
+from mcp_keys.gateway.services import ServiceConfig
 from tests.conftest import FileKeys, assert_absent
 from tests.gateway_upstream import free_port
 

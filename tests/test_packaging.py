@@ -31,6 +31,8 @@ def test_wheel_and_sdist_carry_the_license_and_metadata(dists: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+        assert "mcp_keys/gateway/interceptor/node_preload.js" in names, \
+            "run --proxy's Node shim ships in the wheel"
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA")))
     text = metadata.decode()
     for line in ("License-Expression: Apache-2.0", "Classifier: Typing :: Typed",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_keys.proxy.ca import LocalCA
+from mcp_keys.gateway.interceptor.ca import LocalCA
 from tests.conftest import Cli, one_error_line
 
 pytest.importorskip("cryptography")

@@ -11,8 +11,8 @@ from .render import emit_json
 
 
 def _ca(ctx: click.Context) -> tuple[object, list[str]]:
-    from ..gateway.config import read, services_path
-    from ..proxy.ca import LocalCA, service_hosts
+    from ..gateway.interceptor.ca import LocalCA, service_hosts
+    from ..gateway.services import read, services_path
 
     path = services_path(store_location(ctx))
     return LocalCA(path.parent), service_hosts(read(path))
@@ -41,7 +41,7 @@ def show(ctx: click.Context, as_json: bool) -> None:
       mcp-keys ca show --json
     """
     from ..errors import McpKeysError
-    from ..proxy.ca import LocalCA
+    from ..gateway.interceptor.ca import LocalCA
 
     authority, hosts = _ca(ctx)
     assert isinstance(authority, LocalCA)
@@ -73,7 +73,7 @@ def rotate(ctx: click.Context, days: int) -> None:
     Examples:
       mcp-keys ca rotate --days 90
     """
-    from ..proxy.ca import LocalCA
+    from ..gateway.interceptor.ca import LocalCA
 
     authority, hosts = _ca(ctx)
     assert isinstance(authority, LocalCA)

@@ -105,7 +105,7 @@ def run(ctx: click.Context, pairs: tuple[str, ...], ref_file: str | None, mask: 
     """
     if proxy:
         from ..errors import UsageError
-        from ..proxy.run import run_proxied
+        from ..gateway.interceptor.run import run_proxied
         from . import store_location
 
         if pairs or ref_file or mask:

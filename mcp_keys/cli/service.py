@@ -19,13 +19,13 @@ if TYPE_CHECKING:
 
 
 def _path(ctx: click.Context) -> Path:
-    from ..gateway.config import services_path
+    from ..gateway.services import services_path
 
     return services_path(store_location(ctx))
 
 
 def _update(ctx: click.Context, change: Any) -> dict[str, Service]:
-    from ..gateway.config import update
+    from ..gateway.services import update
 
     return update(_path(ctx), change, store=store_location(ctx))
 
@@ -132,7 +132,7 @@ def add(ctx: click.Context, name: str, base_url: str | None, auth: str | None,
           --allow-args 'issue list*' --secret-env GH_TOKEN=keyring:mcp-keys/github
     """
     from ..errors import McpKeysError, UsageError
-    from ..gateway.config import check_command, parse_service
+    from ..gateway.services import check_command, parse_service
 
     table: dict[str, Any] = {}
     for key, value in (("rate_limit", rate_limit), ("timeout", _seconds(timeout)),
@@ -207,8 +207,8 @@ def edit(ctx: click.Context, name: str, base_url: str | None, auth: str | None,
       mcp-keys service edit stripe --remove-allow 'GET /v1/**' --rate-limit none
     """
     from ..errors import UsageError
-    from ..gateway.config import check_base_url, check_placeholder, check_secret
     from ..gateway.model import check_auth, parse_rate, parse_rule
+    from ..gateway.services import check_base_url, check_placeholder, check_secret
 
     def change(services: dict[str, Service]) -> None:
         current = _existing(services, name)
@@ -271,7 +271,7 @@ def list_services(ctx: click.Context, as_json: bool) -> None:
     Examples:
       mcp-keys service list --json
     """
-    from ..gateway.config import read
+    from ..gateway.services import read
 
     services = read(_path(ctx))
     if as_json:
@@ -304,7 +304,7 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
     Examples:
       mcp-keys service show stripe
     """
-    from ..gateway.config import read
+    from ..gateway.services import read
 
     record = _record(_existing(read(_path(ctx)), name))
     if as_json:
@@ -385,7 +385,7 @@ def test(ctx: click.Context, name: str, path: str) -> None:
     import asyncio
 
     from ..errors import McpKeysError
-    from ..gateway.core import Denied
+    from ..gateway.proxy import Denied
     from ..gateway.serve import make_gateway
 
     gateway, _ = make_gateway(store_location(ctx), services=_path(ctx), front="test")

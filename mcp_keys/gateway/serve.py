@@ -12,11 +12,11 @@ from pathlib import Path
 from ..errors import McpKeysError, UsageError
 from ..integrations.refusal import ASGIApp, Receive, Scope, Send, bearer_token
 from ..validator import Validator
-from .config import ConfigError, ServiceConfig, services_path
-from .core import MAX_BODY, Gateway
-from .mcp_server import KEY_VAR, CallerSource, build, key_from_environment
 from .model import RateLimit
+from .proxy import MAX_BODY, Gateway
 from .ratelimit import Buckets
+from .server import KEY_VAR, CallerSource, build, key_from_environment
+from .services import ConfigError, ServiceConfig, services_path
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 REFRESH = 0.5  # a revoke or a store change reaches the gateway within this

@@ -9,14 +9,14 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..gateway.core import Denied
-from ..gateway.hygiene import Refused, normalise_path
-from ..gateway.scrub import Scrubber
+from ..hygiene import Refused, normalise_path
+from ..proxy import Denied
+from ..scrub import Scrubber
 
 if TYPE_CHECKING:
-    from ..gateway.core import Caller, Gateway
-    from ..gateway.mcp_server import CallerSource
-    from ..gateway.model import Service
+    from ..model import Service
+    from ..proxy import Caller, Gateway
+    from ..server import CallerSource
 
 
 class SwapAddon:

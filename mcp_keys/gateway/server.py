@@ -15,7 +15,7 @@ from typing import Any
 
 from ..models import ValidationResult
 from ..validator import Validator
-from .core import Caller, Denied, Gateway, GatewayRequest
+from .proxy import Caller, Denied, Gateway, GatewayRequest
 
 KEY_VAR = "MCP_API_KEY"
 INSTRUCTIONS = ("Calls upstream APIs for you with credentials you never see. list_services "

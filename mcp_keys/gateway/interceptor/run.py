@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import McpKeysError, UsageError
+from ...errors import McpKeysError, UsageError
 
 PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy",
               "all_proxy")
@@ -122,8 +122,8 @@ class RunningProxy:
 def run_proxied(command: list[str], service_names: list[str], *,
                 store: str | None = None, upstream_ca: str | None = None) -> int:
     """Run ``command`` behind the proxy; the child's exit code."""
-    from ..gateway.mcp_server import KEY_VAR, CallerSource, key_from_environment
-    from ..gateway.serve import make_gateway
+    from ..serve import make_gateway
+    from ..server import KEY_VAR, CallerSource, key_from_environment
     from .addon import SwapAddon
     from .ca import LocalCA, service_hosts
 

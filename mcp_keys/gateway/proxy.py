@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SecretError
-from .config import ServiceConfig
 from .hygiene import Refused, check_headers, check_method, check_query, normalise_path
 from .injection import Outgoing, inject, reserved_headers, reserved_query
 from .model import METHODS, Service
 from .ratelimit import Buckets
 from .scrub import Scrubber
+from .services import ServiceConfig
 
 if TYPE_CHECKING:
     from ..audit import AuditTrail
     from ..secrets.cache import SecretCache
-    from .runner import ExecResult
+    from .execmode import ExecResult
 
 MAX_BODY = 1 << 20
 MAX_REASON = 200
@@ -252,7 +252,7 @@ class Gateway:
                        reason: object = None) -> ExecResult:
         """Run an exec service's command with ``args`` if a glob allows them; audited as
         ``gateway_exec`` whatever the outcome."""
-        from .runner import check_args, run
+        from .execmode import check_args, run
 
         timing = _Timing()
         detail: dict[str, Any] = {"front": self.front, "service": str(name)[:64]}

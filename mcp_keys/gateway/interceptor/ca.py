@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import McpKeysError
+from ...errors import McpKeysError
 
 CERT_FILE = "proxy-ca.pem"
 KEY_FILE = "proxy-ca.key"
@@ -83,7 +83,7 @@ class LocalCA:
         """Read the CA if both files are there; ``False`` when there is none yet."""
         from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-        from ..safefs import check_trusted, read_regular
+        from ...safefs import check_trusted, read_regular
 
         x509 = _crypto()
         try:
@@ -143,8 +143,8 @@ class LocalCA:
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        from ..atomic import write_atomic
-        from ..safefs import make_private_dirs
+        from ...atomic import write_atomic
+        from ...safefs import make_private_dirs
 
         x509 = _crypto()
         from cryptography.x509.oid import NameOID

@@ -401,3 +401,19 @@ def test_http2_to_an_http2_upstream(tmp_path: Path, manager: FileKeys) -> None:
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
+
+
+def test_upstream_tls_is_verified(setup: dict[str, Any]) -> None:
+    """Without --upstream-ca the test upstream's private CA is not trusted: the proxy
+    refuses to talk to it, and the credential never leaves."""
+    pytest.importorskip("httpx")
+    upstream: Upstream = setup["upstream"]
+    env = {**os.environ, "GW_SECRET": SECRET, "MCP_KEYS_STORE": setup["store"],
+           "MCP_API_KEY": setup["key"].key}
+    done = subprocess.run(mcp_keys_cmd("run", "--proxy", "--service", "api", "--",
+                                       sys.executable, setup["child"], "httpx",
+                                       f"{upstream.url}/bearer/things/1"),
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    result = outcome(done)
+    assert result["status"] == 502 or result["status"] == -1, result
+    assert not upstream.seen, "the upstream was reached over an unverified connection"

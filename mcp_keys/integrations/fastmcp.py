@@ -14,7 +14,7 @@ from typing import Any
 
 from ..models import ValidationResult
 from ..validator import Validator, get_validator
-from .mcp import redacted, resource_of
+from .mcp import token_fields
 from .refusal import Challenges
 
 try:
@@ -61,15 +61,8 @@ class McpKeysVerifier(TokenVerifier):
         result = self.check(token)
         if not result:
             return None
-        expires = result.expires_at
-        return AccessToken(
-            token=redacted(result),
-            client_id=result.key_id or "mcp-api-key",
-            scopes=list(result.scopes),
-            expires_at=None if expires is None else int(expires.timestamp()),
-            resource=resource_of(result, self.resource),
-            claims={"key_id": result.key_id, "name": result.name},
-        )
+        return AccessToken(**token_fields(result, self.resource),
+                           claims={"key_id": result.key_id, "name": result.name})
 
     def get_middleware(self) -> list[Any]:
         """FastMCP's auth middleware, wrapped so its refusals read like mcp-keys' own."""

@@ -72,6 +72,17 @@ def resource_of(result: ValidationResult, own: str | None) -> str | None:
     return result.resources[0] if len(result.resources) == 1 else None
 
 
+def token_fields(result: ValidationResult, own: str | None) -> dict[str, Any]:
+    """What every ``AccessToken`` built from a valid key holds (the SDK's, FastMCP's and
+    the one the middleware hands the SDK): the key ID as client, its scopes and expiry,
+    the resource, and a redacted token, never the plaintext."""
+    expires = result.expires_at
+    return {"token": redacted(result), "client_id": result.key_id or "mcp-api-key",
+            "scopes": list(result.scopes),
+            "expires_at": None if expires is None else int(expires.timestamp()),
+            "resource": resource_of(result, own)}
+
+
 class McpKeysTokenVerifier:
     """The SDK's ``TokenVerifier`` protocol over an mcp-keys store.
 
@@ -109,14 +120,7 @@ class McpKeysTokenVerifier:
         result = self.check(token)
         if not result:
             return None
-        expires = result.expires_at
-        return AccessToken(
-            token=redacted(result),
-            client_id=result.key_id or "mcp-api-key",
-            scopes=list(result.scopes),
-            expires_at=None if expires is None else int(expires.timestamp()),
-            resource=resource_of(result, self.resource),
-        )
+        return AccessToken(**token_fields(result, self.resource))
 
     def auth_settings(self, issuer_url: str | None = None, *,
                       required_scopes: Iterable[str] | None = None) -> AuthSettings:
@@ -248,11 +252,7 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         context, user_type, token_type, credentials = sdk
-        expires = result.expires_at
-        user = user_type(token_type(
-            token=redacted(result), client_id=result.key_id or "mcp-api-key",
-            scopes=list(result.scopes), resource=resource_of(result, self.resource),
-            expires_at=None if expires is None else int(expires.timestamp())))
+        user = user_type(token_type(**token_fields(result, self.resource)))
         scope["user"], scope["auth"] = user, credentials(list(result.scopes))
         reset = context.set(user)
         try:

@@ -206,7 +206,8 @@ class Gateway:
         outgoing = Outgoing(method, service.base_url + path, headers, query, body)
         return service, outgoing, why
 
-    def _scrubber(self, service: Service, value: str) -> Scrubber:
+    def scrubber(self, service: Service, value: str) -> Scrubber:
+        """The scrubber for a service's current secret, built once per value."""
         cached = self._scrubbers.get(service.secret)
         if cached is None or cached[0] != value:
             cached = self._scrubbers[service.secret] = (value, Scrubber([value]))
@@ -353,7 +354,7 @@ class Gateway:
         except SecretError as exc:
             raise Denied("upstream_error", f"the credential for {service.name} could not be "
                          f"read: {exc}") from None
-        scrub = self._scrubber(service, secret.reveal())
+        scrub = self.scrubber(service, secret.reveal())
         try:
             inject(service.auth, outgoing, secret)
         except SecretError as exc:

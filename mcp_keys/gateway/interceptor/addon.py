@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..hygiene import Refused, normalise_path
 from ..proxy import Denied
-from ..scrub import Scrubber
 
 if TYPE_CHECKING:
     from ..model import Service
@@ -104,10 +103,7 @@ class SwapAddon:
                     not service.websocket:
                 raise Denied("denied", f"WebSocket upgrades to {service.name} are not "
                              "allowed (service edit --websocket allow)")
-            if not caller.may_use(service.name):
-                raise Denied("denied", f"this key lacks scope gateway:{service.name}")
-            if not service.enabled:
-                raise Denied("disabled", f"service {service.name} is disabled")
+            service = self.gateway.service(caller, service.name)  # scope, enabled, file
             allowed, why = service.decide(request.method, path, caller.scopes)
             if not allowed:
                 raise Denied("denied", why)
@@ -125,12 +121,11 @@ class SwapAddon:
             self._refuse(flow, 502, f"the credential for {service.name} could not be read")
             return
         detail["rule"] = why
+        query = request.path.partition("?")[2]
+        request.path = path + ("?" + query if query else "")  # what the rules matched
         self._swap(service, request, self.placeholders[service.name], secret)
-        query = request.query
-        request.path = path + ("?" + request.path.split("?", 1)[1]
-                               if "?" in request.path else "")
-        request.query = query
-        flow.metadata["mcp_keys"] = (started, detail, caller, Scrubber([secret]))
+        flow.metadata["mcp_keys"] = (started, detail, caller,
+                                     self.gateway.scrubber(service, secret))
 
     @staticmethod
     def _swap(service: Service, request: Any, placeholder: str, secret: str) -> None:

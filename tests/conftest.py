@@ -4,8 +4,10 @@ never print the secret they look for."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,3 +265,29 @@ def vault(monkeypatch: pytest.MonkeyPatch) -> Iterator[KvServer]:
         monkeypatch.setenv("VAULT_ADDR", kv.address)
         monkeypatch.setenv("VAULT_TOKEN", VAULT_TOKEN)
         yield kv
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (yet)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def accepting(port: int) -> bool:
+    """Whether something accepts connections on a loopback port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(condition: Callable[[], bool], deadline: float, what: str) -> None:
+    """Poll ``condition`` until it holds, or fail after ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}", pytrace=False)

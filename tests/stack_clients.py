@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -20,16 +22,20 @@ class Outcome:
     text: str
 
 
-def _text(result: Any) -> str:
+def text_of(result: Any) -> str:
+    """The text of a tool result."""
     return "".join(getattr(part, "text", "") for part in result.content)
 
 
-def _is_error(result: Any) -> bool:
-    value = getattr(result, "is_error", None)  # SDK 2.x and FastMCP 4.x
+def is_error(result: Any) -> bool:
+    """Whether a tool result is an error (``is_error`` in SDK 2.x and FastMCP 4.x)."""
+    value = getattr(result, "is_error", None)
     return bool(getattr(result, "isError", False) if value is None else value)
 
 
-async def _sdk(url: str, key: str, tool: str, args: dict[str, Any]) -> Outcome:
+@asynccontextmanager
+async def http_session(url: str, key: str, timeout: float = 10) -> AsyncIterator[Any]:
+    """The official SDK's client session over streamable HTTP, 1.x or 2.x."""
     from mcp import ClientSession
 
     headers = {"Authorization": f"Bearer {key}"}
@@ -37,12 +43,11 @@ async def _sdk(url: str, key: str, tool: str, args: dict[str, Any]) -> Outcome:
         import httpx2
         from mcp.client.streamable_http import streamable_http_client
 
-        async with httpx2.AsyncClient(headers=headers, timeout=10) as http, \
+        async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http, \
                 streamable_http_client(url, http_client=http) as (read, write), \
                 ClientSession(read, write) as session:
             await session.initialize()
-            tools = await session.list_tools()
-            result = await session.call_tool(tool, args)
+            yield session
     else:
         from importlib import import_module
 
@@ -51,9 +56,14 @@ async def _sdk(url: str, key: str, tool: str, args: dict[str, Any]) -> Outcome:
         async with client(url, headers=headers) as (read, write, _), \
                 ClientSession(read, write) as session:
             await session.initialize()
-            tools = await session.list_tools()
-            result = await session.call_tool(tool, args)
-    return Outcome(sorted(t.name for t in tools.tools), _is_error(result), _text(result))
+            yield session
+
+
+async def _sdk(url: str, key: str, tool: str, args: dict[str, Any]) -> Outcome:
+    async with http_session(url, key) as session:
+        tools = await session.list_tools()
+        result = await session.call_tool(tool, args)
+    return Outcome(sorted(t.name for t in tools.tools), is_error(result), text_of(result))
 
 
 async def _fastmcp(url: str, key: str, tool: str, args: dict[str, Any]) -> Outcome:
@@ -63,7 +73,7 @@ async def _fastmcp(url: str, key: str, tool: str, args: dict[str, Any]) -> Outco
     async with Client(url, auth=BearerAuth(key), timeout=10) as client:
         tools = await client.list_tools()
         result = await client.call_tool(tool, args, raise_on_error=False)
-    return Outcome(sorted(t.name for t in tools), _is_error(result), _text(result))
+    return Outcome(sorted(t.name for t in tools), is_error(result), text_of(result))
 
 
 def call(client: str, url: str, key: str, tool: str, args: dict[str, Any]) -> Outcome:

@@ -17,9 +17,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FileKeys, assert_absent, run_cli_process
-from tests.gateway_upstream import SECRET, Upstream, free_port, running_upstream
-from tests.stack_clients import sdk_major
+from tests.conftest import (
+    FileKeys,
+    accepting,
+    assert_absent,
+    free_port,
+    run_cli_process,
+    wait_for,
+)
+from tests.gateway_upstream import SECRET, Upstream, running_upstream
+from tests.stack_clients import http_session, is_error, text_of
 
 pytest.importorskip("mcp")
 
@@ -60,24 +67,6 @@ def setup(manager: FileKeys, upstream: Upstream, tmp_path: Path) -> dict[str, An
             "services": manager.store.path.parent / "services.toml"}
 
 
-def wait_for(condition: Callable[[], bool], deadline: float, what: str) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}", pytrace=False)
-
-
-def text_of(result: Any) -> str:
-    return "".join(getattr(part, "text", "") for part in result.content)
-
-
-def is_error(result: Any) -> bool:
-    value = getattr(result, "is_error", None)
-    return bool(getattr(result, "isError", False) if value is None else value)
-
-
 @asynccontextmanager
 async def stdio_session(setup: dict[str, Any], key: str) -> AsyncIterator[Any]:
     from mcp import ClientSession
@@ -104,46 +93,14 @@ def http_gateway(setup: dict[str, Any], tmp_path: Path) -> Iterator[str]:
                                 "--rate-limit", "30/min"],
                                env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        import socket
-
-        def accepting() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    return True
-            except OSError:
-                return process.poll() is not None
-
-        wait_for(accepting, 30, "the HTTP gateway")
+        wait_for(lambda: accepting(port) or process.poll() is not None, 30,
+                 "the HTTP gateway")
         assert process.poll() is None, (tmp_path / "gateway.log").read_text()[-2000:]
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         process.terminate()
         process.wait(10)
         log.close()
-
-
-@asynccontextmanager
-async def http_session(url: str, key: str) -> AsyncIterator[Any]:
-    from mcp import ClientSession
-
-    headers = {"Authorization": f"Bearer {key}"}
-    if sdk_major() >= 2:
-        import httpx2
-        from mcp.client.streamable_http import streamable_http_client
-
-        async with httpx2.AsyncClient(headers=headers, timeout=15) as http, \
-                streamable_http_client(url, http_client=http) as (read, write), \
-                ClientSession(read, write) as session:
-            await session.initialize()
-            yield session
-    else:
-        from importlib import import_module
-
-        client = import_module("mcp.client.streamable_http").streamablehttp_client
-        async with client(url, headers=headers) as (read, write, _), \
-                ClientSession(read, write) as session:
-            await session.initialize()
-            yield session
 
 
 async def exercise(session: Any, upstream: Upstream) -> dict[str, Any]:
@@ -218,7 +175,7 @@ def test_stdio_gateway_with_the_official_client(setup: dict[str, Any],
 def test_http_gateway_with_the_official_client(setup: dict[str, Any], upstream: Upstream,
                                                http_gateway: str, tmp_path: Path) -> None:
     async def go() -> dict[str, Any]:
-        async with http_session(http_gateway, setup["agent"].key) as session:
+        async with http_session(http_gateway, setup["agent"].key, timeout=15) as session:
             found = await exercise(session, upstream)
             query = await session.call_tool("execute", {"service": "inquery", "method": "GET",
                                                         "path": "/things"})

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,7 @@ import pytest
 
 from mcp_keys.gateway.proxy import Caller, Gateway, GatewayRequest
 from mcp_keys.gateway.services import ServiceConfig
-from tests.conftest import FileKeys, assert_absent
-from tests.gateway_upstream import free_port
+from tests.conftest import FileKeys, accepting, assert_absent, free_port, wait_for
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto")
@@ -35,15 +32,8 @@ def moto() -> Iterator[dict[str, str]]:
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail("moto's server did not start", pytrace=False)
-                time.sleep(0.05)
+        wait_for(lambda: accepting(port) or process.poll() is not None, 30, "moto's server")
+        assert process.poll() is None, "moto's server exited"
         url = f"http://127.0.0.1:{port}"
         iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
                            aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")

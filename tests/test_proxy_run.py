@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FileKeys, assert_absent, mcp_keys_cmd, run_cli_process
+from tests.conftest import (
+    FileKeys,
+    accepting,
+    assert_absent,
+    mcp_keys_cmd,
+    run_cli_process,
+    wait_for,
+)
 from tests.gateway_upstream import SECRET, Upstream, running_upstream
 
 pytest.importorskip("cryptography")
@@ -348,9 +355,10 @@ def test_http2_to_an_http2_upstream(tmp_path: Path, manager: FileKeys) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
-    from tests.gateway_upstream import free_port
 
     ca, cert, key = make_test_ca(tmp_path)
+    from tests.conftest import free_port
+
     upstream = Upstream(port=free_port(), scheme="https")
     config = Config()
     config.bind = [f"127.0.0.1:{upstream.port}"]
@@ -366,16 +374,7 @@ def test_http2_to_an_http2_upstream(tmp_path: Path, manager: FileKeys) -> None:
                               daemon=True)
     thread.start()
     try:
-        import socket
-
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", upstream.port), 0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "hypercorn did not start"
-                time.sleep(0.05)
+        wait_for(lambda: accepting(upstream.port), 20, "hypercorn")
         manager.init()
         store = str(manager.store.path)
         assert run_cli_process("--store", store, "service", "add", "h2api", "--base-url",

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -24,7 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FileKeys, assert_absent, run_cli_process
+from tests.conftest import (
+    FileKeys,
+    accepting,
+    assert_absent,
+    free_port,
+    run_cli_process,
+    wait_for,
+)
 from tests.stack_clients import call, sdk_major
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -61,29 +66,6 @@ STACKS = [
 def required_stacks() -> set[str]:
     """``MCP_KEYS_REQUIRE_STACKS`` (CI) names stacks that must run here, not skip."""
     return {s for s in os.environ.get("MCP_KEYS_REQUIRE_STACKS", "").split(",") if s}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], deadline: float, what: str) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}", pytrace=False)
-
-
-def accepting(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass

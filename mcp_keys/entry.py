@@ -68,10 +68,9 @@ def _list_json(store: str | None) -> NoReturn:
 
     from .errors import McpKeysError, set_warning_sink
     from .manager import KeyManager
-    from .terminal import error_line, safe
+    from .terminal import error_line, warning_line
 
-    set_warning_sink(lambda message: print(f"warning: {safe(' '.join(message.split()))}",
-                                           file=sys.stderr))
+    set_warning_sink(lambda message: print(warning_line(message), file=sys.stderr))
     try:
         keys = KeyManager(store).list()
         sys.stdout.write(json.dumps([key.to_dict() for key in keys], indent=2,

@@ -16,3 +16,8 @@ def safe(text: object) -> str:
 def error_line(message: str) -> str:
     """The one stderr line of a failed command."""
     return f"Error: {safe(' '.join(message.split()))}"
+
+
+def warning_line(message: str) -> str:
+    """The stderr line of a problem that does not stop the command."""
+    return f"warning: {safe(' '.join(message.split()))}"

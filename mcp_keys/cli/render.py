@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..durations import humanize
-from ..terminal import safe
+from ..terminal import safe, warning_line
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -27,7 +27,7 @@ PIPE_WIDTH = 10_000  # a pipe has no width: never wrap a line written to one
 
 
 def warning(message: str) -> None:
-    click.echo(f"warning: {safe(' '.join(message.split()))}", err=True)
+    click.echo(warning_line(message), err=True)
 
 
 def console(stderr: bool = False) -> Console:

@@ -218,10 +218,6 @@ class Gateway:
         timing = _Timing()
         detail: dict[str, Any] = {"front": self.front, "service": str(request.service)[:64],
                                   "method": str(request.method)[:16].upper()}
-        try:
-            detail["path"] = normalise_path(request.path)
-        except Refused:  # kept for the record, cut short; the JSON line escapes it
-            detail["path_refused"] = str(request.path)[:200]
         reason = clean_reason(request.reason)
         if reason:
             detail["reason"] = reason
@@ -231,16 +227,12 @@ class Gateway:
                           rule=why)
             response = await self._send(service, outgoing)
         except Denied as exc:
-            detail.update(decision=exc.decision, why=str(exc), latency_ms=timing.ms())
-            if exc.status is not None:
-                detail["status"] = exc.status
-            self._audit(caller, detail)
+            self._audit_refusal(caller, detail, request, exc, timing)
             raise
         except Exception as exc:  # fail closed, audited, and said in words, whatever it was
             refused = Denied("upstream_error", f"the call failed inside the gateway "
                              f"({type(exc).__name__}); nothing more is known")
-            detail.update(decision="upstream_error", why=str(refused), latency_ms=timing.ms())
-            self._audit(caller, detail)
+            self._audit_refusal(caller, detail, request, refused, timing)
             raise refused from None
         detail.update(decision="allowed", status=response.status, latency_ms=timing.ms(),
                       bytes_out=response.bytes_out, bytes_in=response.bytes_in)
@@ -248,6 +240,20 @@ class Gateway:
             detail["body"] = response.body[:2048]
         self._audit(caller, detail)
         return response
+
+    def _audit_refusal(self, caller: Caller, detail: dict[str, Any],
+                       request: GatewayRequest, exc: Denied, timing: _Timing) -> None:
+        """The audit line of a refused call, with the path as far as it could be
+        normalised (a refused one kept, cut short: the JSON line escapes it)."""
+        if "path" not in detail:
+            try:
+                detail["path"] = normalise_path(request.path)
+            except Refused:
+                detail["path_refused"] = str(request.path)[:200]
+        detail.update(decision=exc.decision, why=str(exc), latency_ms=timing.ms())
+        if exc.status is not None:
+            detail["status"] = exc.status
+        self._audit(caller, detail)
 
     async def run_exec(self, caller: Caller, name: object, args: object,
                        reason: object = None) -> ExecResult:

@@ -86,22 +86,30 @@ def set_secret(ref: str) -> None:
               help="--proxy: a gateway service the command may reach (repeatable).")
 @click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False), default=None,
               help="--proxy: trust this CA for upstream TLS (tests, private services).")
+@click.option("--pass-env", "pass_env", multiple=True, metavar="NAME",
+              help="--proxy: also give the command this variable (repeatable; never a "
+                   "credential's).")
+@click.option("--user", "user", default=None, metavar="NAME",
+              help="--proxy: start the command as this user (needs root), so it cannot "
+                   "read our files, keyring or memory.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, pairs: tuple[str, ...], ref_file: str | None, mask: bool,
         proxy: bool, services: tuple[str, ...], upstream_ca: str | None,
-        command: tuple[str, ...]) -> None:
+        pass_env: tuple[str, ...], user: str | None, command: tuple[str, ...]) -> None:
     """Run a command with secret references resolved into its environment.
 
     The command replaces mcp-keys (stdin, stdout, signals and exit code are its own);
     a reference that fails to resolve stops it from starting. With --proxy the command
-    runs as a child behind the proxy, with placeholders instead of keys.
+    runs as a child behind the proxy, with placeholders instead of keys and an
+    environment built from an allow-list (--pass-env adds to it).
 
     \b
     Examples:
       mcp-keys run --env STRIPE_SECRET_KEY=keyring:mcp-keys/stripe -- npx -y @stripe/mcp
       mcp-keys run --env-file-refs mcp.refs -- python server.py
       mcp-keys run --proxy --service stripe -- npx -y @stripe/mcp
+      sudo mcp-keys run --proxy --user mcp --service stripe -- npx -y @stripe/mcp
     """
     if proxy:
         from ..errors import UsageError
@@ -111,8 +119,12 @@ def run(ctx: click.Context, pairs: tuple[str, ...], ref_file: str | None, mask: 
         if pairs or ref_file or mask:
             raise UsageError("run --proxy takes --service, not --env, --env-file-refs or "
                              "--mask")
-        sys.exit(run_proxied(list(command), list(services),
-                             store=store_location(ctx), upstream_ca=upstream_ca))
+        sys.exit(run_proxied(list(command), list(services), store=store_location(ctx),
+                             upstream_ca=upstream_ca, pass_env=list(pass_env), user=user))
+    if pass_env or user is not None:
+        from ..errors import UsageError
+
+        raise UsageError("--pass-env and --user go with --proxy")
     from ..launch import launch
 
     sys.exit(launch(pairs, ref_file, mask, command))

@@ -119,18 +119,26 @@ class RunningProxy:
         self._thread.join(10)
 
 
+SOURCE_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                      "AWS_SECURITY_TOKEN", "MCP_KEYS_STORE")
+
+
 def run_proxied(command: list[str], service_names: list[str], *,
-                store: str | None = None, upstream_ca: str | None = None) -> int:
+                store: str | None = None, upstream_ca: str | None = None,
+                pass_env: list[str] | None = None, user: str | None = None) -> int:
     """Run ``command`` behind the proxy; the child's exit code."""
     from ..serve import make_gateway
     from ..server import KEY_VAR, CallerSource, key_from_environment
     from .addon import SwapAddon
     from .ca import LocalCA, service_hosts
+    from .childenv import check_pass_env, child_environment
+    from .harden import withdraw
 
     if not command:
         raise UsageError("run --proxy needs a command after '--'")
     if not service_names:
         raise UsageError("run --proxy needs --service NAME (repeatable)")
+    account = _account(user) if user is not None else None
     _mitmproxy()
     gateway, validator = make_gateway(store, front="proxy")
     callers = CallerSource(validator, key_from_environment())
@@ -139,9 +147,10 @@ def run_proxied(command: list[str], service_names: list[str], *,
         raise McpKeysError(f"run --proxy needs a valid mcp-keys key in {KEY_VAR} "
                            f"({result.reason.value})")
     services = gateway.config.current().services
+    named = [s.secret[len("env:"):] for s in services.values() if s.secret.startswith("env:")]
+    passed = check_pass_env(pass_env or [], named)
     placeholders: dict[str, str] = {}
-    env = dict(os.environ)
-    env.pop(KEY_VAR, None)  # the child needs no mcp-keys key either
+    values: list[str] = []
     for name in service_names:
         service = services.get(name)
         if service is None or service.kind != "http":
@@ -155,20 +164,29 @@ def run_proxied(command: list[str], service_names: list[str], *,
             raise McpKeysError(f"service {name} has no --env VAR: set the variable its MCP "
                                f"server reads with 'mcp-keys service edit {name} --env VAR'")
         placeholders[name] = placeholder_for(service.placeholder)
-        env[service.env] = placeholders[name]
         try:  # resolve now: a reference that fails stops the server from starting
-            value = gateway.secrets.get(service.secret).reveal()
+            values.append(gateway.secrets.get(service.secret).reveal())
         except McpKeysError as exc:
             raise McpKeysError(f"the credential of service {name} could not be read: "
                                f"{exc}") from None
-        reference = service.secret
-        if reference.startswith("env:"):
-            env.pop(reference[len("env:"):], None)
-        for var in [v for v, text in env.items() if value in text]:
-            del env[var]  # wherever else the real value sits, the child does not get it
+    source = dict(os.environ)
+    env = child_environment(source, passed, values, named)
+    held = [n for n in passed if n in source and n not in env]
+    if held:
+        raise McpKeysError(f"--pass-env {held[0]}: its value holds a service's credential, "
+                           "so it is not passed to the command")
+    withdraw([KEY_VAR, *SOURCE_CREDENTIALS, *named,
+              *(n for n in source if n.startswith("VAULT_")),
+              *(n for n, text in source.items() if any(v and v in text for v in values))])
+    if account is not None:
+        env.pop("TMPDIR", None)
+        env.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name,
+                   SHELL=account.pw_shell)
+    env.update({str(services[name].env): placeholders[name] for name in service_names})
     authority = LocalCA(gateway.config.path.parent)
     info = authority.ensure(service_hosts(services))
     private = Path(tempfile.mkdtemp(prefix="mcp-keys-proxy-"))
+    public = Path(tempfile.mkdtemp(prefix="mcp-keys-proxy-ca-"))
     try:
         confdir = private / "mitmproxy"
         confdir.mkdir(mode=0o700)
@@ -177,8 +195,10 @@ def run_proxied(command: list[str], service_names: list[str], *,
         ca_file = confdir / "mitmproxy-ca.pem"
         ca_file.touch(mode=0o600)
         ca_file.write_bytes(key_pem + cert_pem)
-        bundle = private / "ca-bundle.pem"
+        public.chmod(0o755)  # the certificates only: readable by a --user child
+        bundle = public / "ca-bundle.pem"
         bundle.write_bytes(system_bundle() + b"\n" + cert_pem)
+        bundle.chmod(0o644)
         proxy = RunningProxy(SwapAddon(gateway, callers, placeholders), confdir, upstream_ca)
         proxy.start()
         url = f"http://127.0.0.1:{proxy.port}"
@@ -190,16 +210,41 @@ def run_proxied(command: list[str], service_names: list[str], *,
                                f' --require "{preload}"').strip()
         env["MCP_KEYS_PROXY_CA_SHA256"] = info.fingerprint
         try:
-            return _run_child(command, env)
+            return _run_child(command, env, account)
         finally:
             proxy.stop()
     finally:
         shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(public, ignore_errors=True)
 
 
-def _run_child(command: list[str], env: dict[str, str]) -> int:
+def _account(name: str) -> Any:
+    """The passwd entry of ``--user NAME``: only root can start a command as another user."""
+    if not hasattr(os, "geteuid"):
+        raise McpKeysError("run --proxy --user needs a POSIX system")
+    import pwd
+
+    if os.geteuid() != 0:
+        raise McpKeysError(f"run --proxy --user {name} needs root (it starts the command as "
+                           "that user): run it with sudo, or leave --user out")
     try:
-        child = subprocess.Popen(command, env=env)
+        account = pwd.getpwnam(name)
+    except KeyError:
+        raise McpKeysError(f"--user {name}: no such user (create it, or name another)"
+                           ) from None
+    if account.pw_uid == 0:
+        raise McpKeysError(f"--user {name} is root: name an unprivileged user, whose files "
+                           "and processes are not ours")
+    return account
+
+
+def _run_child(command: list[str], env: dict[str, str], account: Any = None) -> int:
+    drop: dict[str, Any] = {}
+    if account is not None:  # done by subprocess in the child, between fork and exec
+        drop = {"user": account.pw_uid, "group": account.pw_gid,
+                "extra_groups": os.getgrouplist(account.pw_name, account.pw_gid)}
+    try:
+        child = subprocess.Popen(command, env=env, **drop)
     except OSError as exc:
         raise McpKeysError(f"cannot start {command[0]}: {exc.strerror or exc}") from None
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

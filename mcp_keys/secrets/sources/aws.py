@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import SecretError
+from ..held import getenv
 from ..reference import Reference, missing_extra
 
 
@@ -17,7 +18,10 @@ def from_aws(ref: Reference) -> str:
     from botocore.config import Config
 
     try:
-        client = boto3.client("secretsmanager", config=Config(
+        keys = {"aws_access_key_id": getenv("AWS_ACCESS_KEY_ID"),  # held by run --proxy
+                "aws_secret_access_key": getenv("AWS_SECRET_ACCESS_KEY"),
+                "aws_session_token": getenv("AWS_SESSION_TOKEN")}
+        client = boto3.client("secretsmanager", **keys, config=Config(
             connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}))
         answer = client.get_secret_value(SecretId=ref.target)
     except botocore.exceptions.ClientError as exc:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 from ...errors import SecretError
+from ..held import getenv
 from ..reference import Reference
 
 
 def from_env(ref: Reference) -> str:
-    value = os.environ.get(ref.target)
+    value = getenv(ref.target)
     if value is None:
         raise SecretError(f"env: {ref.target} is not set")
     return value

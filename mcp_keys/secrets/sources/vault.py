@@ -3,10 +3,10 @@ namespaces); also the write ``scan --fix --to vault:`` needs."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ...errors import SecretError
+from ..held import getenv
 from ..reference import Reference, missing_extra
 
 
@@ -25,11 +25,11 @@ def vault_client(where: str) -> Any:
         import hvac
     except ImportError:
         raise missing_extra("vault", "hvac") from None
-    address = os.environ.get("VAULT_ADDR")
+    address = getenv("VAULT_ADDR")
     if not address:
         raise SecretError(f"vault: {where}: VAULT_ADDR is not set")
-    return hvac.Client(url=address, token=os.environ.get("VAULT_TOKEN"),
-                       namespace=os.environ.get("VAULT_NAMESPACE") or None, timeout=10)
+    return hvac.Client(url=address, token=getenv("VAULT_TOKEN"),
+                       namespace=getenv("VAULT_NAMESPACE") or None, timeout=10)
 
 
 def from_vault(ref: Reference) -> str:
@@ -39,8 +39,8 @@ def from_vault(ref: Reference) -> str:
     import hvac.exceptions
 
     try:
-        role_id, secret_id = os.environ.get("VAULT_ROLE_ID"), os.environ.get("VAULT_SECRET_ID")
-        if not os.environ.get("VAULT_TOKEN") and role_id and secret_id:
+        role_id, secret_id = getenv("VAULT_ROLE_ID"), getenv("VAULT_SECRET_ID")
+        if not getenv("VAULT_TOKEN") and role_id and secret_id:
             client.auth.approle.login(role_id=role_id, secret_id=secret_id)
         answer = client.secrets.kv.v2.read_secret_version(
             path=path, mount_point=mount, raise_on_deleted_version=True)

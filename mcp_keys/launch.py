@@ -65,8 +65,20 @@ def resolve_all(bindings: Mapping[str, str]) -> dict[str, Secret]:
     return {name: resolve(ref) for name, ref in bindings.items()}
 
 
+SOURCE_CREDENTIALS = {"vault": ("VAULT_TOKEN", "VAULT_SECRET_ID", "VAULT_ROLE_ID"),
+                      "aws-sm": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                 "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")}
+
+
 def child_environment(resolved: Mapping[str, Secret]) -> dict[str, str]:
-    return {**os.environ, **{name: secret.reveal() for name, secret in resolved.items()}}
+    """Ours, without the credentials of the sources the references were read from (a
+    Vault token opens more than the one secret the command asked for), plus the resolved
+    values. A command that needs one of them binds it: ``--env VAULT_TOKEN=env:VAULT_TOKEN``."""
+    environment = dict(os.environ)
+    for secret in resolved.values():
+        for name in SOURCE_CREDENTIALS.get(parse_reference(secret.reference).scheme, ()):
+            environment.pop(name, None)
+    return {**environment, **{name: secret.reveal() for name, secret in resolved.items()}}
 
 
 def launch(pairs: Sequence[str], ref_file: str | None, mask: bool,

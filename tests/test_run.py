@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import secrets as random_source
 import signal
@@ -12,10 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from tests.conftest import assert_absent, mcp_keys_cmd, one_error_line, run_cli_process
+from tests.secret_servers import TOKEN as VAULT_TOKEN
+from tests.secret_servers import KvServer
 
 SERVER = Path(__file__).resolve().parent / "data" / "stdio_server.py"
 
@@ -112,3 +116,26 @@ def test_a_fifo_as_the_reference_file_is_refused_at_once(tmp_path: Path) -> None
     os.mkfifo(fifo)
     done = run_cli_process("run", "--env-file-refs", str(fifo), "--", "true", timeout=20)
     assert done.returncode == 1 and "not a regular file" in one_error_line(done.stderr)
+
+
+def test_the_credentials_of_a_source_stay_with_mcp_keys(vault: KvServer,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A vault: reference is read with VAULT_TOKEN; the command gets the value it asked for,
+    not the token (which opens every secret its policy allows), unless it binds it."""
+    value = fresh()
+    vault.secrets["secret/stripe"] = {"api_key": value}
+    monkeypatch.setenv("VAULT_SECRET_ID", "sid-" + fresh())
+    show = ("import json, os; print(json.dumps({k: os.environ.get(k) for k in "
+            "('TOKEN', 'VAULT_TOKEN', 'VAULT_SECRET_ID', 'VAULT_ADDR', 'HOME')}))")
+    for extra, shown in (([], value), (["--mask"], "****")):
+        done = run_cli_process("run", *extra, "--env", "TOKEN=vault:secret/stripe#api_key",
+                               "--", sys.executable, "-c", show)
+        assert done.returncode == 0, done.stderr[-500:]
+        seen = json.loads(done.stdout)
+        assert seen["TOKEN"] == shown and seen["HOME"] == os.environ["HOME"]
+        assert seen["VAULT_TOKEN"] is None and seen["VAULT_SECRET_ID"] is None, \
+            "the source's credentials reached the command"
+        assert seen["VAULT_ADDR"] == vault.address, "VAULT_ADDR (no credential) is kept"
+    bound = run_cli_process("run", "--env", "TOKEN=vault:secret/stripe#api_key", "--env",
+                            "VAULT_TOKEN=env:VAULT_TOKEN", "--", sys.executable, "-c", show)
+    assert json.loads(bound.stdout)["VAULT_TOKEN"] == VAULT_TOKEN, "bound explicitly: kept"

@@ -1,12 +1,13 @@
 """Keep the ``run --proxy`` parent's secrets from the child it starts (and from any other
-process of the same user): the credentials leave ``os.environ`` and the environment block
-the kernel shows as ``/proc/<pid>/environ``, the process becomes non-dumpable (its
+process of the same user): the credentials leave ``os.environ``, the environment block
+the kernel shows as ``/proc/<pid>/environ`` is wiped, the process becomes non-dumpable (its
 ``/proc/<pid>/environ``, ``mem`` and ``maps`` are closed to other processes without
 CAP_SYS_PTRACE, and ptrace is refused) and it writes no core file."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,24 +29,20 @@ def _environment_block() -> tuple[int, int] | None:
     return int(fields[47]), int(fields[48])  # env_start, env_end (fields 50 and 51)
 
 
-def scrub_initial_environment(names: Iterable[str]) -> None:
-    """Overwrite ``NAME=value`` in the environment block the process was started with, for
-    each of ``names`` (``os.environ`` is a copy: deleting from it leaves the block, which
-    ``/proc/<pid>/environ`` shows, as it was)."""
-    wanted = {name.encode() for name in names}
+def wipe_initial_environment() -> None:
+    """Overwrite the environment block the process was started with, which
+    ``/proc/<pid>/environ`` shows (``os.environ`` is a copy: deleting from it leaves the
+    block as it was). What we still use is first copied to the heap (``putenv``), so C
+    code's ``getenv`` keeps working."""
     block = _environment_block()
-    if not wanted or block is None:
+    if block is None:
         return
+    for name, value in os.environ.items():
+        os.putenv(name, value)
     start, end = block
     with contextlib.suppress(OSError), open("/proc/self/mem", "r+b", buffering=0) as memory:
         memory.seek(start)
-        data = memory.read(end - start)
-        offset = 0
-        for entry in data.split(b"\0"):
-            if entry.partition(b"=")[0] in wanted:
-                memory.seek(start + offset)
-                memory.write(b"\0" * len(entry))
-            offset += len(entry) + 1
+        memory.write(b"\0" * (end - start))
 
 
 def forbid_dumps() -> None:
@@ -66,9 +63,8 @@ def forbid_dumps() -> None:
 
 def withdraw(names: Iterable[str]) -> list[str]:
     """Take ``names`` out of this process's environment (held in memory for the secret
-    sources), scrub them from the initial environment block, and forbid dumps."""
-    names = list(names)
+    sources), wipe the initial environment block, and forbid dumps."""
     moved = hold(names)
-    scrub_initial_environment(names)
+    wipe_initial_environment()
     forbid_dumps()
     return moved

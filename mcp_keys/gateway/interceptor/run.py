@@ -184,7 +184,7 @@ def run_proxied(command: list[str], service_names: list[str], *,
                    SHELL=account.pw_shell)
     env.update({str(services[name].env): placeholders[name] for name in service_names})
     authority = LocalCA(gateway.config.path.parent)
-    info = authority.ensure(service_hosts(services))
+    authority.ensure(service_hosts(services))
     private = Path(tempfile.mkdtemp(prefix="mcp-keys-proxy-"))
     public = Path(tempfile.mkdtemp(prefix="mcp-keys-proxy-ca-"))
     try:
@@ -208,7 +208,6 @@ def run_proxied(command: list[str], service_names: list[str], *,
         preload = Path(__file__).with_name("node_preload.js")
         env["NODE_OPTIONS"] = (env.get("NODE_OPTIONS", "") +
                                f' --require "{preload}"').strip()
-        env["MCP_KEYS_PROXY_CA_SHA256"] = info.fingerprint
         try:
             return _run_child(command, env, account)
         finally:

@@ -119,8 +119,8 @@ class RunningProxy:
         self._thread.join(10)
 
 
-SOURCE_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                      "AWS_SECURITY_TOKEN", "MCP_KEYS_STORE")
+WITHDRAWN = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+             "AWS_SECURITY_TOKEN", "MCP_KEYS_STORE")  # what the parent never keeps in its env
 
 
 def run_proxied(command: list[str], service_names: list[str], *,
@@ -175,7 +175,7 @@ def run_proxied(command: list[str], service_names: list[str], *,
     if held:
         raise McpKeysError(f"--pass-env {held[0]}: its value holds a service's credential, "
                            "so it is not passed to the command")
-    withdraw([KEY_VAR, *SOURCE_CREDENTIALS, *named,
+    withdraw([KEY_VAR, *WITHDRAWN, *named,
               *(n for n in source if n.startswith("VAULT_")),
               *(n for n, text in source.items() if any(v and v in text for v in values))])
     if account is not None:

@@ -190,7 +190,7 @@ def test_the_child_environment_is_an_allow_list(proxy: dict[str, Any], reader: s
 
 
 @pytest.mark.parametrize(("name", "code"), [
-    ("VAULT_TOKEN", 2), ("AWS_SECRET_ACCESS_KEY", 2), ("MCP_API_KEY", 2),
+    ("VAULT_TOKEN", 2), ("vault_token", 2), ("AWS_SECRET_ACCESS_KEY", 2), ("MCP_API_KEY", 2),
     ("MCP_KEYS_STORE", 2), ("GW_SECRET", 2), ("COPY_OF_IT", 1), ("1BAD", 2)])
 def test_pass_env_never_passes_a_credential(proxy: dict[str, Any], name: str,
                                             code: int, tmp_path: Path) -> None:
@@ -291,14 +291,24 @@ def test_user_refusals(proxy: dict[str, Any], user: str, words: str,
     assert not marker.exists()
 
 
-def test_user_needs_root(proxy: dict[str, Any]) -> None:
+def test_user_needs_root(proxy: dict[str, Any], request: pytest.FixtureRequest) -> None:
+    """Not root: --user is refused before anything starts. As root, the test drops to the
+    test user first, keeping only the capability to read root's venv (CAP_DAC_READ_SEARCH)."""
+    command = mcp_keys_cmd("run", "--proxy", "--service", "api", "--user", "nobody", "--",
+                           "true")
     if os.geteuid() == 0:
-        pytest.skip("runs as a user other than root (the venv's python is root's here)")
-    done = subprocess.run(mcp_keys_cmd("run", "--proxy", "--service", "api", "--user",
-                                       "nobody", "--", "true"),
-                          env=environment(proxy), capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert done.returncode == 1 and "needs root" in one_error_line(done.stderr)
+        account = request.getfixturevalue("other_user")
+        if shutil.which("setpriv") is None:
+            pytest.skip("no setpriv to drop to the test user")
+        command = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
+                   "--clear-groups", "--inh-caps=+dac_read_search",
+                   "--ambient-caps=+dac_read_search", "--", *command]
+    env = environment(proxy)
+    del env["MCP_KEYS_STORE"]  # refused before any store is opened
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 1 and "needs root" in one_error_line(done.stderr), \
+        done.stderr[-300:]
 
 
 def test_withdrawn_credentials_still_refresh(vault: KvServer,

@@ -20,8 +20,10 @@ FORBIDDEN = ("MCP_API_KEY",)
 
 
 def forbidden(name: str) -> bool:
-    """Whether ``name`` is a credential's variable no child is ever given."""
-    return name in FORBIDDEN or name.startswith(FORBIDDEN_PREFIXES)
+    """Whether ``name`` is a credential's variable no child is ever given (in any case:
+    some tools read ``vault_token`` as well)."""
+    upper = name.upper()
+    return upper in FORBIDDEN or upper.startswith(FORBIDDEN_PREFIXES)
 
 
 def check_pass_env(names: Iterable[str], named_by_references: Iterable[str]) -> list[str]:

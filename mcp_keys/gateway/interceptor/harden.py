@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from ...errors import McpKeysError
 from ...secrets.held import hold
 
 PR_SET_DUMPABLE = 4
@@ -57,8 +58,9 @@ def forbid_dumps() -> None:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:  # fail closed: nothing started
+            raise McpKeysError("cannot make this process non-dumpable (prctl: "
+                               f"{os.strerror(ctypes.get_errno())}): not starting the command")
 
 
 def withdraw(names: Iterable[str]) -> list[str]:

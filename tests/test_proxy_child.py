@@ -58,6 +58,14 @@ def read(path):
         handle.read(1)
     return "read"
 
+def attach():
+    import ctypes, errno
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.ptrace(16, parent, None, None) == 0:  # PTRACE_ATTACH
+        libc.ptrace(17, parent, None, None)  # PTRACE_DETACH
+        return "attached"
+    return errno.errorcode[ctypes.get_errno()]
+
 def request():
     headers = {"Authorization": "Bearer " + os.environ.get("UPSTREAM_KEY", "")}
     with urllib.request.urlopen(urllib.request.Request(sys.argv[1], headers=headers),
@@ -69,7 +77,7 @@ report = {"uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups(
           "environ": attempt(lambda: open(f"/proc/{parent}/environ", "rb").read().decode(
               "utf-8", "replace")),
           "maps": attempt(lambda: read(f"/proc/{parent}/maps")),
-          "mem": attempt(lambda: read(f"/proc/{parent}/mem")),
+          "mem": attempt(lambda: read(f"/proc/{parent}/mem")), "ptrace": attach(),
           "files": {path: attempt(lambda: read(path)) for path in sys.argv[2:]},
           "status": attempt(request) if sys.argv[1] != "-" else None}
 print(json.dumps(report), flush=True)
@@ -216,7 +224,8 @@ def test_pass_env_and_user_go_with_proxy() -> None:
 def test_a_same_user_process_cannot_read_the_parent(proxy: dict[str, Any],
                                                     reader: str) -> None:
     """The child, as the same user without CAP_SYS_PTRACE (as root: its capabilities
-    dropped by setpriv), cannot read the parent's environment, maps or memory; even root
+    dropped by setpriv), cannot read the parent's environment, maps or memory, nor attach
+    to it with ptrace; even root
     finds no credential in the parent's /proc environ (the block is overwritten), and the
     parent's core size limit is 0."""
     command = [sys.executable, reader, "-"]
@@ -231,9 +240,9 @@ def test_a_same_user_process_cannot_read_the_parent(proxy: dict[str, Any],
         report, line = report_of(child)
         for secret in secrets:
             assert_absent(secret, line, "what a same-user child read of its parent")
-        assert (report["environ"], report["maps"], report["mem"]) == (
-            "PermissionError", "PermissionError", "PermissionError"), \
-            (report["environ"][:40], report["maps"], report["mem"])
+        assert (report["environ"], report["maps"], report["mem"], report["ptrace"]) == (
+            "PermissionError", "PermissionError", "PermissionError", "EPERM"), \
+            (report["environ"][:40], report["maps"], report["mem"], report["ptrace"])
         if os.geteuid() == 0:  # what root (CAP_SYS_PTRACE) sees of the parent
             block = Path(f"/proc/{child.pid}/environ").read_bytes()
             for secret in secrets:
@@ -269,7 +278,8 @@ def test_user_runs_the_child_as_another_user(proxy: dict[str, Any], reader: str,
         assert report["env"]["HOME"] == other_user.pw_dir
         assert report["env"]["USER"] == report["env"]["LOGNAME"] == other_user.pw_name
         assert report["files"] == dict.fromkeys(private, "PermissionError"), report["files"]
-        assert (report["environ"], report["mem"]) == ("PermissionError", "PermissionError")
+        assert (report["environ"], report["mem"], report["ptrace"]) == (
+            "PermissionError", "PermissionError", "EPERM")
         assert report["status"] == 200, report["status"]
         assert upstream.authorised("bearer", upstream.seen[-1]), "the credential was swapped"
     finally:

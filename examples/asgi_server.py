@@ -17,7 +17,7 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 
 from mcp_keys.integrations import require_scopes
-from mcp_keys.integrations.mcp import ApiKeyMiddleware
+from mcp_keys.integrations.mcp import ApiKeyMiddleware, http_app
 
 
 def build_app(port: int, store: str | None = None) -> object:
@@ -37,7 +37,9 @@ def build_app(port: int, store: str | None = None) -> object:
         notes[name] = text
         return "saved"
 
-    return ApiKeyMiddleware(server.streamable_http_app(), store, scopes=["tools:call"],
+    # http_app: the SDK's app with its fixed-list Host/Origin check replaced by mcp-keys'
+    # (MCP_KEYS_ALLOWED_HOSTS / MCP_KEYS_ALLOWED_ORIGINS), which the middleware runs too.
+    return ApiKeyMiddleware(http_app(server), store, scopes=["tools:call"],
                             resource_server_url=f"http://127.0.0.1:{port}/mcp")
 
 

@@ -7,6 +7,9 @@ auth of its own, so the middleware is the only door.
 ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; 401 without a valid key, 403
 without ``tools:call``; ``write_note`` also needs ``notes:write`` (the middleware hands
 the caller's token to the SDK, so ``require_scopes`` works behind it).
+
+A browser page from another site is refused first: a foreign ``Origin`` gets 403 and a
+foreign ``Host`` 421; MCP_KEYS_ALLOWED_HOSTS / MCP_KEYS_ALLOWED_ORIGINS allow more.
 """
 
 from __future__ import annotations

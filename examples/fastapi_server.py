@@ -7,6 +7,9 @@ app's own routes and ``ApiKeyMiddleware`` the mounted MCP endpoint, with one sto
 
 ``GET /api/whoami`` answers the caller's key ID; ``/mcp`` is the MCP server. Both refuse
 alike: 401 without a valid key, 403 without ``tools:call``.
+
+A browser page from another site is refused first: a foreign ``Origin`` gets 403 and a
+foreign ``Host`` 421; MCP_KEYS_ALLOWED_HOSTS / MCP_KEYS_ALLOWED_ORIGINS allow more.
 """
 
 import argparse

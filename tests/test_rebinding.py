@@ -145,10 +145,10 @@ def test_every_example_refuses_a_foreign_origin_and_host(
                       ("Origin", EVIL_ORIGIN), *key) == 403, "two Origin headers"
         for value in ("user@" + here, here + "@evil.example", f"{EVIL_HOST}.", "localhost..",
                       f"127.0.0.1.{EVIL_HOST}", f"{here}/x", f"[::2]:{port}"):
-            assert status(("Host", value), *key) in (400, 421), \
+            assert status(("Host", value), *key) == 421, \
                 f"{stack.name}: Host {value!r} was not refused"
         assert status(("Host", here), ("Host", EVIL_HOST), *key) in (400, 421), \
-            "two Host headers"
+            "two Host headers (uvicorn's h11 answers 400 itself)"
         assert status(*key, version="1.0") == 421, "HTTP/1.0 without a Host header"
 
         for value in (f"http://{here}", f"http://localhost:{port}", f"https://[::1]:{port}",
@@ -241,6 +241,11 @@ def test_host_is_checked_where_rebinding_reaches() -> None:
     guard = OriginGuard(Inner())
     lan = ("192.168.1.20", 8000)
     assert refused(guard, [("Host", EVIL_HOST)]) == 421
+    assert refused(guard, []) == 421, "no Host"
+    assert refused(guard, [("Host", "127.0.0.1:1"), ("Host", "127.0.0.1:1")]) == 421, \
+        "two Host headers, even alike"
+    assert refused(guard, [("Host", "127.0.0.1:1"), ("Origin", "http://127.0.0.1:1"),
+                           ("Origin", "http://127.0.0.1:1")]) == 403, "two Origin headers"
     assert refused(guard, [("Host", EVIL_HOST)], lan) == 0, \
         "on a LAN address with no hosts listed, Host is not checked"
     assert refused(guard, [("Host", EVIL_HOST), ("Origin", EVIL_ORIGIN)], lan) == 403, \

@@ -7,6 +7,9 @@ auth of its own, so the middleware is the only door.
 ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; 401 without a valid key, 403
 without ``tools:call``; ``write_note`` also needs ``notes:write`` (the middleware hands
 the caller's token to the SDK, so ``require_scopes`` works behind it).
+
+A browser page from another site is refused first: a foreign ``Origin`` gets 403 and a
+foreign ``Host`` 421; MCP_KEYS_ALLOWED_HOSTS / MCP_KEYS_ALLOWED_ORIGINS allow more.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 
 from mcp_keys.integrations import require_scopes
-from mcp_keys.integrations.mcp import ApiKeyMiddleware
+from mcp_keys.integrations.mcp import ApiKeyMiddleware, http_app
 
 
 def build_app(port: int, store: str | None = None) -> object:
@@ -37,7 +40,9 @@ def build_app(port: int, store: str | None = None) -> object:
         notes[name] = text
         return "saved"
 
-    return ApiKeyMiddleware(server.streamable_http_app(), store, scopes=["tools:call"],
+    # http_app: the SDK's app with its fixed-list Host/Origin check replaced by mcp-keys'
+    # (MCP_KEYS_ALLOWED_HOSTS / MCP_KEYS_ALLOWED_ORIGINS), which the middleware runs too.
+    return ApiKeyMiddleware(http_app(server), store, scopes=["tools:call"],
                             resource_server_url=f"http://127.0.0.1:{port}/mcp")
 
 

@@ -7,6 +7,9 @@ app's own routes and ``ApiKeyMiddleware`` the mounted MCP endpoint, with one sto
 
 ``GET /api/whoami`` answers the caller's key ID; ``/mcp`` is the MCP server. Both refuse
 alike: 401 without a valid key, 403 without ``tools:call``.
+
+A browser page from another site is refused first: a foreign ``Origin`` gets 403 and a
+foreign ``Host`` 421; MCP_KEYS_ALLOWED_HOSTS / MCP_KEYS_ALLOWED_ORIGINS allow more.
 """
 
 import argparse
@@ -21,7 +24,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_keys import ValidationResult
 from mcp_keys.integrations import require_scopes
 from mcp_keys.integrations.fastapi import install, require_key
-from mcp_keys.integrations.mcp import ApiKeyMiddleware
+from mcp_keys.integrations.mcp import ApiKeyMiddleware, http_app
 
 
 def build_app(port: int, store: str | None = None) -> FastAPI:
@@ -41,7 +44,9 @@ def build_app(port: int, store: str | None = None) -> FastAPI:
         notes[name] = text
         return "saved"
 
-    mcp_app = server.streamable_http_app()
+    # http_app: the SDK's app with its fixed-list Host/Origin check replaced by mcp-keys'
+    # (MCP_KEYS_ALLOWED_HOSTS / MCP_KEYS_ALLOWED_ORIGINS), which the middleware runs too.
+    mcp_app = http_app(server)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

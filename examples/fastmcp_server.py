@@ -8,6 +8,9 @@
 ``notes:write``, checked two ways: FastMCP's own ``auth=require_scopes(...)`` on the tool
 (a key without it does not even see the tool), and mcp-keys' ``require_scopes`` inside
 ``append_note``, which fails the call with a message naming the scope.
+
+A browser page from another site is refused first: a foreign ``Origin`` gets 403 and a
+foreign ``Host`` 421; MCP_KEYS_ALLOWED_HOSTS / MCP_KEYS_ALLOWED_ORIGINS allow more.
 """
 
 from __future__ import annotations

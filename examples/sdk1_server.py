@@ -7,6 +7,9 @@ mcp-keys.
 
 The same behaviour as examples/sdk2_server.py: 401 without a valid key, 403 without
 ``tools:call``, and ``write_note`` also needs ``notes:write``.
+
+A browser page from another site is refused first: a foreign ``Origin`` gets 403 and a
+foreign ``Host`` 421; MCP_KEYS_ALLOWED_HOSTS / MCP_KEYS_ALLOWED_ORIGINS allow more.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ Clients send ``Authorization: Bearer <key>`` to http://127.0.0.1:8000/mcp. No ke
 unknown, revoked or expired one: 401; a key without ``tools:call``: 403. Any key may call
 ``read_note``; ``write_note`` also needs ``notes:write``. A revoke reaches the running
 server within a second.
+
+A browser page from another site is refused first: a foreign ``Origin`` gets 403 and a
+foreign ``Host`` 421; MCP_KEYS_ALLOWED_HOSTS / MCP_KEYS_ALLOWED_ORIGINS allow more.
 """
 
 from __future__ import annotations

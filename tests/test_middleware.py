@@ -36,7 +36,9 @@ async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
 def request(app: Any, headers: dict[str, str]) -> httpx.Response:
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        # a loopback name: the Host/Origin guard refuses hosts it was not told of
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000"
+                                     ) as client:
             return await client.post("/mcp", headers=headers, content=b"{}")
 
     return asyncio.run(go())

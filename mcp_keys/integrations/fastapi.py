@@ -3,6 +3,7 @@ caller's ``ValidationResult`` or refuses with the middleware's status and header
 
 FastAPI renders an ``HTTPException`` as ``{"detail": ...}``; ``install(app)`` adds the
 handler that sends the middleware's exact body instead (``error``, ``error_description``).
+Like the middleware, the dependency checks ``Host`` and ``Origin`` before the key.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from ..models import ValidationResult
 from ..validator import Validator, get_validator, key_required
 from .mcp import extract_token
+from .origin import OriginPolicy
 from .refusal import Refusal, refusal
 
 try:
@@ -24,8 +26,8 @@ except ImportError:  # pragma: no cover - exercised in a venv without FastAPI
 
 
 class KeyRefused(HTTPException):
-    """A refused key: the middleware's status and ``WWW-Authenticate``, and the words of
-    its body as ``detail``."""
+    """A refused request (a key, or the Host/Origin guard): the middleware's status and
+    headers, and the words of its body as ``detail``."""
 
     def __init__(self, refused: Refusal) -> None:
         super().__init__(refused.status, refused.body["error_description"], refused.headers)
@@ -49,11 +51,15 @@ def require_key(
     store: str | os.PathLike[str] | None = None,
     resource_server_url: str | None = None,
     validator: Validator | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    allowed_origins: Iterable[str] | None = None,
 ) -> Callable[[Request], ValidationResult | None]:
     """A dependency admitting a valid key (``Authorization: Bearer`` or ``X-API-Key``)
     that holds ``scopes``; ``None`` for a keyless request only when
-    ``API_KEY_REQUIRED=false``."""
+    ``API_KEY_REQUIRED=false``. A foreign ``Origin`` (403) or ``Host`` (421) is refused
+    first (``allowed_hosts``/``allowed_origins`` add to the loopback defaults)."""
     wanted = tuple(scopes)
+    origin = OriginPolicy.configure(allowed_hosts, allowed_origins)
     checker = validator if validator is not None else get_validator(store)
     resource = None
     if resource_server_url is not None:
@@ -63,6 +69,9 @@ def require_key(
     required = key_required()
 
     def mcp_keys_caller(request: Request) -> ValidationResult | None:
+        guarded = origin.refusal(request.scope)
+        if guarded is not None:
+            raise KeyRefused(guarded)
         token = extract_token(request.scope)
         if token is None and not required:
             return None

@@ -5,12 +5,14 @@ The SDK path lets the SDK answer 401/403; ``http_app(server)`` (or
 ``verifier.protect(app)``) makes those answers the same as every other mcp-keys front
 door: RFC 6750 challenges that name the scopes, no error code when no token was sent,
 and a body that says how to send a key. Neither path ever echoes a token, and
-``AccessToken.token`` carries a redacted form, never the plaintext.
+``AccessToken.token`` carries a redacted form, never the plaintext. Both check ``Host``
+and ``Origin`` first (``origin.py``), whether or not a key was sent.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 from collections.abc import Iterable
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..models import ValidationResult
 from ..validator import Validator, get_validator, key_required
+from .origin import OriginGuard, OriginPolicy, refuse
 from .refusal import (
     ASGIApp,
     Challenges,
@@ -143,16 +146,21 @@ class McpKeysTokenVerifier:
                             resource_server_url=self.resource,  # type: ignore[arg-type]
                             **settings)
 
-    def protect(self, app: ASGIApp, scopes: Iterable[str] | None = None) -> ASGIApp:
-        """``app`` (the SDK's Starlette app) answering refusals the mcp-keys way;
-        ``scopes`` are those the challenges name (default: ``required_scopes``)."""
+    def protect(self, app: ASGIApp, scopes: Iterable[str] | None = None, *,
+                allowed_hosts: Iterable[str] | None = None,
+                allowed_origins: Iterable[str] | None = None) -> ASGIApp:
+        """``app`` (the SDK's Starlette app) answering refusals the mcp-keys way, behind
+        the Host/Origin guard (``allowed_hosts``/``allowed_origins`` add to the loopback
+        defaults); ``scopes`` are those the challenges name (default:
+        ``required_scopes``)."""
         wanted = tuple(self.required_scopes if scopes is None else scopes)
         resource = self.resource
 
         def check(token: str | None) -> ValidationResult:
             return self.validator.validate(token, wanted, resource=resource)
 
-        return Challenges(app, check, wanted)
+        return OriginGuard(Challenges(app, check, wanted), allowed_hosts=allowed_hosts,
+                           allowed_origins=allowed_origins)
 
 
 def mcp_auth(
@@ -175,9 +183,13 @@ def mcp_auth(
             "auth": verifier.auth_settings(issuer_url, required_scopes=required_scopes)}
 
 
-def http_app(server: Any, **kwargs: Any) -> ASGIApp:
-    """``server.streamable_http_app(**kwargs)``, with mcp-keys' refusals when the server
-    was built with an ``McpKeysTokenVerifier`` (as ``mcp_auth`` does)."""
+def http_app(server: Any, *, allowed_hosts: Iterable[str] | None = None,
+             allowed_origins: Iterable[str] | None = None, **kwargs: Any) -> ASGIApp:
+    """``server.streamable_http_app(**kwargs)`` behind the Host/Origin guard, with
+    mcp-keys' refusals when the server was built with an ``McpKeysTokenVerifier`` (as
+    ``mcp_auth`` does). ``allowed_hosts``/``allowed_origins`` add to the loopback
+    defaults (or set ``MCP_KEYS_ALLOWED_HOSTS``/``MCP_KEYS_ALLOWED_ORIGINS``)."""
+    _hand_over_sdk_guard(server, kwargs)
     app: ASGIApp = server.streamable_http_app(**kwargs)
     verifier = getattr(server, "_token_verifier", None)  # the SDK keeps it here (1.x, 2.x)
     auth = getattr(getattr(server, "settings", None), "auth", None)
@@ -185,11 +197,31 @@ def http_app(server: Any, **kwargs: Any) -> ASGIApp:
         extra = getattr(auth, "required_scopes", None) or ()
         scopes = (*verifier.required_scopes,
                   *(s for s in extra if s not in verifier.required_scopes))
-        return verifier.protect(app, scopes)
+        return verifier.protect(app, scopes, allowed_hosts=allowed_hosts,
+                                allowed_origins=allowed_origins)
     if auth is not None:
         raise TypeError("http_app(server) needs a server built with McpKeysTokenVerifier "
                         "(mcp_auth(...) does that)")
-    return app
+    return OriginGuard(app, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
+
+
+def _hand_over_sdk_guard(server: Any, kwargs: dict[str, Any]) -> None:
+    """Turn off the SDK's own Host/Origin check, which mcp-keys' guard in front replaces
+    (else a host the operator allowed would still meet the SDK's fixed loopback list).
+    ``transport_security`` the caller chose (argument or setting) is kept."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    off = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    if "transport_security" in inspect.signature(server.streamable_http_app).parameters:
+        kwargs.setdefault("transport_security", off)  # SDK 2.x
+        return
+    settings = getattr(server, "settings", None)  # SDK 1.x: set on the server
+    loopback = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    sdk_default = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=loopback,
+        allowed_origins=[f"http://{host}" for host in loopback])
+    if getattr(settings, "transport_security", None) == sdk_default:
+        settings.transport_security = off  # type: ignore[union-attr]
 
 
 def extract_token(scope: Scope) -> str | None:
@@ -206,7 +238,9 @@ def extract_token(scope: Scope) -> str | None:
 class ApiKeyMiddleware:
     """Pure ASGI middleware: 401 without a valid key, 403 without the scopes, 503 when the
     store cannot be read. The ValidationResult is put in ``scope["mcp_keys.result"]``.
-    ``resource_server_url`` (this server's URL) refuses keys bound to other servers."""
+    ``resource_server_url`` (this server's URL) refuses keys bound to other servers.
+    Before any of that, a foreign ``Origin`` gets 403 and a foreign ``Host`` 421
+    (``allowed_hosts``/``allowed_origins`` add to the loopback defaults)."""
 
     def __init__(
         self,
@@ -216,8 +250,11 @@ class ApiKeyMiddleware:
         *,
         resource_server_url: str | None = None,
         validator: Validator | None = None,
+        allowed_hosts: Iterable[str] | None = None,
+        allowed_origins: Iterable[str] | None = None,
     ) -> None:
         self.app = app
+        self.origin = OriginPolicy.configure(allowed_hosts, allowed_origins)
         self.validator = _validator(store, validator)
         self.scopes = tuple(scopes)
         self.resource = _own_resource(resource_server_url)
@@ -228,6 +265,8 @@ class ApiKeyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
+            return
+        if await refuse(self.origin, scope, send):
             return
         token = extract_token(scope)
         if token is None and not self.required:

@@ -36,7 +36,8 @@ _WORDS = {
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """One refusal, ready to send or to raise (FastAPI)."""
+    """One refusal, ready to send or to raise (FastAPI); ``challenge`` is empty for one
+    that is not about the key (the Host/Origin guard's)."""
 
     status: int
     challenge: str
@@ -44,7 +45,7 @@ class Refusal:
 
     @property
     def headers(self) -> dict[str, str]:
-        headers = {"WWW-Authenticate": self.challenge}
+        headers = {"WWW-Authenticate": self.challenge} if self.challenge else {}
         if self.status == 503:
             headers["Retry-After"] = "5"
         return headers

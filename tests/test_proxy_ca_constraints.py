@@ -54,7 +54,7 @@ def general_name(text: str) -> Any:
     raise AssertionError(kind)
 
 
-def forge(authority: LocalCA, asked: str, *names: str) -> Leaf:
+def forge(authority: LocalCA, asked: str, *names: str, cn: str = "test leaf") -> Leaf:
     """A server leaf for ``names`` (``dns:``, ``ip:``, ``uri:``, ``email:``), signed with
     the CA's key as read from its file, carrying what a verifier expects of a leaf."""
     ca_key = load_pem_private_key(authority.key_path.read_bytes(), password=None)
@@ -63,7 +63,7 @@ def forge(authority: LocalCA, asked: str, *names: str) -> Leaf:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test leaf")]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
             .issuer_name(ca_cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
@@ -198,6 +198,9 @@ def test_a_service_given_as_an_address_keeps_only_that_address(tmp_path: Path) -
     for asked in ("127.0.0.1", "::1"):
         assert verdicts(authority, forge(authority, asked, f"ip:{asked}"),
                         tmp_path) == {True}, f"the service address {asked} must pass"
+        assert python_ssl_accepts(authority, forge(authority, asked, f"ip:{asked}",
+                                                   cn=asked), tmp_path), \
+            "a leaf named as mitmproxy names it (common name = the address) must pass"
     for asked in ("127.0.0.2", "10.0.0.1", "::2"):
         assert verdicts(authority, forge(authority, asked, f"ip:{asked}"),
                         tmp_path) == {False}, f"{asked} is no service's address"

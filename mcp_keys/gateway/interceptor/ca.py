@@ -48,14 +48,18 @@ def _host_name(host: str) -> Any:
         return x509.DNSName(host)
 
 
-def _constraint(host: str) -> Any:
-    """A permitted subtree for exactly ``host``: the DNS name, or the one address."""
+def _constraints(host: str) -> list[Any]:
+    """The permitted subtrees for exactly ``host``: the DNS name, or the one address
+    (and an IPv4 address's text as a DNS name: OpenSSL checks a leaf's common name
+    ``127.0.0.1`` against the DNS subtrees, and mitmproxy names its leaves so; no real
+    DNS name is all digits, so it certifies nothing else)."""
     x509 = _crypto()
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return x509.DNSName(host)
-    return x509.IPAddress(ipaddress.ip_network(f"{address}/{address.max_prefixlen}"))
+        return [x509.DNSName(host)]
+    exact = x509.IPAddress(ipaddress.ip_network(f"{address}/{address.max_prefixlen}"))
+    return [exact, x509.DNSName(str(address))] if address.version == 4 else [exact]
 
 
 NOWHERE = "invalid"  # RFC 6761: a name that never resolves, for URI and e-mail subtrees
@@ -73,7 +77,7 @@ def name_constraints(hosts: list[str]) -> Any:
     excluded = [x509.IPAddress(ipaddress.ip_network(everything))
                 for version, everything in ((4, "0.0.0.0/0"), (6, "::/0"))
                 if version not in families]
-    permitted = [_constraint(h) for h in wanted] + [
+    permitted = [name for h in wanted for name in _constraints(h)] + [
         x509.UniformResourceIdentifier(NOWHERE), x509.RFC822Name(NOWHERE)]
     return x509.NameConstraints(permitted_subtrees=permitted,
                                 excluded_subtrees=excluded or None)
@@ -152,7 +156,7 @@ class LocalCA:
                 names.append(str(name.value.network_address))
             elif isinstance(name, x509.DNSName):
                 names.append(name.value)
-        return tuple(sorted(names))
+        return tuple(sorted(set(names)))
 
     def _constraints_are(self, hosts: list[str]) -> bool:
         x509 = _crypto()

@@ -422,9 +422,9 @@ def get(rig: Rig, path: str, service: str = "edge", host: str | None = None) -> 
 
 def test_the_credential_goes_only_to_the_service_by_its_name(rig: Rig) -> None:
     """Domain fronting and its cousins: another SNI, another Host, no SNI, an absolute
-    URI naming another host inside the tunnel, two Host headers, an IP literal (itself
-    another service) with the service's Host. Only the honest request is let through,
-    and every TLS handshake the edge saw asked for the service's own name."""
+    URI naming another host inside the tunnel, two Host headers, a forwarded host, an
+    IP literal (itself another service) with the service's Host. Only the honest request
+    is let through, and every TLS handshake the edge saw asked for the service's name."""
     seen_before = rig.reset()
     edge = f"localhost:{rig.edge.port}"
     other = f"other.localhost:{rig.edge.port}"
@@ -442,6 +442,12 @@ def test_the_credential_goes_only_to_the_service_by_its_name(rig: Rig) -> None:
                               connect=edge, tls=True, sni="localhost"),
         "two Hosts": probe(rig.port, [*get(rig, "/bearer/things/1"), f"Host: {other}"],
                            connect=edge, tls=True, sni="localhost"),
+        "X-Forwarded-Host": probe(rig.port, [*get(rig, "/bearer/things/1"),
+                                             f"X-Forwarded-Host: {other}"],
+                                  connect=edge, tls=True, sni="localhost"),
+        "Forwarded: host=": probe(rig.port, [*get(rig, "/bearer/things/1"),
+                                             f'Forwarded: for=1.2.3.4;host="{other}"'],
+                                  connect=edge, tls=True, sni="localhost"),
         "an address with the service's Host": probe(
             rig.port, get(rig, "/bearer/things/1", service="limited"),
             connect=f"127.0.0.1:{rig.edge.port}", tls=True),
@@ -455,7 +461,7 @@ def test_the_credential_goes_only_to_the_service_by_its_name(rig: Rig) -> None:
     assert rig.edge.snis and set(rig.edge.snis) <= {"localhost", None}, \
         f"the edge was asked for {sorted(map(str, set(rig.edge.snis)))}"
     refusals = [e for e in rig.audit()[seen_before:] if e.detail.get("decision") == "denied"]
-    assert sum("refused:" in e.detail.get("why", "") for e in refusals) >= 5, refusals
+    assert sum("refused:" in e.detail.get("why", "") for e in refusals) >= 7, refusals
 
 
 def test_plain_http_never_carries_an_https_services_credential(rig: Rig) -> None:
@@ -620,23 +626,42 @@ def test_websocket_messages_are_scrubbed(rig: Rig) -> None:
 # -- item 2: every hook fails closed ----------------------------------------------------
 
 
-@pytest.mark.parametrize("hook", ["request", "response", "websocket_message"])
+def fail_inside(hook: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``Target.of`` raise when called (at any depth) from the hook ``hook``."""
+    from mcp_keys.gateway.interceptor.binding import Target
+
+    original = Target.of.__func__  # type: ignore[attr-defined]
+
+    def picky(cls: type[Target], service: Any) -> Target:
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_name == hook:
+                raise RuntimeError(f"injected {SECRET}")
+            frame = frame.f_back  # type: ignore[assignment]
+        result: Target = original(cls, service)
+        return result
+
+    monkeypatch.setattr(Target, "of", classmethod(picky))
+
+
+@pytest.mark.parametrize("hook", ["request", "response", "websocket_message",
+                                  "tls_clienthello", "server_connect"])
 def test_an_exception_in_any_hook_refuses_and_is_audited(
         rig: Rig, monkeypatch: pytest.MonkeyPatch, hook: str) -> None:
     """A fault injected into a step of each hook: the request or message is refused
     (502, or dropped), one audit line says which hook failed, and nothing unscrubbed
-    reaches the client."""
+    reaches the client (the fault's own text, which quotes the secret, included)."""
     from mcp_keys.gateway.interceptor import addon
     from mcp_keys.gateway.scrub import Scrubber
 
     def broken(*_args: object, **_kwargs: object) -> None:
-        raise RuntimeError(f"injected {SECRET}")  # its text must never be shown
+        raise RuntimeError(f"injected {SECRET}")
 
     if hook == "request":
         monkeypatch.setattr(addon, "binding_problem", broken)
     elif hook == "response":
         monkeypatch.setattr(addon, "unreadable", broken)
-    else:
+    elif hook == "websocket_message":
         original = Scrubber.data
 
         def on_messages(self: Scrubber, value: bytes) -> bytes:
@@ -645,17 +670,22 @@ def test_an_exception_in_any_hook_refuses_and_is_audited(
             return original(self, value)
 
         monkeypatch.setattr(Scrubber, "data", on_messages)
+    else:
+        fail_inside(hook, monkeypatch)
     seen_before = rig.reset()
     if hook == "websocket_message":
         assert websocket_messages(rig) == [], "a message passed a failed hook"
     else:
         reply = probe(rig.port, get(rig, "/bearer/leak"), connect=f"localhost:"
                       f"{rig.edge.port}", tls=True, sni="localhost", cafile=rig.ca)
-        assert reply.status == 502, (reply.status, reply.body[:300])
+        assert reply.status == 502, (reply.status, reply.error, reply.body[:300])
         assert_no_secret(reply.body + str(reply.headers).encode(), "the client")
-    failed = [e for e in rig.audit()[seen_before:]
-              if e.detail.get("decision") == "proxy_error"]
-    assert len(failed) == 1 and hook in failed[0].detail["why"], failed
+    if hook in ("request", "tls_clienthello", "server_connect"):
+        assert not rig.authorised(), "the credential left after a failed hook"
+    lines = rig.audit()[seen_before:]
+    failed = [e for e in lines if hook in e.detail.get("why", "")]
+    assert len(failed) == 1, [e.detail for e in lines]
+    assert failed[0].detail.get("decision", "proxy_error") == "proxy_error"
     assert_no_secret(json.dumps([e.detail for e in rig.audit()]), "the audit")
 
 

@@ -112,9 +112,8 @@ class SwapAddon:
             self._block(flow, host, port)
 
     def _block(self, flow: Any, host: str, port: int) -> None:
-        caller = self._caller()
-        self._blocked_line(caller, host, port)
         self._refuse(flow, 403, f"{host}:{port} is not a service of this mcp-keys proxy")
+        self._blocked_line(self._caller(), host, port)
 
     def _blocked_line(self, caller: Caller | None, host: str, port: int,
                       why: str | None = None) -> None:

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from ..model import Service
 
 DECODABLE = frozenset({"gzip", "deflate", "br", "zstd"})  # one coding, which mitmproxy reads
+FORWARDED_HOST = ("x-forwarded-host", "x-forwarded-server", "x-host", "x-original-host",
+                  "x-http-host-override")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +56,10 @@ def binding_problem(flow: Any, target: Target) -> str | None:
     """Why this flow may not carry the credential of the service at ``target``, or None.
 
     Checked: the request's scheme and the TLS of both legs against the service's scheme;
-    the client's SNI and the upstream connection's SNI; every ``Host`` header and the
-    ``:authority`` (or absolute-form authority) against the service's host and port."""
+    the client's SNI and the upstream connection's SNI; every ``Host`` header, the
+    ``:authority`` (or absolute-form authority) and every header an edge may route on
+    instead (``X-Forwarded-Host`` and its kin, ``Forwarded: host=``) against the
+    service's host and port."""
     from mitmproxy.net.http.url import parse_authority
 
     request = flow.request
@@ -71,13 +75,19 @@ def binding_problem(flow: Any, target: Target) -> str | None:
     same = server.address is not None and tuple(server.address) == (request.host, request.port)
     if same and (bool(server.tls) != client_tls or
                  (server.tls and not target.sni_ok(server.sni))):
-            return (f"the upstream connection is not TLS to {target.host} by its name "
-                    f"(SNI {str(server.sni)[:100]!r})")
+        return (f"the upstream connection is not TLS to {target.host} by its name "
+                f"(SNI {str(server.sni)[:100]!r})")
     names = list(request.headers.get_all("host"))
     if request.authority:
         names.append(request.authority)
     if not names:
         return "the request names no host (no Host header or :authority)"
+    for header in FORWARDED_HOST:  # an edge may route on these instead of Host
+        names += request.headers.get_all(header)
+    for value in request.headers.get_all("forwarded"):
+        names += [pair.partition("=")[2].strip().strip('"') for element in value.split(",")
+                  for pair in element.split(";")
+                  if pair.partition("=")[0].strip().lower() == "host"]
     for name in names:
         try:
             host, port = parse_authority(name, check=True)

@@ -321,6 +321,7 @@ class Rig:
     ca: str  # the proxy CA's certificate: what a child trusts
     edge_ca: str
     store: str
+    proxy: Any  # the RunningProxy
 
     def authorised(self) -> list[Seen]:
         return [s for s in self.edge.seen if s.headers.get("authorization") ==
@@ -402,7 +403,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, edge: Edge,
     proxy.start()
     try:
         yield Rig(proxy.port, edge, sink, keys, placeholders, str(authority.cert_path),
-                  edge_files[0], store)
+                  edge_files[0], store, proxy)
     finally:
         proxy.stop()
         sink.close()
@@ -489,6 +490,20 @@ def test_plain_http_never_carries_an_https_services_credential(rig: Rig) -> None
     assert not rig.authorised()
     decisions = [e.detail.get("decision") for e in rig.audit()[seen_before:]]
     assert decisions.count("denied") == len(replies), decisions
+
+
+def test_an_unverified_upstream_gets_no_credential(rig: Rig) -> None:
+    """Should mitmproxy be told not to verify upstream certificates, no credential goes."""
+    rig.reset()
+    rig.proxy._master.options.update(ssl_insecure=True)
+    try:
+        reply = probe(rig.port, get(rig, "/bearer/things/4"),
+                      connect=f"localhost:{rig.edge.port}", tls=True, sni="localhost",
+                      cafile=rig.ca)
+    finally:
+        rig.proxy._master.options.update(ssl_insecure=False)
+    assert reply.status == 403 and b"ssl_insecure" in reply.body, (reply.status, reply.body)
+    assert not rig.authorised()
 
 
 def test_http2_authority_must_be_the_services_name(rig: Rig) -> None:

@@ -68,6 +68,8 @@ def binding_problem(flow: Any, target: Target) -> str | None:
         how = "TLS" if client_tls else "plain HTTP"
         return (f"this service is reached over {target.scheme} only; the request came as "
                 f"{request.scheme} over {how} (use {target.scheme}://{target.host})")
+    if client_tls and _unverified_upstream():
+        return "the proxy does not verify upstream certificates (ssl_insecure is on)"
     if client_tls and not target.sni_ok(flow.client_conn.sni):
         return (f"the TLS name (SNI) {str(flow.client_conn.sni)[:100]!r} is not the "
                 f"service's host {target.host}")
@@ -119,3 +121,10 @@ def unreadable(response: Any, *, websocket: bool) -> str | None:
     except ValueError:
         return f"its {codings[0] if codings else 'body'} encoding is corrupt"
     return None
+
+
+def _unverified_upstream() -> bool:
+    """Whether mitmproxy was told not to verify upstream certificates."""
+    from mitmproxy import ctx
+
+    return bool(ctx.options.ssl_insecure)

@@ -231,7 +231,7 @@ def test_a_ca_made_with_the_old_constraints_is_replaced(tmp_path: Path) -> None:
            .sign(key, hashes.SHA256()))
     authority.cert_path.write_bytes(pem(old))
     stale = LocalCA(tmp_path / "store")
-    assert stale.load() and stale.hosts() == (SERVICE,)
+    assert stale.load() and stale.hosts() == (SERVICE,) and not stale.fits([SERVICE])
     renewed = LocalCA(tmp_path / "store").ensure([SERVICE])
     assert renewed.fingerprint != old.fingerprint(hashes.SHA256()).hex(":").upper(), \
         "a CA without the new exclusions must be replaced"

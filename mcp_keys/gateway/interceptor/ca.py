@@ -158,7 +158,8 @@ class LocalCA:
                 names.append(name.value)
         return tuple(sorted(set(names)))
 
-    def _constraints_are(self, hosts: list[str]) -> bool:
+    def fits(self, hosts: list[str]) -> bool:
+        """Whether the loaded CA's name constraints are exactly those for ``hosts``."""
         x509 = _crypto()
         try:
             current = self._cert.extensions.get_extension_for_class(x509.NameConstraints)
@@ -172,7 +173,7 @@ class LocalCA:
         expiry, else a new one (the old files are replaced atomically)."""
         wanted = tuple(sorted(set(hosts)))
         now = now or _dt.datetime.now(_dt.UTC)
-        if self.load() and self._constraints_are(list(wanted)) and \
+        if self.load() and self.fits(list(wanted)) and \
                 self._cert.not_valid_after_utc - RENEW_BEFORE > now:
             return self.info()
         return self.create(list(wanted), days=days, now=now)

@@ -484,6 +484,7 @@ def test_plain_http_never_carries_an_https_services_credential(rig: Rig) -> None
             rig.port, get(rig, "/bearer/things/1"), connect=f"localhost:{rig.edge.port}"),
     }
     for what, reply in replies.items():
+        assert_no_secret(reply.body, f"the client ({what})")
         assert reply.status == 403, (what, reply.status, reply.error)
         assert b"over https only" in reply.body, (what, reply.body[:300])
     assert_no_secret(bytes(rig.sink.received), "the plain-text listener")
@@ -693,8 +694,8 @@ def test_an_exception_in_any_hook_refuses_and_is_audited(
     else:
         reply = probe(rig.port, get(rig, "/bearer/leak"), connect=f"localhost:"
                       f"{rig.edge.port}", tls=True, sni="localhost", cafile=rig.ca)
-        assert reply.status == 502, (reply.status, reply.error, reply.body[:300])
         assert_no_secret(reply.body + str(reply.headers).encode(), "the client")
+        assert reply.status == 502, (reply.status, reply.error, reply.body[:300])
     if hook in ("request", "tls_clienthello", "server_connect"):
         assert not rig.authorised(), "the credential left after a failed hook"
     lines = rig.audit()[seen_before:]

@@ -49,16 +49,18 @@ def show(ctx: click.Context, as_json: bool) -> None:
         raise McpKeysError(f"no proxy CA in {authority.directory} yet: create it with "
                            "'mcp-keys ca rotate'")
     info = authority.info()
+    current = authority.fits(hosts)
     if as_json:
-        emit_json({**info.to_dict(), "current": list(info.hosts) == hosts})
+        emit_json({**info.to_dict(), "current": current})
         return
     click.echo(f"certificate  {safe(str(info.path))}")
     click.echo(f"fingerprint  SHA-256 {info.fingerprint}")
     click.echo(f"may certify  {safe(', '.join(info.hosts))} (X.509 name constraints)")
     click.echo(f"expires      {info.not_after:%Y-%m-%d %H:%M:%SZ}")
-    if list(info.hosts) != hosts:
-        click.echo("The services' hosts have changed: the CA is renewed on the next use, or "
-                   "now with 'mcp-keys ca rotate'", err=True)
+    if not current:
+        click.echo("The CA does not fit the services' hosts (they changed, or it predates "
+                   "the current constraints): it is renewed on the next use, or now with "
+                   "'mcp-keys ca rotate'", err=True)
 
 
 @ca.command()

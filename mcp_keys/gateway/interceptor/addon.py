@@ -1,21 +1,62 @@
 """The mitmproxy addon behind ``run --proxy``: only the services' hosts are reachable;
 on them the placeholder becomes the real credential (in the header or query parameter
 the auth kind uses, never a body or path), the service's rules decide, responses are
-scrubbed, and each request is one ``gateway_call`` audit line with ``front: "proxy"``."""
+scrubbed, and each request is one ``gateway_call`` audit line with ``front: "proxy"``.
+
+The credential travels only to the service, by its name, over its scheme: a request
+must arrive over the service's scheme (inside TLS for an ``https`` service), name the
+service's host in its TLS SNI, ``Host`` and ``:authority``, and the upstream connection
+is made with the service's host as its SNI. Every hook fails closed: an exception
+refuses the request (502) and is audited, where mitmproxy would log it and go on."""
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..hygiene import Refused, normalise_path
 from ..proxy import Denied
+from .binding import Target, binding_problem, unreadable
 
 if TYPE_CHECKING:
     from ..model import Service
     from ..proxy import Caller, Gateway
+    from ..scrub import Scrubber
     from ..server import CallerSource
+
+CALL = "mcp_keys"  # flow.metadata key: this addon's _Call
+log = logging.getLogger("mcp_keys.proxy")
+
+
+@dataclass(slots=True)
+class _Call:
+    """What this addon knows about one flow, for the hooks that follow the request."""
+
+    started: float
+    detail: dict[str, Any]
+    caller: Caller | None = None
+    scrub: Scrubber | None = None  # set once the credential was swapped in
+    refused: bool = False  # the response is this addon's refusal
+    broken: bool = False  # a hook failed: nothing more passes
+
+
+def _guarded(hook: Callable[[SwapAddon, Any], None]) -> Callable[[SwapAddon, Any], None]:
+    """Runs ``hook``; any exception refuses what the hook was about, and is audited.
+    (mitmproxy itself would log the exception and let the flow go on, unscrubbed.)"""
+
+    @functools.wraps(hook)
+    def run(self: SwapAddon, data: Any) -> None:
+        try:
+            hook(self, data)
+        except Exception as exc:
+            self._failed(hook.__name__, data, exc)
+
+    return run
 
 
 class SwapAddon:
@@ -24,32 +65,37 @@ class SwapAddon:
         self.gateway = gateway
         self.callers = callers
         self.placeholders = placeholders  # service name -> this run's placeholder
+        self._broken: set[str] = set()  # client connections a connection hook failed on
 
     def __repr__(self) -> str:
         return f"SwapAddon({sorted(self.placeholders)})"
 
     # -- which service ----------------------------------------------------------------
 
-    def _service(self, host: str, port: int) -> Service | None:
-        from urllib.parse import urlsplit
-
+    def _service(self, host: str | None, port: int | None) -> Service | None:
+        if not host or port is None:
+            return None
         for name in self.placeholders:
             service = self.gateway.config.current().services.get(name)
             if service is None or service.kind != "http":
                 continue
-            parts = urlsplit(service.base_url)
-            wanted = parts.port or (443 if parts.scheme == "https" else 80)
-            if (parts.hostname or "").lower() == host.lower() and wanted == port:
+            target = Target.of(service)
+            if target.host == host.lower() and target.port == port:
                 return service
         return None
 
-    def _refuse(self, flow: Any, status: int, message: str, **detail: Any) -> None:
+    def _refuse(self, flow: Any, status: int, message: str) -> None:
+        """Answer the flow with ``status`` from here: nothing is sent upstream."""
         from mitmproxy import http
 
-        body = json.dumps({"error": message, **{k: v for k, v in detail.items()
-                                                 if k == "rule"}}).encode()
+        body = json.dumps({"error": message}).encode()
         flow.response = http.Response.make(status, body,
                                            {"Content-Type": "application/json"})
+        call = flow.metadata.get(CALL)
+        if isinstance(call, _Call):
+            call.refused = True
+        else:
+            flow.metadata[CALL] = _Call(time.perf_counter(), {}, refused=True)
 
     def _caller(self) -> Caller | None:
         try:
@@ -57,75 +103,126 @@ class SwapAddon:
         except Exception:  # the key was revoked or the store is away: refuse
             return None
 
-    # -- mitmproxy hooks --------------------------------------------------------------
+    # -- connections ------------------------------------------------------------------
 
+    @_guarded
     def http_connect(self, flow: Any) -> None:
         host, port = flow.request.host, flow.request.port
         if self._service(host, port) is None:
             self._block(flow, host, port)
 
     def _block(self, flow: Any, host: str, port: int) -> None:
-        caller = self._caller()
-        if self.gateway.audit is not None:
-            self.gateway.audit.append("proxy_blocked", key_id=caller.key_id if caller else None,
-                                      detail={"front": "proxy", "host": host[:255],
-                                              "port": port})
         self._refuse(flow, 403, f"{host}:{port} is not a service of this mcp-keys proxy")
+        self._blocked_line(self._caller(), host, port)
 
+    def _blocked_line(self, caller: Caller | None, host: str, port: int,
+                      why: str | None = None) -> None:
+        if self.gateway.audit is not None:
+            detail: dict[str, Any] = {"front": "proxy", "host": str(host)[:255],
+                                      "port": port}
+            if why:
+                detail["why"] = why
+            self.gateway.audit.append("proxy_blocked",
+                                      key_id=caller.key_id if caller else None,
+                                      detail=detail)
+
+    @_guarded
+    def tls_clienthello(self, data: Any) -> None:
+        """The upstream TLS name is the service's own, whatever the client sent (the
+        request is then refused if the client's differs)."""
+        server = data.context.server
+        service = self._service(*(server.address or (None, None)))
+        if service is not None and server.sni is None:
+            target = Target.of(service)
+            server.sni = target.host
+
+    @_guarded
+    def server_connect(self, data: Any) -> None:
+        """The last line: no upstream connection but to a service, by its name."""
+        server = data.server
+        service = self._service(*(server.address or (None, None)))
+        if service is None:
+            server.error = "not a service of this mcp-keys proxy"
+        elif server.sni is not None and not Target.of(service).sni_ok(server.sni):
+            server.error = f"the upstream TLS name is not {Target.of(service).host}"
+        if server.error:
+            host, port = server.address or ("?", 0)
+            self._blocked_line(self._caller(), host, port, server.error)
+
+    # -- requests ---------------------------------------------------------------------
+
+    @_guarded
+    def requestheaders(self, flow: Any) -> None:
+        flow.request.stream = False  # the request hook must see it before it is sent
+
+    @_guarded
     def request(self, flow: Any) -> None:
-        if flow.response is not None:  # already refused at CONNECT
+        if flow.response is not None:  # answered by mitmproxy itself; nothing is sent
             return
         request = flow.request
-        started = time.perf_counter()
         service = self._service(request.host, request.port)
         if service is None:
             self._block(flow, request.host, request.port)
             return
-        detail: dict[str, Any] = {"front": "proxy", "service": service.name,
-                                  "method": request.method}
-        flow.metadata["mcp_keys"] = (started, detail)
-        caller = self._caller()
+        call = flow.metadata[CALL] = _Call(time.perf_counter(), {
+            "front": "proxy", "service": service.name, "method": request.method})
+        caller = call.caller = self._caller()
+        if flow.client_conn.id in self._broken:
+            self._deny(flow, call, "proxy_error", 502, "an earlier step of this connection "
+                       "failed inside the mcp-keys proxy: refused")
+            return
         if caller is None:
-            detail.update(decision="denied", why="the mcp-keys key is not valid")
-            self._audit(None, detail, started)
-            self._refuse(flow, 403, "the mcp-keys key of this proxy is no longer valid")
+            self._deny(flow, call, "denied", 403,
+                       "the mcp-keys key of this proxy is no longer valid")
             return
         try:
-            path = normalise_path(request.path.split("?", 1)[0])
-        except Refused as exc:
-            detail.update(decision="bad_request", why=str(exc))
-            self._audit(caller, detail, started)
-            self._refuse(flow, 400, f"refused: {exc}")
-            return
-        detail["path"] = path
-        try:
-            if request.headers.get("upgrade", "").lower() == "websocket" and \
-                    not service.websocket:
+            service = self.gateway.service(caller, service.name)  # scope, enabled, file
+            problem = binding_problem(flow, Target.of(service))
+            if problem is not None:
+                raise Denied("denied", f"refused: {problem}")
+            try:
+                path = normalise_path(request.path.split("?", 1)[0])
+            except (Refused, ValueError) as exc:  # %ff is a UnicodeDecodeError
+                call.detail["path_refused"] = request.path.split("?", 1)[0][:200]
+                self.gateway._take(caller, service)  # counted like any other request
+                reason = str(exc) if isinstance(exc, Refused) else \
+                    "the path is not percent-encoded UTF-8"
+                raise Denied("bad_request", f"refused: {reason}") from None
+            call.detail["path"] = path
+            upgrade = request.headers.get("upgrade")
+            if upgrade is not None and upgrade.lower() != "websocket":
+                raise Denied("denied", f"protocol upgrades ({upgrade[:40]!r}) are not "
+                             "allowed: the proxy could not read, so not scrub, what follows")
+            if upgrade is not None and not service.websocket:
                 raise Denied("denied", f"WebSocket upgrades to {service.name} are not "
                              "allowed (service edit --websocket allow)")
-            service = self.gateway.service(caller, service.name)  # scope, enabled, file
             allowed, why = service.decide(request.method, path, caller.scopes)
             if not allowed:
                 raise Denied("denied", why)
             self.gateway._take(caller, service)
-            secret = self.gateway.secrets.get(service.secret).reveal()
         except Denied as exc:
-            detail.update(decision=exc.decision, why=str(exc))
-            self._audit(caller, detail, started)
-            status = 429 if exc.decision == "rate_limited" else 403
-            self._refuse(flow, status, str(exc), rule=str(exc))
+            status = {"rate_limited": 429, "bad_request": 400}.get(exc.decision, 403)
+            self._deny(flow, call, exc.decision, status, str(exc))
             return
+        try:
+            secret = self.gateway.secrets.get(service.secret).reveal()
         except Exception as exc:  # the credential could not be read: fail closed
-            detail.update(decision="upstream_error", why=type(exc).__name__)
-            self._audit(caller, detail, started)
-            self._refuse(flow, 502, f"the credential for {service.name} could not be read")
+            self._deny(flow, call, "upstream_error", 502,
+                       f"the credential for {service.name} could not be read",
+                       why=type(exc).__name__)
             return
-        detail["rule"] = why
+        call.detail["rule"] = why
         query = request.path.partition("?")[2]
         request.path = path + ("?" + query if query else "")  # what the rules matched
+        call.scrub = self.gateway.scrubber(service, secret)
         self._swap(service, request, self.placeholders[service.name], secret)
-        flow.metadata["mcp_keys"] = (started, detail, caller,
-                                     self.gateway.scrubber(service, secret))
+
+    def _deny(self, flow: Any, call: _Call, decision: str, status: int, message: str,
+              why: str | None = None) -> None:
+        """Refuse the flow with ``status`` and write its audit line."""
+        self._refuse(flow, status, message)
+        call.detail.update(decision=decision, why=why or message, status=status)
+        self._audit(call)
 
     @staticmethod
     def _swap(service: Service, request: Any, placeholder: str, secret: str) -> None:
@@ -155,36 +252,113 @@ class SwapAddon:
                 request.headers["authorization"] = "Basic " + base64.b64encode(
                     secret.encode()).decode()
 
+    # -- responses --------------------------------------------------------------------
+
+    @_guarded
+    def responseheaders(self, flow: Any) -> None:
+        flow.response.stream = False  # the response hook must scrub it before it is sent
+
+    @_guarded
     def response(self, flow: Any) -> None:
-        meta = flow.metadata.get("mcp_keys")
-        if meta is None or len(meta) < 4:
+        call = flow.metadata.get(CALL)
+        if isinstance(call, _Call) and call.refused:
             return
-        started, detail, caller, scrub = meta
+        if not isinstance(call, _Call) or call.scrub is None or call.broken:
+            self._refuse(flow, 502, "the mcp-keys proxy let no request through for this "
+                         "response: refused")
+            return
         response = flow.response
-        for name in ("set-cookie", "set-cookie2"):
-            response.headers.pop(name, None)
-        for name, value in list(response.headers.items()):
-            cleaned = scrub.text(value)
-            if cleaned != value:
-                response.headers[name] = cleaned
-        content = response.content or b""
-        cleaned_body = scrub.data(content)
-        if cleaned_body != content:
-            response.content = cleaned_body
-        detail.update(decision="allowed", status=response.status_code,
-                      bytes_in=len(content), bytes_out=len(flow.request.content or b""))
-        self._audit(caller, detail, started)
-
-    def error(self, flow: Any) -> None:
-        meta = flow.metadata.get("mcp_keys")
-        if meta is None or len(meta) < 4:
+        problem = unreadable(response, websocket=flow.websocket is not None)
+        if problem is not None:
+            self._deny(flow, call, "upstream_error", 502, f"the response of "
+                       f"{call.detail.get('service')} was refused: {problem}")
             return
-        started, detail, caller, _ = meta
-        detail.update(decision="upstream_error", why=type(flow.error).__name__)
-        self._audit(caller, detail, started)
+        scrub = call.scrub
+        content = response.content or b""
+        cleaned = scrub.data(content)
+        if cleaned != content:
+            response.content = cleaned
+        response.headers.fields = tuple(
+            (name, scrub.data(value)) for name, value in response.headers.fields
+            if name.lower() not in (b"set-cookie", b"set-cookie2"))
+        if response.trailers is not None:
+            response.trailers.fields = tuple(
+                (name, scrub.data(value)) for name, value in response.trailers.fields)
+        if response.reason:
+            response.reason = scrub.text(response.reason)
+        call.detail.update(decision="allowed", status=response.status_code,
+                           bytes_in=len(content), bytes_out=len(flow.request.content or b""))
+        self._audit(call)
 
-    def _audit(self, caller: Caller | None, detail: dict[str, Any], started: float) -> None:
-        detail["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    @_guarded
+    def websocket_message(self, flow: Any) -> None:
+        """A WebSocket service's messages from upstream are scrubbed like bodies
+        (mitmproxy hands over each message whole and decompressed)."""
+        message = flow.websocket.messages[-1]
+        call = flow.metadata.get(CALL)
+        if not isinstance(call, _Call) or call.scrub is None or call.broken:
+            message.drop()
+            return
+        if not message.from_client:
+            cleaned = call.scrub.data(message.content)
+            if cleaned != message.content:
+                message.content = cleaned
+
+    @_guarded
+    def error(self, flow: Any) -> None:
+        call = flow.metadata.get(CALL)
+        if not isinstance(call, _Call) or call.scrub is None or "decision" in call.detail:
+            return
+        call.detail.update(decision="upstream_error", why=type(flow.error).__name__)
+        self._audit(call)
+
+    # -- failure and audit ------------------------------------------------------------
+
+    def _failed(self, hook: str, data: Any, exc: Exception) -> None:
+        """A hook raised: refuse what it was about (the flow, the message, the connection)
+        and audit it. Never the exception's text: it may quote what it was handling."""
+        why = f"{hook} failed inside the mcp-keys proxy ({type(exc).__name__})"
+        try:
+            self._stop(hook, data)
+        except Exception:  # nothing more can be done; say so below
+            log.exception("mcp-keys proxy: could not refuse after %s failed", hook)
+        try:
+            call = getattr(data, "metadata", {}).get(CALL)
+            if isinstance(call, _Call) and "service" in call.detail:
+                call.detail.update(decision="proxy_error", why=why, status=502)
+                self._audit(call)
+            else:
+                self._blocked_line(self._caller(), *_where(data), why)
+        except Exception:
+            log.error("mcp-keys proxy: %s, and its audit line could not be written", why)
+
+    def _stop(self, hook: str, data: Any) -> None:
+        if hook == "server_connect":
+            data.server.error = "refused by the mcp-keys proxy"
+        elif hook in ("tls_clienthello",):
+            self._broken.add(data.context.client.id)
+        elif hook == "websocket_message":
+            data.metadata.setdefault(CALL, _Call(time.perf_counter(), {})).broken = True
+            data.websocket.messages[-1].drop()
+        elif hook != "error":
+            call = data.metadata.get(CALL)
+            if isinstance(call, _Call):
+                call.broken = True
+            self._refuse(data, 502, "refused: the mcp-keys proxy failed on this request")
+
+    def _audit(self, call: _Call) -> None:
+        call.detail["latency_ms"] = round((time.perf_counter() - call.started) * 1000, 2)
         if self.gateway.audit is not None:
             self.gateway.audit.append("gateway_call",
-                                      key_id=caller.key_id if caller else None, detail=detail)
+                                      key_id=call.caller.key_id if call.caller else None,
+                                      detail=call.detail)
+
+
+def _where(data: Any) -> tuple[str, int]:
+    """The host and port a hook's data is about (a flow, a connection, a TLS hello)."""
+    request = getattr(data, "request", None)
+    if request is not None:
+        return str(request.host), int(request.port)
+    server = getattr(data, "server", None) or data.context.server
+    host, port = server.address or ("?", 0)
+    return str(host), int(port)

@@ -3,12 +3,18 @@
 Created on first use in the store directory (key 0600), valid for a chosen span (default
 one year), and carrying X.509 Name Constraints that permit only the hosts of the
 configured services: a stolen CA key cannot impersonate any other site to a client that
-checks them (OpenSSL does). It is regenerated when the set of hosts changes or it nears
-expiry. Leaf certificates are minted in memory, never written.
+checks them (OpenSSL does). RFC 5280 leaves a name type without a permitted subtree
+unconstrained, so every type a TLS client may check is closed: IPv4 and IPv6 addresses
+are excluded whole (unless a service is an address: then only those addresses are
+permitted), and URIs and e-mail addresses may only name the reserved ``invalid`` host
+(RFC 6761), which no real site has. It is regenerated when its constraints differ from
+these (the hosts changed, or it was made by an older version) or it nears expiry. Leaf
+certificates are minted in memory, never written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import ipaddress
 import os
@@ -42,14 +48,39 @@ def _host_name(host: str) -> Any:
         return x509.DNSName(host)
 
 
-def _constraint(host: str) -> Any:
-    """A permitted subtree for exactly ``host``: the DNS name, or the one address."""
+def _constraints(host: str) -> list[Any]:
+    """The permitted subtrees for exactly ``host``: the DNS name, or the one address
+    (and an IPv4 address's text as a DNS name: OpenSSL checks a leaf's common name
+    ``127.0.0.1`` against the DNS subtrees, and mitmproxy names its leaves so; no real
+    DNS name is all digits, so it certifies nothing else)."""
     x509 = _crypto()
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return x509.DNSName(host)
-    return x509.IPAddress(ipaddress.ip_network(f"{address}/{address.max_prefixlen}"))
+        return [x509.DNSName(host)]
+    exact = x509.IPAddress(ipaddress.ip_network(f"{address}/{address.max_prefixlen}"))
+    return [exact, x509.DNSName(str(address))] if address.version == 4 else [exact]
+
+
+NOWHERE = "invalid"  # RFC 6761: a name that never resolves, for URI and e-mail subtrees
+
+
+def name_constraints(hosts: list[str]) -> Any:
+    """The CA's Name Constraints for ``hosts``: each host permitted; every address family
+    no service uses excluded; URIs and e-mail addresses confined to ``invalid``."""
+    x509 = _crypto()
+    wanted = sorted(set(hosts))
+    families = set()
+    for host in wanted:
+        with contextlib.suppress(ValueError):  # a DNS name
+            families.add(ipaddress.ip_address(host).version)
+    excluded = [x509.IPAddress(ipaddress.ip_network(everything))
+                for version, everything in ((4, "0.0.0.0/0"), (6, "::/0"))
+                if version not in families]
+    permitted = [name for h in wanted for name in _constraints(h)] + [
+        x509.UniformResourceIdentifier(NOWHERE), x509.RFC822Name(NOWHERE)]
+    return x509.NameConstraints(permitted_subtrees=permitted,
+                                excluded_subtrees=excluded or None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +152,20 @@ class LocalCA:
         constraints = self._cert.extensions.get_extension_for_class(x509.NameConstraints)
         names = []
         for name in constraints.value.permitted_subtrees or ():
-            value = name.value
-            names.append(str(value.network_address) if isinstance(
-                value, ipaddress.IPv4Network | ipaddress.IPv6Network) else str(value))
-        return tuple(sorted(names))
+            if isinstance(name, x509.IPAddress):
+                names.append(str(name.value.network_address))
+            elif isinstance(name, x509.DNSName):
+                names.append(name.value)
+        return tuple(sorted(set(names)))
+
+    def fits(self, hosts: list[str]) -> bool:
+        """Whether the loaded CA's name constraints are exactly those for ``hosts``."""
+        x509 = _crypto()
+        try:
+            current = self._cert.extensions.get_extension_for_class(x509.NameConstraints)
+        except x509.ExtensionNotFound:
+            return False
+        return bool(current.critical and current.value == name_constraints(hosts))
 
     def ensure(self, hosts: list[str], *, days: int = DEFAULT_DAYS,
                now: _dt.datetime | None = None) -> CAInfo:
@@ -132,7 +173,7 @@ class LocalCA:
         expiry, else a new one (the old files are replaced atomically)."""
         wanted = tuple(sorted(set(hosts)))
         now = now or _dt.datetime.now(_dt.UTC)
-        if self.load() and self.hosts() == wanted and \
+        if self.load() and self.fits(list(wanted)) and \
                 self._cert.not_valid_after_utc - RENEW_BEFORE > now:
             return self.info()
         return self.create(list(wanted), days=days, now=now)
@@ -168,9 +209,7 @@ class LocalCA:
                     content_commitment=False, key_encipherment=False, data_encipherment=False,
                     key_agreement=False, encipher_only=False, decipher_only=False),
                     critical=True)
-                .add_extension(x509.NameConstraints(
-                    permitted_subtrees=[_constraint(h) for h in sorted(set(hosts))],
-                    excluded_subtrees=None), critical=True)
+                .add_extension(name_constraints(hosts), critical=True)
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                                critical=False)
                 .sign(key, hashes.SHA256()))

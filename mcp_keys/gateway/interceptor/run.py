@@ -91,6 +91,9 @@ class RunningProxy:
             master = DumpMaster(settings, loop=loop, with_termlog=False, with_dumper=False)
             if self.upstream_ca:
                 master.options.update(ssl_verify_upstream_trusted_ca=self.upstream_ca)
+            # the leaf names only what the child asked for (never the upstream's other
+            # names, which the CA's name constraints would make the child refuse)
+            master.options.update(upstream_cert=False)
             master.addons.add(self.addon)
             self._master = master
             runner = asyncio.ensure_future(master.run())

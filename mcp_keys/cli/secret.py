@@ -86,11 +86,15 @@ def set_secret(ref: str) -> None:
               help="--proxy: a gateway service the command may reach (repeatable).")
 @click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False), default=None,
               help="--proxy: trust this CA for upstream TLS (tests, private services).")
+@click.option("--allow-workspace-policy", is_flag=True,
+              envvar="MCP_KEYS_ALLOW_WORKSPACE_POLICY",
+              help="--proxy: run even when the store or services.toml is inside the current "
+                   "directory or a git work tree, where an agent could rewrite it.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, pairs: tuple[str, ...], ref_file: str | None, mask: bool,
         proxy: bool, services: tuple[str, ...], upstream_ca: str | None,
-        command: tuple[str, ...]) -> None:
+        allow_workspace_policy: bool, command: tuple[str, ...]) -> None:
     """Run a command with secret references resolved into its environment.
 
     The command replaces mcp-keys (stdin, stdout, signals and exit code are its own);
@@ -111,8 +115,9 @@ def run(ctx: click.Context, pairs: tuple[str, ...], ref_file: str | None, mask: 
         if pairs or ref_file or mask:
             raise UsageError("run --proxy takes --service, not --env, --env-file-refs or "
                              "--mask")
-        sys.exit(run_proxied(list(command), list(services),
-                             store=store_location(ctx), upstream_ca=upstream_ca))
+        sys.exit(run_proxied(list(command), list(services), store=store_location(ctx),
+                             upstream_ca=upstream_ca,
+                             allow_workspace_policy=allow_workspace_policy))
     from ..launch import launch
 
     sys.exit(launch(pairs, ref_file, mask, command))

@@ -120,7 +120,8 @@ class RunningProxy:
 
 
 def run_proxied(command: list[str], service_names: list[str], *,
-                store: str | None = None, upstream_ca: str | None = None) -> int:
+                store: str | None = None, upstream_ca: str | None = None,
+                allow_workspace_policy: bool = False) -> int:
     """Run ``command`` behind the proxy; the child's exit code."""
     from ..serve import make_gateway
     from ..server import KEY_VAR, CallerSource, key_from_environment
@@ -132,7 +133,8 @@ def run_proxied(command: list[str], service_names: list[str], *,
     if not service_names:
         raise UsageError("run --proxy needs --service NAME (repeatable)")
     _mitmproxy()
-    gateway, validator = make_gateway(store, front="proxy")
+    gateway, validator = make_gateway(store, front="proxy",
+                                      allow_workspace_policy=allow_workspace_policy)
     callers = CallerSource(validator, key_from_environment())
     result = callers.check_start()
     if not result or result.key_id is None:

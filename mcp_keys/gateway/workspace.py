@@ -48,8 +48,11 @@ def workspace_of(path: str | os.PathLike[str]) -> str | None:
     directory do not count as a working directory, nor a ``.git`` in them as a work tree
     (a dotfiles repository): both would make every path "inside"."""
     real = os.path.realpath(path)
-    home = os.path.realpath(Path.home())
-    cwd = os.path.realpath(os.getcwd())
+    home = os.path.realpath(os.path.expanduser("~"))
+    try:
+        cwd = os.path.realpath(os.getcwd())
+    except OSError:  # a deleted working directory holds nothing
+        cwd = os.sep
     if cwd not in (os.sep, home) and _within(real, cwd):
         return f"is inside the current directory {cwd}"
     for parent in Path(real).parents:

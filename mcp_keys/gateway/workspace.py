@@ -15,8 +15,7 @@ from pathlib import Path
 
 from ..errors import McpKeysError
 
-ALLOW_FLAG = "--allow-workspace-policy"
-ALLOW_VAR = "MCP_KEYS_ALLOW_WORKSPACE_POLICY"
+ALLOW_FLAG = "--allow-workspace-policy"  # or MCP_KEYS_ALLOW_WORKSPACE_POLICY=1 (Click's)
 
 
 class WorkspacePolicy(McpKeysError):
@@ -74,7 +73,7 @@ def check_policy_location(store: str, services: Path, *, allow: bool) -> None:
     names the per-user directory to move them to and the flag that overrides."""
     from ..stores import is_url
 
-    if allow or os.environ.get(ALLOW_VAR) == "1":
+    if allow:
         return
     candidates = [("services file", services)]
     if not is_url(store):

@@ -93,20 +93,25 @@ def user_path(client: str, home: Path | None = None) -> Path:
     return default_path(client, home)
 
 
+def _check_names(client: str, name: str, env_var: str) -> None:
+    """The client, the server's name and the key's variable, or a ``UsageError``."""
+    if client not in CLIENTS:
+        raise UsageError(f"unknown client {client!r}; choose one of {', '.join(CLIENTS)}")
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"invalid server name {name!r}: use letters, digits, '.', '_' and "
+                         "'-' (at most 64)")
+    if not _VARIABLE.fullmatch(env_var):
+        raise UsageError(f"invalid variable name {env_var!r}: use letters, digits and '_'")
+
+
 def build(client: str, url: str, *, name: str = "mcp-keys", env_var: str = "MCP_API_KEY",
           header: str = "authorization", secret: str | None = None,
           path: Path | None = None) -> ClientConfig:
     """The configuration for ``client``; a ``UsageError`` names a bad argument."""
     from .resources import canonical
 
-    if client not in CLIENTS:
-        raise UsageError(f"unknown client {client!r}; choose one of {', '.join(CLIENTS)}")
+    _check_names(client, name, env_var)
     canonical(url)  # an http(s) URL with no user info, query or fragment
-    if not _NAME.fullmatch(name):
-        raise UsageError(f"invalid server name {name!r}: use letters, digits, '.', '_' and "
-                         "'-' (at most 64)")
-    if not _VARIABLE.fullmatch(env_var):
-        raise UsageError(f"invalid variable name {env_var!r}: use letters, digits and '_'")
     if header not in HEADERS:
         raise UsageError(f"unknown header {header!r}; choose authorization or x-api-key")
     target = default_path(client) if path is None else path
@@ -180,13 +185,7 @@ def gateway(client: str, *, store: str | None = None, name: str = "mcp-keys-gate
 
     from .secrets.reference import parse_reference
 
-    if client not in CLIENTS:
-        raise UsageError(f"unknown client {client!r}; choose one of {', '.join(CLIENTS)}")
-    if not _NAME.fullmatch(name):
-        raise UsageError(f"invalid server name {name!r}: use letters, digits, '.', '_' and "
-                         "'-' (at most 64)")
-    if not _VARIABLE.fullmatch(env_var):
-        raise UsageError(f"invalid variable name {env_var!r}: use letters, digits and '_'")
+    _check_names(client, name, env_var)
     reference = secret or f"keyring:mcp-keys/{name}"
     parse_reference(reference)
     program = shutil.which("mcp-keys") or "mcp-keys"

@@ -82,20 +82,36 @@ def default_path(client: str, home: Path | None = None) -> Path:
     return home / ".config" / "Claude" / "claude_desktop_config.json"
 
 
+def user_path(client: str, home: Path | None = None) -> Path:
+    """The client's per-user file where it has one (the gateway's entry belongs out of the
+    workspace); VS Code's lives in a profile folder, so its project file is kept."""
+    home = Path.home() if home is None else home
+    if client == "claude-code":
+        return home / ".claude.json"
+    if client == "cursor":
+        return home / ".cursor" / "mcp.json"
+    return default_path(client, home)
+
+
+def _check_names(client: str, name: str, env_var: str) -> None:
+    """The client, the server's name and the key's variable, or a ``UsageError``."""
+    if client not in CLIENTS:
+        raise UsageError(f"unknown client {client!r}; choose one of {', '.join(CLIENTS)}")
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"invalid server name {name!r}: use letters, digits, '.', '_' and "
+                         "'-' (at most 64)")
+    if not _VARIABLE.fullmatch(env_var):
+        raise UsageError(f"invalid variable name {env_var!r}: use letters, digits and '_'")
+
+
 def build(client: str, url: str, *, name: str = "mcp-keys", env_var: str = "MCP_API_KEY",
           header: str = "authorization", secret: str | None = None,
           path: Path | None = None) -> ClientConfig:
     """The configuration for ``client``; a ``UsageError`` names a bad argument."""
     from .resources import canonical
 
-    if client not in CLIENTS:
-        raise UsageError(f"unknown client {client!r}; choose one of {', '.join(CLIENTS)}")
+    _check_names(client, name, env_var)
     canonical(url)  # an http(s) URL with no user info, query or fragment
-    if not _NAME.fullmatch(name):
-        raise UsageError(f"invalid server name {name!r}: use letters, digits, '.', '_' and "
-                         "'-' (at most 64)")
-    if not _VARIABLE.fullmatch(env_var):
-        raise UsageError(f"invalid variable name {env_var!r}: use letters, digits and '_'")
     if header not in HEADERS:
         raise UsageError(f"unknown header {header!r}; choose authorization or x-api-key")
     target = default_path(client) if path is None else path
@@ -140,6 +156,60 @@ def build(client: str, url: str, *, name: str = "mcp-keys", env_var: str = "MCP_
     entry = {key: url, "headers": {header_name: value(f"${{env:{env_var}}}")}}
     return ClientConfig(client, target, "mcpServers", name, entry, notes=(
         f"set {env_var} in the environment that starts the editor",))
+
+
+def gateway_store_argument(store: str | None) -> str:
+    """The gateway's store as the client must name it: an absolute path (a client starts
+    servers in a directory of its own choosing, often the agent's workspace, where a
+    relative path would find a store the agent can write), or a URL without a password."""
+    from urllib.parse import urlsplit
+
+    from .gateway.workspace import gateway_store
+    from .stores import is_url
+
+    location = gateway_store(store)
+    if is_url(location):
+        if urlsplit(location).password:
+            raise UsageError("the store URL holds a password, which would be written into "
+                             "the client's file: put it in ~/.pgpass or PGPASSWORD instead")
+        return location
+    return os.path.abspath(os.path.expanduser(location))
+
+
+def gateway(client: str, *, store: str | None = None, name: str = "mcp-keys-gateway",
+            env_var: str = "MCP_API_KEY", secret: str | None = None,
+            path: Path | None = None) -> ClientConfig:
+    """A stdio entry that starts ``mcp-keys gateway serve --store /absolute/keys.json``
+    with the agent's mcp-keys key resolved from a reference by ``mcp-keys run``."""
+    import shutil
+
+    from .secrets.reference import parse_reference
+
+    _check_names(client, name, env_var)
+    reference = secret or f"keyring:mcp-keys/{name}"
+    parse_reference(reference)
+    program = shutil.which("mcp-keys") or "mcp-keys"
+    args = ["run", "--env", f"{env_var}={reference}", "--", program, "gateway", "serve",
+            "--store", gateway_store_argument(store)]
+    entry: dict[str, Any] = {"command": program, "args": args}
+    if client in ("claude-code", "vscode"):
+        entry = {"type": "stdio", **entry}
+    target = user_path(client) if path is None else path
+    section = "servers" if client == "vscode" else "mcpServers"
+    notes = [f"the gateway reads its store and services.toml from {args[-1]}, named in full "
+             "so the directory the client starts it in does not matter"]
+    if not target.is_absolute():
+        notes.append(f"{target} is in the workspace, where an agent could change this "
+                     "entry: prefer the client's user configuration (--file)")
+    if reference.startswith("keyring:"):
+        notes.append(f"store the agent's key first: mcp-keys secret set {reference} < "
+                     "agent-key.txt")
+    command = None
+    if client == "claude-code":
+        command = shlex.join(["claude", "mcp", "add", "--scope", "user", name, "--",
+                              program, *args])
+    return ClientConfig(client, target, section, name, entry, command=command,
+                        notes=tuple(notes))
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,11 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                 "MCP_KEYS_LOCK_TIMEOUT", "NO_COLOR", "MCP_KEYS_ENV_FALLBACK",
                 "MCP_KEYS_AUDIT_MAX_BYTES", "MCP_KEYS_AUDIT_KEEP", "MCP_KEYS_MAX_STALE"):
         monkeypatch.delenv(var, raising=False)
+    # The gateway side's per-user directory, outside the test's cwd; and most tests keep
+    # their store in tmp_path, which is the cwd: tests/test_gateway_workspace.py unsets this.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path.parent / f"{tmp_path.name}-xdg"))
+    monkeypatch.setenv("MCP_KEYS_ALLOW_WORKSPACE_POLICY", "1")
+    monkeypatch.delenv("MCP_KEYS_SERVICES", raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -9,15 +9,19 @@ from pathlib import Path
 import click
 
 from ..terminal import safe
+from . import store_location, store_option
 from .render import emit_json
 
 
 @click.command(name="client-config")
 @click.argument("client", type=click.Choice(["claude-code", "claude-desktop", "cursor",
                                              "vscode", "windsurf"]))
-@click.option("--url", required=True, help="The MCP server's URL, e.g. https://mcp.example.com/mcp.")
-@click.option("--name", default="mcp-keys", show_default=True,
-              help="The server's name in the client.")
+@click.option("--url", default=None, help="The MCP server's URL, e.g. https://mcp.example.com/mcp.")
+@click.option("--gateway", "for_gateway", is_flag=True,
+              help="Instead of --url: start 'mcp-keys gateway serve' over stdio with the "
+                   "store's absolute path (--store or MCP_KEYS_STORE, else the per-user one).")
+@click.option("--name", default=None,
+              help="The server's name in the client [default: mcp-keys, or mcp-keys-gateway].")
 @click.option("--env-var", default="MCP_API_KEY", show_default=True,
               help="The variable that holds the key where the client runs.")
 @click.option("--header", type=click.Choice(["authorization", "x-api-key"]),
@@ -32,8 +36,11 @@ from .render import emit_json
               help="Merge into the file (atomically, with a 0600 backup) instead of printing.")
 @click.option("--follow-symlink", is_flag=True, help="Allow a --write through a symlink.")
 @click.option("--json", "as_json", is_flag=True, help="Print the configuration as JSON.")
-def client_config(client: str, url: str, name: str, env_var: str, header: str,
-                  secret: str | None, path: Path | None, write: bool, follow_symlink: bool,
+@store_option
+@click.pass_context
+def client_config(ctx: click.Context, client: str, url: str | None, for_gateway: bool,
+                  name: str | None, env_var: str, header: str, secret: str | None,
+                  path: Path | None, write: bool, follow_symlink: bool,
                   as_json: bool) -> None:
     """Print (or --write) the config that makes an MCP client send a key, without the key in it.
 
@@ -41,16 +48,24 @@ def client_config(client: str, url: str, name: str, env_var: str, header: str,
     Examples:
       mcp-keys client-config cursor --url https://mcp.example.com/mcp
       mcp-keys client-config claude-code --url http://127.0.0.1:8000/mcp --write
-      mcp-keys client-config vscode --url https://mcp.example.com/mcp --name notes --write
+      mcp-keys client-config claude-desktop --gateway --write
     """
     from .. import clientconfig
+    from ..errors import UsageError
 
-    config = clientconfig.build(client, url, name=name, env_var=env_var, header=header,
-                                secret=secret, path=path)
+    if for_gateway == (url is not None):
+        raise UsageError("client-config needs --url URL or --gateway (one of them)")
+    if url is None:
+        config = clientconfig.gateway(client, store=store_location(ctx),
+                                      name=name or "mcp-keys-gateway", env_var=env_var,
+                                      secret=secret, path=path)
+    else:
+        config = clientconfig.build(client, url, name=name or "mcp-keys", env_var=env_var,
+                                    header=header, secret=secret, path=path)
     if write:
         report = clientconfig.write(config, follow_symlink=follow_symlink)
         verb = "Replaced" if report.replaced else "Added"
-        click.echo(f"{verb} server {safe(name)} in {safe(str(report.path))}")
+        click.echo(f"{verb} server {safe(config.name)} in {safe(str(report.path))}")
         if report.backup is not None:
             click.echo(f"The previous file is at {safe(str(report.backup))}", err=True)
     elif as_json:

@@ -92,11 +92,16 @@ def set_secret(ref: str) -> None:
 @click.option("--user", "user", default=None, metavar="NAME",
               help="--proxy: start the command as this user (needs root), so it cannot "
                    "read our files, keyring or memory.")
+@click.option("--allow-workspace-policy", is_flag=True,
+              envvar="MCP_KEYS_ALLOW_WORKSPACE_POLICY",
+              help="--proxy: run even when the store or services.toml is inside the current "
+                   "directory or a git work tree, where an agent could rewrite it.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, pairs: tuple[str, ...], ref_file: str | None, mask: bool,
         proxy: bool, services: tuple[str, ...], upstream_ca: str | None,
-        pass_env: tuple[str, ...], user: str | None, command: tuple[str, ...]) -> None:
+        pass_env: tuple[str, ...], user: str | None, allow_workspace_policy: bool,
+        command: tuple[str, ...]) -> None:
     """Run a command with secret references resolved into its environment.
 
     The command replaces mcp-keys (stdin, stdout, signals and exit code are its own);
@@ -120,7 +125,8 @@ def run(ctx: click.Context, pairs: tuple[str, ...], ref_file: str | None, mask: 
             raise UsageError("run --proxy takes --service, not --env, --env-file-refs or "
                              "--mask")
         sys.exit(run_proxied(list(command), list(services), store=store_location(ctx),
-                             upstream_ca=upstream_ca, pass_env=list(pass_env), user=user))
+                             upstream_ca=upstream_ca, pass_env=list(pass_env), user=user,
+                             allow_workspace_policy=allow_workspace_policy))
     if pass_env or user is not None:
         from ..errors import UsageError
 

@@ -1,5 +1,5 @@
-"""``mcp-keys service``: the gateway's services (services.toml beside the store), and
-``mcp-keys gateway serve``."""
+"""``mcp-keys service``: the gateway's services (services.toml beside the store; with no
+store named, both in the per-user ~/.config/mcp-keys/), and ``mcp-keys gateway serve``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,15 @@ if TYPE_CHECKING:
     from ..gateway.model import Service
 
 
+_allow_workspace = click.option(
+    "--allow-workspace-policy", is_flag=True, envvar="MCP_KEYS_ALLOW_WORKSPACE_POLICY",
+    help="Serve even when the store or services.toml is inside the current directory or a "
+         "git work tree, where an agent could rewrite it.")
+
+
 def _path(ctx: click.Context) -> Path:
+    """services.toml: MCP_KEYS_SERVICES, else beside the store (with no store named, the
+    per-user ~/.config/mcp-keys/, never the agent's workspace)."""
     from ..gateway.services import services_path
 
     return services_path(store_location(ctx))
@@ -373,9 +381,10 @@ def enable(ctx: click.Context, name: str) -> None:
 @service.command()
 @click.argument("name")
 @click.option("--path", default="/", show_default=True, help="The path to GET.")
+@_allow_workspace
 @store_option
 @click.pass_context
-def test(ctx: click.Context, name: str, path: str) -> None:
+def test(ctx: click.Context, name: str, path: str, allow_workspace_policy: bool) -> None:
     """One real GET with the service's credential: prints the status and latency.
 
     \b
@@ -388,7 +397,8 @@ def test(ctx: click.Context, name: str, path: str) -> None:
     from ..gateway.proxy import Denied
     from ..gateway.serve import make_gateway
 
-    gateway, _ = make_gateway(store_location(ctx), services=_path(ctx), front="test")
+    gateway, _ = make_gateway(store_location(ctx), services=_path(ctx), front="test",
+                              allow_workspace_policy=allow_workspace_policy)
 
     async def probe() -> tuple[int, float]:
         try:
@@ -427,10 +437,12 @@ def gateway() -> None:
 @click.option("--rate-limit", default=None, metavar="N/PERIOD",
               help="HTTP: per key across all services; over it, 429 with Retry-After.")
 @click.option("--log-bodies", is_flag=True, help="Put scrubbed response bodies in the audit.")
+@_allow_workspace
 @store_option
 @click.pass_context
 def serve(ctx: click.Context, transport: str, host: str, port: int, public: bool,
-          max_body: str, rate_limit: str | None, log_bodies: bool) -> None:
+          max_body: str, rate_limit: str | None, log_bodies: bool,
+          allow_workspace_policy: bool) -> None:
     """Serve the gateway's MCP tools: list_services, execute, explain.
 
     \b
@@ -445,7 +457,7 @@ def serve(ctx: click.Context, transport: str, host: str, port: int, public: bool
     configure_logging()
     run_gateway(store_location(ctx), transport=transport, host=host, port=port,
                 public=public, services=_path(ctx), max_body=parse_size(max_body),
-                log_bodies=log_bodies,
+                log_bodies=log_bodies, allow_workspace_policy=allow_workspace_policy,
                 rate_limit=None if rate_limit is None else parse_rate(rate_limit))
 
 

@@ -154,6 +154,8 @@ class Gateway:
                          f"scope gateway:{str(name)[:64]})")
         if not service.enabled:
             raise Denied("disabled", f"service {service.name} is disabled")
+        if (held := snapshot.check_held(service.name)) is not None:
+            raise Denied("restart_required", held)
         return service
 
     def visible(self, caller: Caller) -> list[dict[str, Any]]:

@@ -57,18 +57,26 @@ def quiet_http_clients() -> None:
 
 
 def make_gateway(store: str | os.PathLike[str] | None, *, services: Path | None = None,
-                 max_body: int = MAX_BODY, log_bodies: bool = False,
-                 front: str = "mcp") -> tuple[Gateway, Validator]:
-    """A gateway over ``store``'s keys and audit trail and its services file, which must
-    be valid before anything is served."""
+                 max_body: int = MAX_BODY, log_bodies: bool = False, front: str = "mcp",
+                 allow_workspace_policy: bool = False) -> tuple[Gateway, Validator]:
+    """A gateway over ``store``'s keys and audit trail (the per-user store when none is
+    named) and its services file, which must be valid, and out of an agent's workspace,
+    before anything is served."""
     from ..manager import KeyManager
+    from .workspace import check_policy_location, gateway_store
 
+    store = gateway_store(store)
     config = ServiceConfig(services or services_path(store))
+    check_policy_location(store, config.path, allow=allow_workspace_policy)
     snapshot = config.current()
     if snapshot.error is not None:
         raise ConfigError(snapshot.error)
     if not snapshot.services:
-        raise ConfigError(f"no services in {config.path}: add one with 'mcp-keys service add'")
+        legacy = Path(".mcp-keys") / "services.toml"
+        hint = (f" (the old default {legacy.resolve()} is in this workspace: move it and the "
+                f"store to {config.path.parent}/)" if legacy.is_file() else "")
+        raise ConfigError(f"no services in {config.path}: add one with 'mcp-keys service "
+                          f"add'{hint}")
     manager = KeyManager(store)
     validator = Validator(store, refresh_interval=REFRESH)
     gateway = Gateway(config, audit=manager.audit, max_body=max_body, log_bodies=log_bodies,
@@ -81,13 +89,14 @@ def make_gateway(store: str | os.PathLike[str] | None, *, services: Path | None 
 def serve(store: str | os.PathLike[str] | None, *, transport: str = "stdio",
           host: str = "127.0.0.1", port: int = 8765, public: bool = False,
           services: Path | None = None, max_body: int = MAX_BODY, log_bodies: bool = False,
-          rate_limit: RateLimit | None = None) -> None:
+          rate_limit: RateLimit | None = None, allow_workspace_policy: bool = False) -> None:
     """Run the gateway until its transport ends."""
     if transport == "http" and host not in LOOPBACK and not public:
         raise UsageError(f"--host {host} is not loopback: add --public to serve other "
                          "machines (and put TLS in front)")
     gateway, validator = make_gateway(store, services=services, max_body=max_body,
-                                      log_bodies=log_bodies)
+                                      log_bodies=log_bodies,
+                                      allow_workspace_policy=allow_workspace_policy)
     if transport == "stdio":
         callers = CallerSource(validator, key_from_environment())
         result = callers.check_start()

@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,17 +37,17 @@ class ConfigError(McpKeysError):
 
 
 def services_path(store: str | os.PathLike[str] | None = None) -> Path:
-    """``MCP_KEYS_SERVICES``, else ``services.toml`` in the JSON store's directory (for a
-    PostgreSQL store, ``./.mcp-keys/services.toml``)."""
+    """``MCP_KEYS_SERVICES``, else ``services.toml`` in the JSON store's directory (with no
+    store named, and for a PostgreSQL store, the per-user ``~/.config/mcp-keys/``)."""
     override = os.environ.get(SERVICES_VAR)
     if override:
         return Path(override)
     from ..stores import is_url
-    from ..stores.jsonfile import resolve_location
+    from .workspace import gateway_store, user_dir
 
-    location = resolve_location(store)
+    location = gateway_store(store)
     if is_url(location):
-        return Path(".mcp-keys") / FILE_NAME
+        return user_dir() / FILE_NAME
     return Path(location).parent / FILE_NAME
 
 
@@ -296,10 +296,22 @@ def read(path: Path) -> dict[str, Service]:
     return {} if found is None else parse(found[0], path)
 
 
+def destination(service: Service) -> tuple[object, ...]:
+    """Where and how a service's credential goes: what a running gateway keeps from its
+    start (a change is refused until a restart; rules, limits and switches apply at once)."""
+    return (service.kind, service.base_url, service.auth, service.secret, service.command,
+            service.secret_env, service.cwd)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     services: dict[str, Service]
     error: str | None = None
+    held: dict[str, str] = field(default_factory=dict)  # name -> why it is refused
+
+    def check_held(self, name: str) -> str | None:
+        """Why ``name`` is refused until a restart, or ``None``."""
+        return self.held.get(name)
 
 
 class ServiceConfig:
@@ -312,6 +324,7 @@ class ServiceConfig:
         self._next_check = 0.0
         self._force = True
         self._lock = threading.Lock()
+        self._pinned: dict[str, tuple[object, ...]] | None = None
 
     def __repr__(self) -> str:
         return f"ServiceConfig({str(self.path)!r})"
@@ -341,18 +354,36 @@ class ServiceConfig:
             self._force = False
             self._signature = signature
             try:
-                self._snapshot = Snapshot(read(self.path))
+                self._snapshot = self._pin(read(self.path))
             except ConfigError as exc:
                 self._snapshot = Snapshot({}, str(exc))
             return self._snapshot
+
+    def _pin(self, services: dict[str, Service]) -> Snapshot:
+        """The first good read fixes each service's destination; a later file that adds a
+        service or moves one (URL, auth, secret reference, command) holds it until the
+        gateway restarts, so a file edit never redirects a credential (SIGHUP included)."""
+        if self._pinned is None:
+            self._pinned = {name: destination(s) for name, s in services.items()}
+        held = {}
+        for name, service in services.items():
+            pinned = self._pinned.get(name)
+            if pinned is None:
+                held[name] = (f"service {name} was added to {self.path} after the gateway "
+                              "started: it is refused until the gateway is restarted")
+            elif pinned != destination(service):
+                held[name] = (f"service {name} changed where or how its credential is sent "
+                              "(base_url, auth, secret, command) since the gateway started: "
+                              "it is refused until the gateway is restarted")
+        return Snapshot(services, held=held)
 
 
 def lock_path(path: Path, store: str | os.PathLike[str] | None) -> Path:
     """The store's lock for a JSON store beside the file; else one beside the file."""
     from ..stores import is_url
-    from ..stores.jsonfile import resolve_location
+    from .workspace import gateway_store
 
-    location = resolve_location(store)
+    location = gateway_store(store)
     if not is_url(location) and Path(location).parent == path.parent:
         return Path(location).with_name(Path(location).name + ".lock")
     return path.with_name(path.name + ".lock")

@@ -128,7 +128,8 @@ WITHDRAWN = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
 
 def run_proxied(command: list[str], service_names: list[str], *,
                 store: str | None = None, upstream_ca: str | None = None,
-                pass_env: list[str] | None = None, user: str | None = None) -> int:
+                pass_env: list[str] | None = None, user: str | None = None,
+                allow_workspace_policy: bool = False) -> int:
     """Run ``command`` behind the proxy; the child's exit code."""
     from ..serve import make_gateway
     from ..server import KEY_VAR, CallerSource, key_from_environment
@@ -143,7 +144,8 @@ def run_proxied(command: list[str], service_names: list[str], *,
         raise UsageError("run --proxy needs --service NAME (repeatable)")
     account = _account(user) if user is not None else None
     _mitmproxy()
-    gateway, validator = make_gateway(store, front="proxy")
+    gateway, validator = make_gateway(store, front="proxy",
+                                      allow_workspace_policy=allow_workspace_policy)
     callers = CallerSource(validator, key_from_environment())
     result = callers.check_start()
     if not result or result.key_id is None:

@@ -1,0 +1,87 @@
+"""Where the gateway's policy may live: not where the agent it serves edits files.
+
+A coding agent edits its working directory and the git work tree around it. A store or
+``services.toml`` there lets the agent point ``base_url`` at its own host, or add a key
+record, and have the gateway hand it the real credential. So the gateway side (``service``,
+``gateway serve``, ``run --proxy``) defaults to a per-user directory, and serving refuses a
+policy file that resolves (symlinks followed) into the current directory or any git work
+tree, or that has a second hard link, unless the operator says ``--allow-workspace-policy``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import McpKeysError
+
+ALLOW_FLAG = "--allow-workspace-policy"  # or MCP_KEYS_ALLOW_WORKSPACE_POLICY=1 (Click's)
+
+
+class WorkspacePolicy(McpKeysError):
+    """The store or services file sits where the agent could rewrite it."""
+
+
+def user_dir() -> Path:
+    """``$XDG_CONFIG_HOME/mcp-keys`` (``~/.config/mcp-keys`` when unset or relative, as
+    the XDG spec says a relative value is to be ignored)."""
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".config"
+    return root / "mcp-keys"
+
+
+def gateway_store(store: str | os.PathLike[str] | None) -> str:
+    """The store of a gateway-side command: the one named (argument, ``MCP_KEYS_STORE``),
+    else the per-user one, never ``./.mcp-keys`` in the agent's workspace."""
+    if store is not None and os.fspath(store) != "":
+        return os.fspath(store)
+    return os.environ.get("MCP_KEYS_STORE") or str(user_dir() / "keys.json")
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def workspace_of(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is in an agent's reach, or ``None``. The file system root and the home
+    directory do not count as a working directory, nor a ``.git`` in them as a work tree
+    (a dotfiles repository): both would make every path "inside"."""
+    real = os.path.realpath(path)
+    home = os.path.realpath(os.path.expanduser("~"))
+    try:
+        cwd = os.path.realpath(os.getcwd())
+    except OSError:  # a deleted working directory holds nothing
+        cwd = os.sep
+    if cwd not in (os.sep, home) and _within(real, cwd):
+        return f"is inside the current directory {cwd}"
+    for parent in Path(real).parents:
+        if str(parent) in (os.sep, home):
+            continue
+        if os.path.lexists(parent / ".git"):
+            return f"is inside the git work tree {parent}"
+    try:
+        links = os.stat(real).st_nlink
+    except OSError:
+        links = 1  # not there yet: nothing can be linked to it
+    if links > 1:
+        return f"has {links} hard links (one could be inside a workspace)"
+    return None
+
+
+def check_policy_location(store: str, services: Path, *, allow: bool) -> None:
+    """Refuse to serve from a store or services file an agent could rewrite; the message
+    names the per-user directory to move them to and the flag that overrides."""
+    from ..stores import is_url
+
+    if allow:
+        return
+    candidates = [("services file", services)]
+    if not is_url(store):
+        candidates.append(("store", Path(store)))
+    for what, path in candidates:
+        why = workspace_of(path)
+        if why is not None:
+            raise WorkspacePolicy(
+                f"the {what} {path} {why}, where an agent could rewrite where credentials "
+                f"go: move the store and services.toml to {user_dir()}/ (mode 0700) and "
+                f"leave --store and MCP_KEYS_STORE unset, or pass {ALLOW_FLAG}")

@@ -1,0 +1,37 @@
+"""The spellings a secret takes when a program prints it: raw, without the surrounding
+whitespace a file gave it, with CRLF line ends, JSON-escaped (``\\n``, ``\\"``, ``\\\\``,
+``\\uXXXX``, ``\\/``), URL-encoded, base64, and, for a multi-line secret (a PEM), each
+line on its own. Output filters mask every spelling, not only the one they were given.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import quote, quote_plus
+
+MIN_FORM = 4  # shorter spellings would mask ordinary text
+MIN_LINE = 16  # a line of a multi-line secret shorter than this is not masked alone
+
+
+def _json_escaped(value: str) -> set[str]:
+    found = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    return found | {form.replace("/", "\\/") for form in found}
+
+
+def forms(value: str) -> list[str]:
+    """Every spelling of ``value`` worth masking, longest first."""
+    bases = {value, value.strip()}
+    bases |= {b.replace("\r\n", "\n").replace("\n", "\r\n") for b in bases}
+    bases |= {b.replace("\r\n", "\n") for b in bases}
+    found = set(bases)
+    for base in bases:
+        found |= _json_escaped(base) | {quote(base, safe=""), quote_plus(base)}
+        raw = base.encode()
+        if len(raw) >= 12:  # the part of its base64 that does not depend on what follows
+            found.add(base64.b64encode(raw[: len(raw) - len(raw) % 3]).decode())
+    if "\n" in value.strip():
+        for line in value.splitlines():
+            if len(line.strip()) >= MIN_LINE:
+                found |= {line.strip(), *_json_escaped(line.strip())}
+    return sorted((f for f in found if len(f) >= MIN_FORM), key=len, reverse=True)

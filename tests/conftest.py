@@ -47,6 +47,8 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                 "MCP_KEYS_LOCK_TIMEOUT", "NO_COLOR", "MCP_KEYS_ENV_FALLBACK",
                 "MCP_KEYS_AUDIT_MAX_BYTES", "MCP_KEYS_AUDIT_KEEP", "MCP_KEYS_MAX_STALE"):
         monkeypatch.delenv(var, raising=False)
+    # backups (scan --fix, client-config --write) go outside the test's project folder
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path.parent / f"{tmp_path.name}-state"))
 
 
 @pytest.fixture(autouse=True)

@@ -29,7 +29,8 @@ from .render import emit_json
 @click.option("--file", "path", type=click.Path(path_type=Path), default=None,
               help="Write this file instead of the client's usual one.")
 @click.option("--write", is_flag=True,
-              help="Merge into the file (atomically, with a 0600 backup) instead of printing.")
+              help="Merge into the file (atomically, with a 0600 backup outside the project, "
+                   "secrets redacted) instead of printing.")
 @click.option("--follow-symlink", is_flag=True, help="Allow a --write through a symlink.")
 @click.option("--json", "as_json", is_flag=True, help="Print the configuration as JSON.")
 def client_config(client: str, url: str, name: str, env_var: str, header: str,
@@ -52,7 +53,8 @@ def client_config(client: str, url: str, name: str, env_var: str, header: str,
         verb = "Replaced" if report.replaced else "Added"
         click.echo(f"{verb} server {safe(name)} in {safe(str(report.path))}")
         if report.backup is not None:
-            click.echo(f"The previous file is at {safe(str(report.backup))}", err=True)
+            click.echo(f"The previous file (secrets redacted) is at {safe(str(report.backup))}",
+                       err=True)
     elif as_json:
         emit_json({"client": client, "path": str(config.path), "document": config.document(),
                    "command": config.command})

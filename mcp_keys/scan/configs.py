@@ -35,7 +35,8 @@ class Candidate:
 
 
 def default_paths(home: Path | None = None, cwd: Path | None = None) -> list[Path]:
-    """The configs a user has (those that exist), and ``.env*`` files below ``cwd``."""
+    """The configs a user has (those that exist), and the files below ``cwd`` whose names
+    say config or ``.env`` (backups and copies included)."""
     home = home or Path.home()
     cwd = cwd or Path.cwd()
     appdata = Path(os.environ.get("APPDATA", home / "AppData" / "Roaming"))
@@ -54,35 +55,59 @@ def default_paths(home: Path | None = None, cwd: Path | None = None) -> list[Pat
         home / ".codeium" / "windsurf" / "mcp_config.json",
     ]
     found = [p for p in dict.fromkeys(candidates) if p.is_file()]
-    return found + sorted(dotenv_files(cwd))
+    return found + [p for p in walk(cwd, sniff=False) if p not in found]
 
 
-def dotenv_files(root: Path) -> Iterator[Path]:
+_CONFIG_PARTS = {"json", "jsonc", "json5", "env"}
+_CONFIG_START = re.compile(rb"\A(?:\xef\xbb\xbf)?(?:\s|//[^\n]*|/\*(?:[^*]|\*(?!/))*\*/)*\{")
+_SNIFF_BYTES = 64 * 1024
+
+
+def worth_scanning(path: Path, *, sniff: bool = True) -> bool:
+    """Whether a folder walk scans ``path``: a name with a ``json`` or ``env`` part,
+    whatever follows (``mcp.json.bak``, ``.mcp.json.orig``, ``.env.local``, ``prod.env``,
+    ``settings.json~``), or any other file that opens as a JSON object naming MCP
+    servers (a backup renamed beyond recognition)."""
+    parts = path.name.lower().rstrip("~#").split(".")
+    if _CONFIG_PARTS.intersection(parts):
+        return True
+    if not sniff:
+        return False
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+            if not _CONFIG_START.match(head):
+                return False  # most files: one short read
+            head += handle.read(_SNIFF_BYTES)
+    except OSError:
+        return False
+    return bool(_CONFIG_START.match(head)) and (b'"mcpServers"' in head
+                                                 or b'"servers"' in head)
+
+
+def walk(root: Path, *, sniff: bool = True) -> Iterator[Path]:
+    """The files below ``root`` worth scanning (see ``worth_scanning``), in order;
+    ``sniff=False`` (the default scan of the current folder) goes by names only."""
     for directory, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
-        for name in files:
-            if name == ".env" or name.startswith(".env."):
-                yield Path(directory) / name
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        for name in sorted(files):
+            path = Path(directory) / name
+            if path.is_file() and worth_scanning(path, sniff=sniff):
+                yield path
 
 
 def expand(paths: list[Path]) -> list[Path]:
-    """Files as given; folders walked for JSON configs and ``.env*`` files."""
+    """Files as given, whatever their names; folders walked (``walk``)."""
     result: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            for directory, dirs, files in os.walk(path):
-                dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
-                for name in sorted(files):
-                    if name.endswith(".json") or name == ".env" or name.startswith(".env."):
-                        result.append(Path(directory) / name)
-        else:
-            result.append(path)
+        result += walk(path) if path.is_dir() else [path]
     return result
 
 
 def candidates(path: Path, text: str) -> Iterator[Candidate]:
-    """Every value in ``path`` worth classifying."""
-    if path.name.endswith(".json") or text.lstrip().startswith("{"):
+    """Every value in ``path`` worth classifying: a file that opens as a JSON object (after
+    comments) is read as a client config, any other as a ``.env`` file, whatever its name."""
+    if _CONFIG_START.match(text[:_SNIFF_BYTES].encode("utf-8", "replace")):
         yield from _json_candidates(path, text)
     else:
         yield from _dotenv_candidates(path, text)
@@ -211,7 +236,7 @@ def read_text(path: Path) -> str | None:
     try:
         if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
             return None
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError):
         return None
 

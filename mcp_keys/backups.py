@@ -17,9 +17,12 @@ import stat
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import McpKeysError, UnsafeFile
+
+if TYPE_CHECKING:
+    from .scan.configs import Candidate
 
 
 def backup_dir() -> Path:
@@ -94,6 +97,24 @@ def write_backup(source: Path, data: bytes, *, now: datetime | None = None) -> P
 def marker(reference: str) -> str:
     """What stands in a backup where a moved secret was."""
     return f"<redacted: moved to {reference}>"
+
+
+def hard_coded(path: Path, text: str) -> list[Candidate]:
+    """The values of a config that ``mcp-keys scan`` would report."""
+    from .scan.configs import candidates
+    from .scan.detectors import classify
+
+    return [item for item in candidates(path, text) if classify(item.value, item.name)]
+
+
+def redact_config(path: Path, text: str, moved: Mapping[str, str] | None = None) -> str:
+    """A config's text for its backup: each ``moved`` value replaced by its marker, and
+    every other hard-coded secret (still in the file) by a marker saying so."""
+    found = dict(moved or {})
+    for item in hard_coded(path, text):
+        if not any(value in item.value for value in found):
+            found[item.value] = f"<redacted: a hard-coded secret, still in {path}>"
+    return redact_json(text, found) if found else text
 
 
 def redact_json(text: str, replacements: Mapping[str, str]) -> str:

@@ -147,23 +147,17 @@ def _redacted(path: Path, old: bytes, new: bytes) -> bytes:
     """The old file with its hard-coded secrets replaced by a marker, for the backup. A
     secret the new file no longer holds (it sat in the entry being replaced) would be
     lost with the backup redacted: that write is refused."""
-    from .backups import redact_json
-    from .scan.configs import candidates
-    from .scan.detectors import classify
+    from .backups import hard_coded, redact_config
 
     text = old.decode("utf-8")
     kept = new.decode("utf-8")
-    secrets: dict[str, str] = {}
-    for item in candidates(path, text):
-        if classify(item.value, item.name) is None:
-            continue
+    for item in hard_coded(path, text):
         if json.dumps(item.value, ensure_ascii=False)[1:-1] not in kept:
             raise McpKeysError(
                 f"{path}: {item.path} holds a hard-coded secret that this write would replace; "
                 f"move it first (mcp-keys scan --fix {path}) or remove it by hand; nothing "
                 "was changed")
-        secrets[item.value] = f"<redacted: a hard-coded secret, still in {path}>"
-    return redact_json(text, secrets).encode("utf-8") if secrets else old
+    return redact_config(path, text).encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)

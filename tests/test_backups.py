@@ -79,7 +79,7 @@ def test_scan_fix_keeps_a_redacted_backup_outside_the_project(setup: Setup) -> N
         "gh": {"url": "https://example.com/mcp", "headers": {"Authorization": f"Bearer {token}"}}}}
     config.write_text(json.dumps(original, indent=2) + "\n")
     done = setup.cli("scan", str(config), "--fix", "--yes")
-    assert done.returncode == 0, done.stderr[-300:].replace(key, "<k>").replace(token, "<t>")
+    assert done.returncode == 0, "scan --fix failed"
     for secret in (key, token):
         assert_absent(secret, setup.project_bytes(), "the project after --fix")
         assert_absent(secret, done.stdout + done.stderr, "scan --fix output")
@@ -108,7 +108,7 @@ def test_a_secret_spelled_with_escapes_is_redacted_too(setup: Setup) -> None:
     config.write_text('{"mcpServers": {"s": {"command": "x", "env": {"STRIPE_SECRET_KEY": "'
                       + spelled + '"}}}}\n')
     done = setup.cli("scan", str(config), "--fix", "--yes")
-    assert done.returncode == 0, done.stderr[-200:].replace(key, "<k>")
+    assert done.returncode == 0, "scan --fix failed"
     (backup,) = setup.backups.iterdir()
     text = backup.read_text()
     assert spelled not in text and key not in json.dumps(json.loads(text))
@@ -123,7 +123,7 @@ def test_client_config_write_backs_up_outside_the_project_redacted(setup: Setup)
         "command": "gh-mcp", "env": {"GITHUB_TOKEN": token}}}}, indent=2))
     done = setup.cli("client-config", "cursor", "--url", "https://mcp.example.com/mcp",
                      "--name", "notes", "--write")
-    assert done.returncode == 0, done.stderr[-300:].replace(token, "<t>")
+    assert done.returncode == 0, "client-config --write failed"
     assert sorted(p.name for p in config.parent.iterdir()) == ["mcp.json"], "no .bak beside"
     assert json.loads(config.read_text())["mcpServers"]["gh"]["env"]["GITHUB_TOKEN"] == token
     (backup,) = setup.backups.iterdir()
@@ -277,3 +277,37 @@ def test_git_history_covers_every_path(setup: Setup) -> None:
         "code that merely looks like a secret is not reported"
     for key in keys.values():
         assert_absent(key, done.stdout + done.stderr, "scan --git-history output")
+
+
+def test_a_file_given_is_scanned_in_utf16_or_said_to_be_skipped(setup: Setup) -> None:
+    key = stripe()
+    utf16 = setup.project / "exported"
+    utf16.write_bytes((JSONC % key).encode("utf-16"))  # with its byte-order mark
+    huge = setup.project / "huge.json"
+    huge.write_bytes(b" " * (6 * 1024 * 1024) + b"{}")
+    done = setup.cli("scan", str(utf16), str(huge), "--json")
+    found = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [f["kind"] for f in found] == ["stripe-secret-key"]
+    assert f"{huge} was not scanned" in done.stderr, "a skipped file is not silent"
+
+
+def test_source_files_named_env_are_not_walked_as_env_files(setup: Setup) -> None:
+    (setup.project / "env.py").write_text('token = compute_the_token_for(user)\n')
+    (setup.project / ".env.local").write_text(f"GITHUB_TOKEN={github()}\n")
+    done = setup.cli("scan", str(setup.project), "--json")
+    assert [Path(json.loads(line)["file"]).name for line in done.stdout.splitlines()] == [
+        ".env.local"]
+
+
+def test_a_secret_left_in_the_file_is_redacted_in_the_fix_backup(setup: Setup) -> None:
+    moved, left = stripe(), github()
+    config = setup.project / ".mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"s": {
+        "command": "x", "args": [f"--token={left}"], "env": {"STRIPE_SECRET_KEY": moved}}}}))
+    done = setup.cli("scan", str(config), "--fix", "--yes")
+    assert done.returncode == 1, "the args secret is reported, not moved"
+    (backup,) = setup.backups.iterdir()
+    for secret in (moved, left):
+        assert_absent(secret, backup.read_bytes(), "the backup")
+    args = json.loads(backup.read_text())["mcpServers"]["s"]["args"]
+    assert args == [f"--token=<redacted: a hard-coded secret, still in {config}>"]

@@ -74,8 +74,7 @@ def run_masked_child(tmp_path: Path, sizes: list[int]) -> tuple[str, bytes, byte
         [sys.executable, "-m", "mcp_keys", "run", "--mask", "--env", f"PEM=file:{key}", "--",
          sys.executable, str(script), str(key), ",".join(map(str, sizes))],
         capture_output=True, timeout=60, check=False, env=os.environ.copy())
-    assert done.returncode == 0, done.stderr[-300:].decode("utf-8", "replace").replace(
-        secret.strip()[30:60], "<cut>")
+    assert done.returncode == 0, f"run --mask exited {done.returncode}"
     return secret, done.stdout, done.stderr
 
 
@@ -95,14 +94,18 @@ def test_random_write_sizes_never_leak(tmp_path: Path, sizes: list[int]) -> None
 
 
 def test_the_cli_masks_a_single_line_value_and_passes_other_output() -> None:
-    value = random_source.token_urlsafe(16) + '"\\' + random_source.token_urlsafe(16)
+    value = random_source.token_urlsafe(16) + '"\\</&>' + random_source.token_urlsafe(16)
     script = ("import json, os, sys\nv = os.environ['TOKEN']\n"
               "sys.stdout.write('a ' + v[:5]); sys.stdout.flush()\n"
-              "sys.stdout.write(v[5:] + ' b ' + json.dumps({'t': v}) + '\\n')\n")
+              "sys.stdout.write(v[5:] + ' b ' + json.dumps({'t': v}) + '\\n')\n"
+              "go = json.dumps(v).replace('<', '\\\\u003c').replace('>', '\\\\u003e')"
+              ".replace('&', '\\\\u0026').replace('/', '\\\\/')\n"
+              "print('go', go, 'hex', v.encode().hex())\n")
     done = run_cli_process("run", "--mask", "--env", "TOKEN=env:SOURCE", "--",
                            sys.executable, "-c", script, env={"SOURCE": value})
-    assert done.returncode == 0
-    assert done.stdout == 'a **** b {"t": "****"}\n'
+    assert done.returncode == 0, "run --mask failed"
+    assert done.stdout == 'a **** b {"t": "****"}\ngo "****" hex ****\n', \
+        "a spelling of the value got through, or other output changed"
     assert_absent(value, done.stdout + done.stderr, "masked output")
 
 

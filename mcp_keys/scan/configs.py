@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import McpKeysError
+
 SKIP_DIRS = {".git", "node_modules", ".venv", "venv", "__pycache__", ".mcp-keys", ".tox"}
 MAX_FILE_BYTES = 5 * 1024 * 1024
 
@@ -58,18 +60,17 @@ def default_paths(home: Path | None = None, cwd: Path | None = None) -> list[Pat
     return found + [p for p in walk(cwd, sniff=False) if p not in found]
 
 
-_CONFIG_PARTS = {"json", "jsonc", "json5", "env"}
+_CONFIG_NAME = re.compile(r"\.(?:env|jsonc?|json5)(?:\.|$)")
 _CONFIG_START = re.compile(rb"\A(?:\xef\xbb\xbf)?(?:\s|//[^\n]*|/\*(?:[^*]|\*(?!/))*\*/)*\{")
 _SNIFF_BYTES = 64 * 1024
 
 
 def worth_scanning(path: Path, *, sniff: bool = True) -> bool:
-    """Whether a folder walk scans ``path``: a name with a ``json`` or ``env`` part,
+    """Whether a folder walk scans ``path``: a name with a ``.json`` or ``.env`` part,
     whatever follows (``mcp.json.bak``, ``.mcp.json.orig``, ``.env.local``, ``prod.env``,
-    ``settings.json~``), or any other file that opens as a JSON object naming MCP
-    servers (a backup renamed beyond recognition)."""
-    parts = path.name.lower().rstrip("~#").split(".")
-    if _CONFIG_PARTS.intersection(parts):
+    ``settings.json~``; not ``env.py``), or any other file that opens as a JSON object
+    naming MCP servers (a backup renamed beyond recognition)."""
+    if _CONFIG_NAME.search(path.name.lower().rstrip("~#")):
         return True
     if not sniff:
         return False
@@ -232,13 +233,24 @@ def _line(text: str, name: str | None, value: str, anchor: int) -> int:
 
 
 def read_text(path: Path) -> str | None:
-    """A file's text, or ``None`` for what is not a readable UTF-8 file of sane size."""
+    """A file's text (UTF-8, or UTF-16 with a byte-order mark; undecodable bytes replaced,
+    since secrets are ASCII), or ``None`` for what is not a regular file of sane size; a
+    file given but not read is said on stderr, never skipped in silence."""
+    from ..errors import warn
+    from ..safefs import read_regular
+
     try:
-        if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
-            return None
-        return path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError):
+        found = read_regular(path, limit=MAX_FILE_BYTES)
+    except (OSError, McpKeysError) as exc:
+        warn("%s was not scanned: %s", path, getattr(exc, "strerror", None) or exc)
         return None
+    if found is None:
+        warn("%s was not scanned: no such file", path)
+        return None
+    raw = found[0]
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16", "replace")
+    return raw.decode("utf-8-sig", "replace")
 
 
 if sys.platform == "win32":  # pragma: no cover

@@ -101,8 +101,11 @@ def fix_file(path: Path, findings: list[Finding], destination: str, *, style: st
 
     shown = path  # the client's name for it decides the ${...} style
     path = Path(os.path.realpath(path))  # a symlinked (dotfiles) config: write its target
-    raw = path.read_bytes()
-    text = raw.decode("utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise McpKeysError(f"cannot rewrite {path}: {getattr(exc, 'strerror', None) or exc}; "
+                           "nothing was changed") from None
     try:
         data = json.loads(text)
     except ValueError:
@@ -128,10 +131,10 @@ def fix_file(path: Path, findings: list[Finding], destination: str, *, style: st
             _env_ref(entry, finding, variable, shown)
         fixed.append(Fixed(finding, ref, use))
     if fixed:
-        from ..backups import marker, redact_json, write_backup
+        from ..backups import marker, redact_config, write_backup
 
         moved = {stored_value(f.finding): marker(f.reference) for f in fixed}
-        backup = write_backup(path, redact_json(text, moved).encode("utf-8"))
+        backup = write_backup(path, redact_config(path, text, moved).encode("utf-8"))
         fixed = [Fixed(f.finding, f.reference, f.style, backup) for f in fixed]
         body = json.dumps(data, indent=indent, ensure_ascii=False)
         write_atomic(path, (body + ("\n" if text.endswith("\n") else "")).encode("utf-8"),

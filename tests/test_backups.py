@@ -311,3 +311,15 @@ def test_a_secret_left_in_the_file_is_redacted_in_the_fix_backup(setup: Setup) -
         assert_absent(secret, backup.read_bytes(), "the backup")
     args = json.loads(backup.read_text())["mcpServers"]["s"]["args"]
     assert args == [f"--token=<redacted: a hard-coded secret, still in {config}>"]
+
+
+def test_the_pre_commit_hook_checks_staged_backups_too() -> None:
+    hooks = (Path(__file__).resolve().parent.parent / ".pre-commit-hooks.yaml").read_text()
+    match = re.search(r"^  files: '(.*)'$", hooks, re.M)
+    assert match is not None
+    files = re.compile(match.group(1))
+    for name in ("mcp.json.bak", ".mcp.json.20261202T101010123456Z.bak", "a/.mcp.json.orig",
+                 ".cursor/mcp.json~", ".env.bak", "deploy/prod.env", "settings.json"):
+        assert files.search(name), name
+    for name in ("env.py", "package.json", "src/app.ts"):
+        assert not files.search(name), name

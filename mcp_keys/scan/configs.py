@@ -108,10 +108,15 @@ def expand(paths: list[Path]) -> list[Path]:
 def candidates(path: Path, text: str) -> Iterator[Candidate]:
     """Every value in ``path`` worth classifying: a file that opens as a JSON object (after
     comments) is read as a client config, any other as a ``.env`` file, whatever its name."""
-    if _CONFIG_START.match(text[:_SNIFF_BYTES].encode("utf-8", "replace")):
+    if looks_like_json(text):
         yield from _json_candidates(path, text)
     else:
         yield from _dotenv_candidates(path, text)
+
+
+def looks_like_json(text: str) -> bool:
+    """Whether ``text`` opens as a JSON object (after whitespace and comments)."""
+    return _CONFIG_START.match(text[:_SNIFF_BYTES].encode("utf-8", "replace")) is not None
 
 
 def _dotenv_candidates(path: Path, text: str) -> Iterator[Candidate]:

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import McpKeysError
-from .configs import MAX_FILE_BYTES, worth_scanning
+from .configs import MAX_FILE_BYTES, looks_like_json, worth_scanning
+from .detectors import may_hold_a_known_format
 from .scanner import Finding, scan_text
 
 _NO_BLOB = "0" * 40
@@ -122,20 +123,23 @@ def scan_history(repo: Path, *, max_commits: int = 1000,
                  store: str | os.PathLike[str] | None = None) -> list[Finding]:
     """Findings in every file version the reachable commits added or changed."""
     versions = changed_blobs(repo, max_commits)
-    unique = list(dict.fromkeys(blob for _, _, blob in versions))
-    first_path: dict[str, str] = {}
+    paths: dict[str, list[str]] = {}
     for _, path, blob in versions:
-        first_path.setdefault(blob, path)
+        paths.setdefault(blob, []).append(path)
+    named = {path: worth_scanning(Path(path), sniff=False) for _, path, _ in versions}
     by_blob: dict[str, list[Finding]] = {}
-    for blob, data in read_blobs(repo, unique):
+    for blob, data in read_blobs(repo, list(paths)):
         text = _text(data)
-        by_blob[blob] = [] if text is None else scan_text(Path(first_path[blob]), text,
-                                                          store=store)
+        if text is None:
+            continue
+        if not any(named[p] for p in paths[blob]) and not looks_like_json(text) \
+                and not may_hold_a_known_format(text):
+            continue  # source code or docs with nothing that would count there
+        by_blob[blob] = scan_text(Path(paths[blob][0]), text, store=store)
     seen: dict[tuple[str, str, str], Finding] = {}
     for commit, path, blob in versions:
-        named = worth_scanning(Path(path), sniff=False)
         for finding in by_blob.get(blob, []):
-            if finding.kind in _GENERIC and finding.where == "dotenv" and not named:
+            if finding.kind in _GENERIC and finding.where == "dotenv" and not named[path]:
                 continue  # "name = high-entropy text" in source code is code, not a secret
             key = (path, finding.path, finding.preview)
             if key not in seen:

@@ -135,13 +135,17 @@ def rewrite(text: str, name: str, value: str) -> str:
     return result
 
 
+def _values(text: str) -> dict[str, str | None]:
+    """What ``dotenv_values(interpolate=False)`` reads, without its parse warnings."""
+    from dotenv.parser import parse_stream
+
+    return {b.key: b.value for b in parse_stream(io.StringIO(text)) if b.key is not None}
+
+
 def _check(before: str, after: str, name: str, value: str) -> None:
     """Refuse a rewrite after which dotenv would read anything but ``name=value`` changed."""
-    from dotenv import dotenv_values
-
-    old = dotenv_values(stream=io.StringIO(before), interpolate=False)
-    new = dotenv_values(stream=io.StringIO(after), interpolate=False)
-    if new != {**old, name: value} or new.get(name) != value:
+    new = _values(after)
+    if new != {**_values(before), name: value} or new.get(name) != value:
         raise EnvFileError(f"cannot set {name} without changing how the rest of the .env "
                            "file is read (an unterminated quote?); fix the file by hand")
 

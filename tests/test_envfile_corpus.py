@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from mcp_keys import tokens
 from mcp_keys.envfile import rewrite, set_variable
 from mcp_keys.errors import EnvFileError
+from tests.conftest import Cli
 
 TARGET = "MCP_API_KEY"
 NAMES = st.sampled_from([TARGET, TARGET, "A", "B_2", "OTHER_KEY", "MCP_API_KEY_OLD"])
@@ -154,3 +155,14 @@ def test_the_file_on_disk_round_trips_too(tmp_path: Path, text: str) -> None:
     key = tokens.generate()
     set_variable(env, TARGET, key)
     assert dotenv_values(env, interpolate=False) == {**before, TARGET: key}
+
+
+def test_create_into_a_quoted_name_env_gives_a_server_the_key(run: Cli, tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_bytes(b"export 'MCP_API_KEY' = old # rotated\r\nOTHER='x # y'\r\n")
+    done = run("create", "svc", "--env-file", str(env))
+    assert done.exit_code == 0, "create failed"
+    key = done.stdout.strip()
+    assert dotenv_values(env) == {"MCP_API_KEY": key, "OTHER": "x # y"}
+    assert env.read_bytes().endswith(b"\r\nOTHER='x # y'\r\n")
+    assert "could not parse" not in done.stderr

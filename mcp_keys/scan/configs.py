@@ -185,6 +185,8 @@ def _key(name: str) -> str:
 
 
 def _json_candidates(path: Path, text: str) -> Iterator[Candidate]:
+    if "mcpServers" not in text and "servers" not in text and "\\u" not in text:
+        return  # no server table can be in it (package.json and friends): no parse
     try:
         data = load_json(text)
     except ValueError:

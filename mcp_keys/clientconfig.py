@@ -2,7 +2,8 @@
 
 Each client's documented configuration shape, built from the server URL, a name and the
 environment variable (or, for VS Code, the prompt) that holds the key at run time; and
-an atomic merge into the client's file, with a 0600 backup of what was there.
+an atomic merge into the client's file, with a 0600 backup of what was there (outside
+the project, secrets redacted: see ``backups``).
 
 Sources for the shapes (checked when this was written):
 - Claude Code: code.claude.com/docs/en/mcp (``claude mcp add --transport http``,
@@ -27,7 +28,7 @@ import re
 import shlex
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,23 @@ def gateway(client: str, *, store: str | None = None, name: str = "mcp-keys-gate
                         notes=tuple(notes))
 
 
+def _redacted(path: Path, old: bytes, new: bytes) -> bytes:
+    """The old file with its hard-coded secrets replaced by a marker, for the backup. A
+    secret the new file no longer holds (it sat in the entry being replaced) would be
+    lost with the backup redacted: that write is refused."""
+    from .backups import hard_coded, redact_config
+
+    text = old.decode("utf-8")
+    kept = new.decode("utf-8")
+    for item in hard_coded(path, text):
+        if json.dumps(item.value, ensure_ascii=False)[1:-1] not in kept:
+            raise McpKeysError(
+                f"{path}: {item.path} holds a hard-coded secret that this write would replace; "
+                f"move it first (mcp-keys scan --fix {path}) or remove it by hand; nothing "
+                "was changed")
+    return redact_config(path, text).encode("utf-8")
+
+
 @dataclass(frozen=True, slots=True)
 class WriteReport:
     path: Path
@@ -248,8 +266,9 @@ def _load(path: Path, follow_symlink: bool) -> tuple[dict[str, Any] | None, int 
 def write(config: ClientConfig, *, follow_symlink: bool = False,
           now: datetime | None = None) -> WriteReport:
     """Merge ``config`` into its file: other servers, inputs and settings are kept, an
-    entry of the same name is replaced, the old file is copied to a 0600 backup first, and
-    the new one replaces it atomically under a lock."""
+    entry of the same name is replaced, the old file is copied first to a 0600 backup in
+    the per-user backup directory (hard-coded secrets redacted), and the new one replaces
+    it atomically under a lock."""
     from .atomic import write_atomic
     from .locking import LockFile, LockTimeout
     from .safefs import make_private_dirs
@@ -284,9 +303,10 @@ def write(config: ClientConfig, *, follow_symlink: bool = False,
         backup = None
         try:
             if found is not None:
-                stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
-                backup = target.with_name(f"{target.name}.{stamp}.bak")
-                write_atomic(backup, target.read_bytes(), mode=0o600)
+                from .backups import write_backup
+
+                old = target.read_bytes()
+                backup = write_backup(target, _redacted(path, old, data), now=now)
             write_atomic(target, data, mode=0o600 if mode is None else mode)
         except OSError as exc:
             raise McpKeysError(f"cannot write {path}: {exc.strerror or exc}") from None

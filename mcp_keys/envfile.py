@@ -94,31 +94,60 @@ def _quote(value: str) -> str:
     raise UsageError("the value cannot be written to a .env file (it holds quotes or newlines)")
 
 
+_HEAD = re.compile(r"\s*(?:export[^\S\r\n]+)?")
+_LINE_END = re.compile(r"(?:\r\n|\n|\r)?\Z")
+
+
 def rewrite(text: str, name: str, value: str) -> str:
-    """``text`` with ``name`` bound to ``value``: the first binding replaced in place (what
-    precedes the name, such as blank lines and ``export``, kept), later duplicates dropped
-    (dotenv reads the last one), or a new line appended. Every other binding is kept as
-    written, byte for byte."""
+    """``text`` with ``name`` bound to ``value``. The binding dotenv reads (the last one)
+    is replaced whole, keeping the blank lines and ``export`` before it and its line
+    ending; earlier duplicates are dropped (they held an old value), or a new line is
+    appended. Every other binding, comment and unparsable line is kept byte for byte.
+
+    The result is checked by parsing it again: if dotenv would not read every other
+    variable as before and ``name`` as ``value``, nothing is returned but an error."""
     from dotenv.parser import parse_stream
 
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
     newline = "\r\n" if "\r\n" in text else "\n"
-    line = f"{name}={_quote(value)}{newline}"
+    bindings = list(parse_stream(io.StringIO(text, newline="")))
+    last = max((i for i, b in enumerate(bindings) if b.key == name), default=None)
     parts: list[str] = []
-    replaced = False
-    for binding in parse_stream(io.StringIO(text, newline="")):
+    for index, binding in enumerate(bindings):
         original = binding.original.string
         if binding.key != name:
             parts.append(original)
-            continue
-        if not replaced:
-            head = original[: original.find(name)]
-            parts.append(head + line)
-            replaced = True
-    if not replaced:
-        if parts and not parts[-1].endswith("\n"):
+        elif index == last:
+            head = _HEAD.match(original)
+            end = _LINE_END.search(original)
+            assert head is not None and end is not None
+            parts.append(head.group(0) + f"{name}={_quote(value)}" + end.group(0))
+        else:  # an overridden duplicate: keep the blank lines before it, not its value
+            head = _HEAD.match(original)
+            assert head is not None
+            parts.append(head.group(0).replace("export", "").rstrip(" \t"))
+    if last is None:
+        if parts and not parts[-1].endswith(("\n", "\r")):
             parts.append(newline)
-        parts.append(line)
-    return "".join(parts)
+        parts.append(f"{name}={_quote(value)}{newline}")
+    result = bom + "".join(parts)
+    _check(text, result, name, value)
+    return result
+
+
+def _values(text: str) -> dict[str, str | None]:
+    """What ``dotenv_values(interpolate=False)`` reads, without its parse warnings."""
+    from dotenv.parser import parse_stream
+
+    return {b.key: b.value for b in parse_stream(io.StringIO(text)) if b.key is not None}
+
+
+def _check(before: str, after: str, name: str, value: str) -> None:
+    """Refuse a rewrite after which dotenv would read anything but ``name=value`` changed."""
+    new = _values(after)
+    if new != {**_values(before), name: value} or new.get(name) != value:
+        raise EnvFileError(f"cannot set {name} without changing how the rest of the .env "
+                           "file is read (an unterminated quote?); fix the file by hand")
 
 
 def set_variable(path: str | os.PathLike[str], name: str, value: str, *,

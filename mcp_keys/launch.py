@@ -5,8 +5,9 @@ with its name and exit 1. Then the command replaces this process (``exec``): it 
 stdin, stdout and stderr untouched (an MCP stdio server runs through it), receives
 signals as if started directly, and its exit code is ``run``'s. With ``mask``, the
 command runs as a child whose stdout and stderr pass through a filter that replaces the
-resolved values with ``****`` (for servers that echo their configuration); signals are
-forwarded and its exit code returned.
+resolved values, in every spelling ``secretforms`` knows, with ``****`` (for servers that
+echo their configuration), however the output is split into reads; signals are forwarded
+and its exit code returned.
 """
 
 from __future__ import annotations
@@ -116,8 +117,7 @@ def run_masked(command: Sequence[str], resolved: Mapping[str, Secret]) -> int:
 
     if not command:
         raise UsageError("give the command to run after --")
-    needles = sorted({s.reveal().encode() for s in resolved.values() if len(s) >= 4},
-                     key=len, reverse=True)
+    needles = needles_for(resolved)
     try:
         child = subprocess.Popen(list(command), env=child_environment(resolved),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -140,30 +140,98 @@ def run_masked(command: Sequence[str], resolved: Mapping[str, Secret]) -> int:
     return code if code >= 0 else 128 - code
 
 
+def needles_for(resolved: Mapping[str, Secret]) -> list[bytes]:
+    """Every spelling of every resolved value (see ``secretforms``), as bytes."""
+    from .secretforms import forms
+
+    return sorted({form.encode() for secret in resolved.values() if len(secret) >= 4
+                   for form in forms(secret.reveal())}, key=len, reverse=True)
+
+
+_HEAD = 8
+
+
+class Masker:
+    """Replaces needles in a byte stream that arrives in pieces of any size.
+
+    ``feed`` returns what can be written now: everything except a tail that could still
+    grow into a needle (at most ``len(longest needle) - 1`` bytes, and only when that
+    tail is the start of one, so a finished line is not held up). ``close`` returns the
+    rest. Whatever the chunking, the output is what masking the whole stream gives."""
+
+    def __init__(self, needles: list[bytes]) -> None:
+        import re
+
+        self._needles = sorted(set(needles), key=len, reverse=True)
+        self._pattern = re.compile(b"|".join(re.escape(n) for n in self._needles)) \
+            if self._needles else None
+        # the first bytes of every needle, by length: a cheap test before the exact one
+        self._heads = {k: {n[:k] for n in self._needles} for k in range(1, _HEAD + 1)}
+        self._longest = max((len(n) for n in self._needles), default=0)
+        self._pending = b""
+
+    def _hold(self, data: bytes) -> int:
+        """Where the tail that could be the start of a needle begins (``len`` if none)."""
+        for start in range(max(0, len(data) - self._longest + 1), len(data)):
+            head = data[start:start + _HEAD]
+            if head in self._heads[len(head)]:
+                tail = data[start:]
+                if any(len(n) > len(tail) and n.startswith(tail) for n in self._needles):
+                    return start
+        return len(data)
+
+    def _masked(self, data: bytes, end: int) -> tuple[bytes, int]:
+        """``data[:end]`` masked, and how far that really went (a needle found across
+        ``end`` is held back whole)."""
+        assert self._pattern is not None
+        out: list[bytes] = []
+        done = 0
+        for match in self._pattern.finditer(data):
+            if match.start() >= end:
+                break
+            if match.end() > end:
+                end = match.start()
+                break
+            out += [data[done:match.start()], MASK]
+            done = match.end()
+        out.append(data[done:end])
+        return b"".join(out), end
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._pattern is None:
+            return chunk
+        data = self._pending + chunk
+        out, end = self._masked(data, self._hold(data))
+        self._pending = data[end:]
+        return out
+
+    def close(self) -> bytes:
+        data, self._pending = self._pending, b""
+        if self._pattern is None:
+            return data
+        return self._masked(data, len(data))[0]
+
+
 def _pump(source: object, fd: int, needles: list[bytes]) -> None:
-    """Copy ``source`` to ``fd``, replacing every needle; output is held back only as long
-    as it could be the start of a needle, and flushed at each newline or read."""
-    longest = max((len(n) for n in needles), default=1)
-    pending = b""
+    """Copy ``source`` to ``fd`` through a ``Masker``."""
+    masker = Masker(needles)
     read = source.read1  # type: ignore[attr-defined]
     while True:
         chunk = read(65536)
         if not chunk:
             break
-        pending = mask(pending + chunk, needles)
-        cut = len(pending) if not needles else max(pending.rfind(b"\n") + 1,
-                                                   len(pending) - longest + 1)
-        if cut > 0:
-            _write_all(fd, pending[:cut])
-            pending = pending[cut:]
-    if pending:
-        _write_all(fd, mask(pending, needles))
+        out = masker.feed(chunk)
+        if out:
+            _write_all(fd, out)
+    rest = masker.close()
+    if rest:
+        _write_all(fd, rest)
 
 
 def mask(data: bytes, needles: list[bytes]) -> bytes:
-    for needle in needles:
-        data = data.replace(needle, MASK)
-    return data
+    """``data`` with every needle replaced (the whole of it at once)."""
+    masker = Masker(needles)
+    return masker.feed(data) + masker.close()
 
 
 def _write_all(fd: int, data: bytes) -> None:

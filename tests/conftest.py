@@ -52,6 +52,8 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path.parent / f"{tmp_path.name}-xdg"))
     monkeypatch.setenv("MCP_KEYS_ALLOW_WORKSPACE_POLICY", "1")
     monkeypatch.delenv("MCP_KEYS_SERVICES", raising=False)
+    # backups (scan --fix, client-config --write) go outside the test's project folder
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path.parent / f"{tmp_path.name}-state"))
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ client has filled in its variable, and an atomic merge with a 0600 backup."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import stat
@@ -113,11 +114,12 @@ def test_write_merges_atomically_with_a_private_backup(tmp_path: Path) -> None:
         merged["theme"] == 1, "other servers and settings are kept"
     assert merged["mcpServers"]["notes"]["url"] == URL
     assert stat.S_IMODE(target.stat().st_mode) == 0o644, "the file keeps its mode"
-    (backup,) = target.parent.glob("mcp.json.*.bak")
+    backups = Path(os.environ["XDG_STATE_HOME"]) / "mcp-keys" / "backups"
+    (backup,) = backups.glob("*mcp.json.*.bak")  # outside the project
     assert json.loads(backup.read_text()) == other, "the backup holds the old file"
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
-    assert sorted(p.name for p in target.parent.iterdir()) == sorted(
-        ["mcp.json", backup.name]), "no lock or temp file is left behind"
+    assert sorted(p.name for p in target.parent.iterdir()) == [
+        "mcp.json"], "no backup, lock or temp file is left beside the config"
     code, out, _ = invoke("client-config", "cursor", "--url", URL + "2", "--name", "notes",
                           "--file", str(target), "--write")
     assert code == 0 and "Replaced server notes" in out

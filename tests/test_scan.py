@@ -161,8 +161,10 @@ def test_fix_moves_secrets_to_the_keychain_and_the_server_still_starts(
     done = machine.cli("scan", str(config), "--fix", "--yes")
     assert done.returncode == 0, done.stderr[-500:]
     machine.assert_no_leak(done.stdout, done.stderr, config.read_text())
-    backup = config.with_name(config.name + ".bak")
-    assert backup.read_bytes() == before and stat.S_IMODE(backup.stat().st_mode) == 0o600
+    backups = Path(os.environ["XDG_STATE_HOME"]) / "mcp-keys" / "backups"
+    (backup,) = backups.glob("*claude_desktop_config.json.*.bak")  # not beside the config
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600 and str(backup) in done.stderr
+    machine.assert_no_leak(backup.read_text())
     assert machine.cli("scan", str(config)).returncode == 0  # nothing left to find
     servers = json.loads(config.read_text())["mcpServers"]
     assert list(servers) == ["stripe", "github", "filesystem"]  # order kept

@@ -33,7 +33,8 @@ from .render import emit_json
 @click.option("--file", "path", type=click.Path(path_type=Path), default=None,
               help="Write this file instead of the client's usual one.")
 @click.option("--write", is_flag=True,
-              help="Merge into the file (atomically, with a 0600 backup) instead of printing.")
+              help="Merge into the file (atomically, with a 0600 backup outside the project, "
+                   "secrets redacted) instead of printing.")
 @click.option("--follow-symlink", is_flag=True, help="Allow a --write through a symlink.")
 @click.option("--json", "as_json", is_flag=True, help="Print the configuration as JSON.")
 @store_option
@@ -67,7 +68,8 @@ def client_config(ctx: click.Context, client: str, url: str | None, for_gateway:
         verb = "Replaced" if report.replaced else "Added"
         click.echo(f"{verb} server {safe(config.name)} in {safe(str(report.path))}")
         if report.backup is not None:
-            click.echo(f"The previous file is at {safe(str(report.backup))}", err=True)
+            click.echo(f"The previous file (secrets redacted) is at {safe(str(report.backup))}",
+                       err=True)
     elif as_json:
         emit_json({"client": client, "path": str(config.path), "document": config.document(),
                    "command": config.command})

@@ -91,6 +91,6 @@ def _fix(findings: list[Finding], destination: str, style: str, yes: bool) -> li
         for fixed in fix_file(path, items, destination, style=style, confirm=confirm):
             done.add(id(fixed.finding))
             click.echo(f"Fixed {safe(path)}: {safe(fixed.finding.path)} -> "
-                       f"{safe(fixed.reference)} ({fixed.style}); backup in "
-                       f"{safe(path.name)}.bak", err=True)
+                       f"{safe(fixed.reference)} ({fixed.style}); backup (secrets "
+                       f"redacted) in {safe(str(fixed.backup))}", err=True)
     return [f for f in findings if id(f) not in done]

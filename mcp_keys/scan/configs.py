@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import McpKeysError
+
 SKIP_DIRS = {".git", "node_modules", ".venv", "venv", "__pycache__", ".mcp-keys", ".tox"}
 MAX_FILE_BYTES = 5 * 1024 * 1024
 
@@ -35,7 +37,8 @@ class Candidate:
 
 
 def default_paths(home: Path | None = None, cwd: Path | None = None) -> list[Path]:
-    """The configs a user has (those that exist), and ``.env*`` files below ``cwd``."""
+    """The configs a user has (those that exist), and the files below ``cwd`` whose names
+    say config or ``.env`` (backups and copies included)."""
     home = home or Path.home()
     cwd = cwd or Path.cwd()
     appdata = Path(os.environ.get("APPDATA", home / "AppData" / "Roaming"))
@@ -54,38 +57,66 @@ def default_paths(home: Path | None = None, cwd: Path | None = None) -> list[Pat
         home / ".codeium" / "windsurf" / "mcp_config.json",
     ]
     found = [p for p in dict.fromkeys(candidates) if p.is_file()]
-    return found + sorted(dotenv_files(cwd))
+    return found + [p for p in walk(cwd, sniff=False) if p not in found]
 
 
-def dotenv_files(root: Path) -> Iterator[Path]:
+_CONFIG_NAME = re.compile(r"\.(?:env|jsonc?|json5)(?:\.|$)")
+_CONFIG_START = re.compile(rb"\A(?:\xef\xbb\xbf)?(?:\s|//[^\n]*|/\*(?:[^*]|\*(?!/))*\*/)*\{")
+_SNIFF_BYTES = 64 * 1024
+
+
+def worth_scanning(path: Path, *, sniff: bool = True) -> bool:
+    """Whether a folder walk scans ``path``: a name with a ``.json`` or ``.env`` part,
+    whatever follows (``mcp.json.bak``, ``.mcp.json.orig``, ``.env.local``, ``prod.env``,
+    ``settings.json~``; not ``env.py``), or any other file that opens as a JSON object
+    naming MCP servers (a backup renamed beyond recognition)."""
+    if _CONFIG_NAME.search(path.name.lower().rstrip("~#")):
+        return True
+    if not sniff:
+        return False
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+            if not _CONFIG_START.match(head):
+                return False  # most files: one short read
+            head += handle.read(_SNIFF_BYTES)
+    except OSError:
+        return False
+    return bool(_CONFIG_START.match(head)) and (b'"mcpServers"' in head
+                                                 or b'"servers"' in head)
+
+
+def walk(root: Path, *, sniff: bool = True) -> Iterator[Path]:
+    """The files below ``root`` worth scanning (see ``worth_scanning``), in order;
+    ``sniff=False`` (the default scan of the current folder) goes by names only."""
     for directory, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
-        for name in files:
-            if name == ".env" or name.startswith(".env."):
-                yield Path(directory) / name
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        for name in sorted(files):
+            path = Path(directory) / name
+            if path.is_file() and worth_scanning(path, sniff=sniff):
+                yield path
 
 
 def expand(paths: list[Path]) -> list[Path]:
-    """Files as given; folders walked for JSON configs and ``.env*`` files."""
+    """Files as given, whatever their names; folders walked (``walk``)."""
     result: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            for directory, dirs, files in os.walk(path):
-                dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
-                for name in sorted(files):
-                    if name.endswith(".json") or name == ".env" or name.startswith(".env."):
-                        result.append(Path(directory) / name)
-        else:
-            result.append(path)
+        result += walk(path) if path.is_dir() else [path]
     return result
 
 
 def candidates(path: Path, text: str) -> Iterator[Candidate]:
-    """Every value in ``path`` worth classifying."""
-    if path.name.endswith(".json") or text.lstrip().startswith("{"):
+    """Every value in ``path`` worth classifying: a file that opens as a JSON object (after
+    comments) is read as a client config, any other as a ``.env`` file, whatever its name."""
+    if looks_like_json(text):
         yield from _json_candidates(path, text)
     else:
         yield from _dotenv_candidates(path, text)
+
+
+def looks_like_json(text: str) -> bool:
+    """Whether ``text`` opens as a JSON object (after whitespace and comments)."""
+    return _CONFIG_START.match(text[:_SNIFF_BYTES].encode("utf-8", "replace")) is not None
 
 
 def _dotenv_candidates(path: Path, text: str) -> Iterator[Candidate]:
@@ -154,6 +185,8 @@ def _key(name: str) -> str:
 
 
 def _json_candidates(path: Path, text: str) -> Iterator[Candidate]:
+    if "mcpServers" not in text and "servers" not in text and "\\u" not in text:
+        return  # no server table can be in it (package.json and friends): no parse
     try:
         data = load_json(text)
     except ValueError:
@@ -207,13 +240,24 @@ def _line(text: str, name: str | None, value: str, anchor: int) -> int:
 
 
 def read_text(path: Path) -> str | None:
-    """A file's text, or ``None`` for what is not a readable UTF-8 file of sane size."""
+    """A file's text (UTF-8, or UTF-16 with a byte-order mark; undecodable bytes replaced,
+    since secrets are ASCII), or ``None`` for what is not a regular file of sane size; a
+    file given but not read is said on stderr, never skipped in silence."""
+    from ..errors import warn
+    from ..safefs import read_regular
+
     try:
-        if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
-            return None
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        found = read_regular(path, limit=MAX_FILE_BYTES)
+    except (OSError, McpKeysError) as exc:
+        warn("%s was not scanned: %s", path, getattr(exc, "strerror", None) or exc)
         return None
+    if found is None:
+        warn("%s was not scanned: no such file", path)
+        return None
+    raw = found[0]
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16", "replace")
+    return raw.decode("utf-8-sig", "replace")
 
 
 if sys.platform == "win32":  # pragma: no cover

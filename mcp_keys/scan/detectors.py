@@ -32,6 +32,8 @@ _PLACEHOLDER = re.compile(
     r"(?i)^(|x+|\*+|\.+|-+|<[^>]*>|\[[^\]]*\]|\{\{[^}]*\}\}|your[_ -].*|.*[_ -]here|"
     r"changeme|change[_ -]me|placeholder|example|redacted|todo|tbd|none|null|test|secret|"
     r"password|token|api[_-]?key|sk_(?:live|test)_x+|.*xxxx.*)$")
+_STRONG = re.compile("|".join([tokens.TOKEN_SEARCH.pattern, r"(?i:aws.*secret)",
+                               *(pattern.pattern for _, pattern in PROVIDERS)]))
 MIN_GENERIC_LENGTH = 16
 MIN_ENTROPY = 3.5
 
@@ -69,6 +71,12 @@ def classify(value: str, name: str = "") -> str | None:
             and entropy(inner) >= MIN_ENTROPY and " " not in inner:
         return "generic-bearer" if bearer else "generic-secret"
     return None
+
+
+def may_hold_a_known_format(text: str) -> bool:
+    """False when no provider key, mcp-keys key or AWS secret name occurs in ``text``: a
+    cheap test that lets a scanner skip a file where only those would count."""
+    return _STRONG.search(text) is not None
 
 
 def mcp_key_ids(value: str) -> list[str]:

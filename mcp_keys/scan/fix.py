@@ -5,7 +5,9 @@ A stdio server entry (``command``) is rewritten to launch through ``mcp-keys run
 the absolute path of the installed executable, so the client finds it) with ``--env
 VAR=REFERENCE``; a header, or any entry with ``style="env-ref"``, becomes ``${VAR}`` for
 clients that expand it. The file is rewritten atomically with its key order and
-indentation, after a ``.bak`` copy (0600). Files with comments are left for a person.
+indentation, after a backup (0600, in the per-user backup directory, never beside the
+config) in which each moved value is replaced by where it went. Files with comments are
+left for a person.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Fixed:
     finding: Finding
     reference: str
     style: str  # "run" or "env-ref"
+    backup: Path | None = None  # the redacted copy of the file as it was
 
 
 def mcp_keys_executable() -> str:
@@ -52,13 +55,19 @@ def variable_for(finding: Finding) -> str:
     return name
 
 
-def store_secret(destination: str, finding: Finding, variable: str) -> str:
-    """Put the value where ``destination`` says; return the reference that reads it."""
+def stored_value(finding: Finding) -> str:
+    """The part of a finding's value that goes into the secret source."""
     assert finding.candidate is not None
     value = finding.candidate.value
     scheme = re.match(r"(?i)^(bearer|token|basic)\s+", value)
     if scheme and finding.where == "headers":
         value = value[scheme.end():]  # the header keeps "Bearer ", the source the token
+    return value
+
+
+def store_secret(destination: str, finding: Finding, variable: str) -> str:
+    """Put the value where ``destination`` says; return the reference that reads it."""
+    value = stored_value(finding)
     server = re.sub(r"[^A-Za-z0-9_.-]", "-", finding.server or "server")
     if destination == "keyring":
         from ..secrets.reference import parse_reference
@@ -92,8 +101,11 @@ def fix_file(path: Path, findings: list[Finding], destination: str, *, style: st
 
     shown = path  # the client's name for it decides the ${...} style
     path = Path(os.path.realpath(path))  # a symlinked (dotfiles) config: write its target
-    raw = path.read_bytes()
-    text = raw.decode("utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise McpKeysError(f"cannot rewrite {path}: {getattr(exc, 'strerror', None) or exc}; "
+                           "nothing was changed") from None
     try:
         data = json.loads(text)
     except ValueError:
@@ -119,7 +131,11 @@ def fix_file(path: Path, findings: list[Finding], destination: str, *, style: st
             _env_ref(entry, finding, variable, shown)
         fixed.append(Fixed(finding, ref, use))
     if fixed:
-        write_atomic(path.with_name(path.name + ".bak"), raw, mode=0o600)
+        from ..backups import marker, redact_config, write_backup
+
+        moved = {stored_value(f.finding): marker(f.reference) for f in fixed}
+        backup = write_backup(path, redact_config(path, text, moved).encode("utf-8"))
+        fixed = [Fixed(f.finding, f.reference, f.style, backup) for f in fixed]
         body = json.dumps(data, indent=indent, ensure_ascii=False)
         write_atomic(path, (body + ("\n" if text.endswith("\n") else "")).encode("utf-8"),
                      mode=os.stat(path).st_mode & 0o777 & ~0o077)

@@ -123,6 +123,9 @@ class KeysGroup(click.Group):
         try:
             code = super().main(args, prog_name or "mcp-keys", complete_var,
                                 standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its whole help
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.exceptions.Abort:
             error("aborted")
             sys.exit(1)
@@ -134,6 +137,14 @@ class KeysGroup(click.Group):
             sys.exit(exc.exit_code)
         except BrokenPipeError:
             sys.exit(1)
+        except ModuleNotFoundError as exc:  # an optional dependency: name its extra
+            from ..extras import missing_module
+
+            missing = missing_module(exc)
+            if missing is None:
+                raise
+            error(str(missing))
+            sys.exit(missing.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..terminal import safe
+from . import store_option
 from .render import emit_json
 
 
@@ -32,6 +33,7 @@ from .render import emit_json
               help="Merge into the file (atomically, with a 0600 backup) instead of printing.")
 @click.option("--follow-symlink", is_flag=True, help="Allow a --write through a symlink.")
 @click.option("--json", "as_json", is_flag=True, help="Print the configuration as JSON.")
+@store_option
 def client_config(client: str, url: str, name: str, env_var: str, header: str,
                   secret: str | None, path: Path | None, write: bool, follow_symlink: bool,
                   as_json: bool) -> None:

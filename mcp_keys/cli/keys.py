@@ -71,7 +71,9 @@ def list_keys(ctx: click.Context, status: str, scope: str | None,
       mcp-keys list
       mcp-keys list --status active --expiring-within 14d --json
     """
-    found = manager(ctx).list(status=status, scope=scope, expiring_within=expiring_within)
+    keys = manager(ctx)
+    keys.require_store()
+    found = keys.list(status=status, scope=scope, expiring_within=expiring_within)
     if as_json:
         emit_json([key.to_dict() for key in found])
     elif found:

@@ -109,7 +109,7 @@ def _proxy_ca_check(manager: KeyManager) -> Check | None:
         info = authority.info()
     except McpKeysError as exc:
         return Check("proxy CA", "fail", str(exc))
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:
         from .extras import missing_module
 
         missing = missing_module(exc)

@@ -60,9 +60,13 @@ def proxy_unsupported() -> McpKeysError | None:
                         f"Python {found}: install mcp-keys in a Python 3.12+ environment")
 
 
-def missing_module(error: ModuleNotFoundError) -> McpKeysError | None:
-    """The one-line error for an optional module that is not installed, or ``None`` when
-    the missing module is not optional (a real bug, which keeps its traceback)."""
+def missing_module(error: ImportError) -> McpKeysError | None:
+    """The one-line error for an optional module that is not installed (or an integration's
+    own ImportError, which already says what to install), or ``None`` for anything else:
+    a real bug, which keeps its traceback."""
+    if not isinstance(error, ModuleNotFoundError):
+        said = str(error)
+        return McpKeysError(said) if "pip install 'mcp-keys[" in said else None
     top = (error.name or "").partition(".")[0]
     extra = MODULE_EXTRAS.get(top)
     if extra is None:

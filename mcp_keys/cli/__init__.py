@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# A bare group (``mcp-keys``, ``mcp-keys service``): Click 8.2+ raises this to show the
+# group's help; older Clicks print the help themselves and exit 0.
+_BARE_GROUP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
 
 # Each command lives in the module named here and is imported only when it runs; --help
 # lists them from these summaries (each the first line of the command's own help, which a
@@ -123,7 +127,7 @@ class KeysGroup(click.Group):
         try:
             code = super().main(args, prog_name or "mcp-keys", complete_var,
                                 standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its whole help
+        except _BARE_GROUP as exc:  # a bare group: its whole help, not one Error line
             exc.show()
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
@@ -137,7 +141,7 @@ class KeysGroup(click.Group):
             sys.exit(exc.exit_code)
         except BrokenPipeError:
             sys.exit(1)
-        except ModuleNotFoundError as exc:  # an optional dependency: name its extra
+        except ImportError as exc:  # an optional dependency: name its extra
             from ..extras import missing_module
 
             missing = missing_module(exc)

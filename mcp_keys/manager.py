@@ -120,11 +120,15 @@ class KeyManager:
         return StoreError(f"no store at {path.absolute()}: run 'mcp-keys init' to create one, "
                           "or name one with --store PATH or MCP_KEYS_STORE")
 
-    def require_store(self) -> None:
+    def require_store(self, *, or_audit: bool = False) -> None:
         """Refuse (``missing_store``) when a file store does not exist, for the commands
-        that would otherwise read an absent store as an empty one."""
-        if isinstance(self.store, JsonStore) and not self.store.exists():
-            raise self.missing_store()
+        that would otherwise read an absent store as an empty one; ``or_audit``: its audit
+        log alone is enough (the trail of a deleted store can still be read)."""
+        if not isinstance(self.store, JsonStore) or self.store.exists():
+            return
+        if or_audit and (self.store.directory / "audit.log").exists():
+            return
+        raise self.missing_store()
 
     # -- reading -------------------------------------------------------------------------
 

@@ -412,6 +412,24 @@ def test_doctor_and_list_in_an_empty_folder_say_there_is_no_store(tmp_path: Path
     assert not (tmp_path / ".mcp-keys").exists()
 
 
+@pytest.mark.parametrize("args", [["show", "abcd"], ["revoke", "abcd"], ["delete", "abcd", "--yes"],
+                                  ["rotate", "abcd"], ["sweep"], ["sweep", "--json"], ["audit"],
+                                  ["audit", "verify"]])
+def test_commands_on_keys_say_there_is_no_store(tmp_path: Path, args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and result.stdout == "", args
+    line = one_error_line(result.stderr)
+    assert "no store at" in line and str(tmp_path) in line, line
+    assert list(tmp_path.iterdir()) == [], args
+
+
+def test_audit_of_a_deleted_store_still_reads_its_trail(run: Cli, store_path: Path) -> None:
+    run("create", "svc")
+    store_path.unlink()
+    assert run("audit", "verify").exit_code == 0
+    assert run("audit", "--json").exit_code == 0
+
+
 def test_list_in_a_subfolder_names_the_parent_store(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     KeyManager(tmp_path / ".mcp-keys" / "keys.json").create("svc")

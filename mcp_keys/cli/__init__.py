@@ -163,8 +163,11 @@ def store_option(command: F) -> F:
                         is_eager=True, help="Store file or URL (as before the command).")(command)
 
 
-def manager(ctx: click.Context) -> KeyManager:
-    """The KeyManager for this invocation's store; library warnings print as warnings."""
+def manager(ctx: click.Context, *, existing: bool = False) -> KeyManager:
+    """The KeyManager for this invocation's store; library warnings print as warnings.
+    ``existing``: a file store that does not exist is an error naming where it was looked
+    for (commands that only read or change keys must not take a wrong folder for an
+    empty store)."""
     from ..errors import set_warning_sink
     from ..manager import KeyManager
     from .render import warning
@@ -174,6 +177,8 @@ def manager(ctx: click.Context) -> KeyManager:
     if "manager" not in obj:
         obj["manager"] = KeyManager(obj.get("store"))
     result: KeyManager = obj["manager"]
+    if existing:
+        result.require_store()
     return result
 
 

@@ -35,6 +35,8 @@ DEFAULT_KEEP = 5
 _TAIL_CHUNK = 8192
 _OPEN = os.O_NOFOLLOW | os.O_CLOEXEC
 
+# Every event any writer records, and so every value ``audit --event`` accepts: the one
+# list both read (``event_line`` refuses a name missing here).
 EVENTS = (
     "init",
     "create",
@@ -50,6 +52,7 @@ EVENTS = (
     "migrate_schema",
     "gateway_call",
     "gateway_exec",
+    "proxy_blocked",
 )
 
 
@@ -157,7 +160,10 @@ class AuditReading:
 
 def event_line(seq: int, prev: str, event: str, *, key_id: str | None, name: str | None,
                detail: dict[str, Any] | None, ts: datetime | None) -> bytes:
-    """The bytes of one chained audit line (no newline), the same for every backend."""
+    """The bytes of one chained audit line (no newline), the same for every backend; an
+    event not in ``EVENTS`` is a bug, refused so the reader's filter can always find it."""
+    if event not in EVENTS:
+        raise ValueError(f"audit event {event!r} is not in mcp_keys.audit.EVENTS")
     return json.dumps({"seq": seq, "prev": prev, "ts": to_iso(ts or utcnow()), "event": event,
                        "key_id": key_id, "name": name, "actor": current_actor(),
                        "detail": detail or {}}, ensure_ascii=True).encode("ascii")

@@ -109,6 +109,13 @@ def _proxy_ca_check(manager: KeyManager) -> Check | None:
         info = authority.info()
     except McpKeysError as exc:
         return Check("proxy CA", "fail", str(exc))
+    except ImportError as exc:
+        from .extras import missing_module
+
+        missing = missing_module(exc)
+        if missing is None:
+            raise
+        return Check("proxy CA", "fail", str(missing))
     left = info.not_after - utcnow()
     if left.total_seconds() <= 0:
         return Check("proxy CA", "fail", f"expired {info.not_after:%Y-%m-%d}: run "
@@ -119,10 +126,28 @@ def _proxy_ca_check(manager: KeyManager) -> Check | None:
                  f"certifies {', '.join(info.hosts)}")
 
 
+def _services_check(manager: KeyManager) -> Check | None:
+    """services.toml, if there is one, read and validated by the gateway's own loader: a
+    literal secret, an unsafe file or a bad rule fails here as it would fail the gateway."""
+    from .gateway.services import ConfigError, read, services_path
+
+    store = manager.store
+    path = services_path(getattr(store, "path", None) or getattr(store, "url", None))
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        services = read(path)
+    except ConfigError as exc:
+        return Check("services.toml", "fail", str(exc))
+    return Check("services.toml", "pass", f"{path}: {len(services)} services, references only")
+
+
 def run_checks(manager: KeyManager, env_file: str | os.PathLike[str] | None = None,
                warn_within: timedelta = DEFAULT_WARN_WITHIN) -> list[Check]:
-    """Every check, in a fixed order."""
+    """Every check, in a fixed order; a store that does not exist is one failure."""
     store = manager.store
+    if isinstance(store, JsonStore) and not store.exists():
+        return [Check("store exists", "fail", str(manager.missing_store()))]
     if isinstance(store, JsonStore):
         checks = _file_checks(store)
     else:
@@ -133,9 +158,9 @@ def run_checks(manager: KeyManager, env_file: str | os.PathLike[str] | None = No
         if any(check.outcome == "fail" for check in checks):
             return checks
     checks.append(_chain_check(manager))
-    ca_check = _proxy_ca_check(manager)
-    if ca_check is not None:
-        checks.append(ca_check)
+    for extra in (_services_check(manager), _proxy_ca_check(manager)):
+        if extra is not None:
+            checks.append(extra)
     if env_file is not None and Path(env_file).exists():
         checks.append(_mode_check(".env file", Path(env_file), 0o600))
         checks.append(_git_check(".env in git", Path(env_file)))

@@ -72,7 +72,9 @@ def _list_json(store: str | None) -> NoReturn:
 
     set_warning_sink(lambda message: print(warning_line(message), file=sys.stderr))
     try:
-        keys = KeyManager(store).list()
+        manager = KeyManager(store)
+        manager.require_store()
+        keys = manager.list()
         sys.stdout.write(json.dumps([key.to_dict() for key in keys], indent=2,
                                     ensure_ascii=False) + "\n")
         sys.stdout.flush()

@@ -42,6 +42,8 @@ MAX_DESCRIPTION = 1024
 MAX_REASON = 256
 MIN_PREFIX = 4
 _SCOPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/-]{0,127}")
+# The one scope holding a '*': every gateway service (the gateway and run --proxy read it).
+GATEWAY_ALL = "gateway:*"
 _ID_INPUT = re.compile(r"[a-z0-9]{4,12}")
 
 
@@ -59,15 +61,17 @@ def check_text(value: str, what: str, *, maximum: int, allow_empty: bool = False
 
 
 def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
-    """Scopes are short tokens such as ``tools:call``, matched exactly (no wildcards);
-    duplicates are dropped, order kept."""
+    """Scopes are short tokens such as ``tools:call``, matched exactly (no wildcards; the
+    literal ``gateway:*`` is the gateway's "every service"); duplicates are dropped, order
+    kept."""
     if isinstance(scopes, str):
         raise UsageError("scopes must be a list of strings, not one string")
     result: list[str] = []
     for scope in scopes:
-        if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
+        if not isinstance(scope, str) or not (scope == GATEWAY_ALL or _SCOPE.fullmatch(scope)):
             raise UsageError(
-                f"invalid scope {scope!r}: use letters, digits and : . _ / - (no spaces)"
+                f"invalid scope {scope!r}: use letters, digits and : . _ / - (no spaces), "
+                f"or {GATEWAY_ALL}"
             )
         if scope not in result:
             result.append(scope)
@@ -102,6 +106,29 @@ class KeyManager:
         if self._audit is None:
             self._audit = self.store.audit_log()
         return self._audit
+
+    def missing_store(self) -> StoreError:
+        """The error for a file store that does not exist: where it was looked for, and
+        the store of a parent directory the operator most likely meant, if there is one."""
+        assert isinstance(self.store, JsonStore)
+        path = self.store.path
+        shadow = shadowed_store(path)
+        if shadow is not None:
+            return StoreError(
+                f"no store at {path}, but a parent directory has one at {shadow}; "
+                f"use --store {shadow}, or run 'mcp-keys init' to create a separate store")
+        return StoreError(f"no store at {path.absolute()}: run 'mcp-keys init' to create one, "
+                          "or name one with --store PATH or MCP_KEYS_STORE")
+
+    def require_store(self, *, or_audit: bool = False) -> None:
+        """Refuse (``missing_store``) when a file store does not exist, for the commands
+        that would otherwise read an absent store as an empty one; ``or_audit``: its audit
+        log alone is enough (the trail of a deleted store can still be read)."""
+        if not isinstance(self.store, JsonStore) or self.store.exists():
+            return
+        if or_audit and (self.store.directory / "audit.log").exists():
+            return
+        raise self.missing_store()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -251,12 +278,9 @@ class KeyManager:
         bound = check_resources(resources)
         _check_duration(expires_in, "expires_in")
         self._check_env(env_file, env_var, follow_symlink)
-        if isinstance(self.store, JsonStore) and not self.store.exists():
-            shadow = shadowed_store(self.store.path)
-            if shadow is not None:
-                raise StoreError(
-                    f"no store at {self.store.path}, but a parent directory has one at {shadow}; "
-                    f"use --store {shadow}, or run 'mcp-keys init' to create a separate store")
+        if (isinstance(self.store, JsonStore) and not self.store.exists()
+                and shadowed_store(self.store.path) is not None):
+            raise self.missing_store()
         with self.store.transaction(create=True) as txn:
             issued = self._issue(txn, utcnow(), expires_in, name=name,
                                  description=description, scopes=granted, resources=bound)

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from mcp_keys import KeyManager
 from tests.conftest import Cli, assert_absent, files_under, one_error_line, redact
 
 KEY = re.compile(r"mcpk_[a-z0-9]{12}_[A-Za-z0-9]{49,}")
@@ -117,6 +118,7 @@ def test_init_writes_gitignore_once(run: Cli, tmp_path: Path) -> None:
 def test_python_dash_m_works(tmp_path: Path) -> None:
     from tests.conftest import run_cli_process
 
+    KeyManager(tmp_path / "s.json").init()
     result = run_cli_process("--store", str(tmp_path / "s.json"), "list", "--json")
     assert result.returncode == 0 and json.loads(result.stdout) == []
 

@@ -243,9 +243,10 @@ def test_missing_extras_say_which_to_install() -> None:
 
     said = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.splitlines()
-    assert said == ["vault: references need hvac: pip install 'mcp-keys[vault]'",
-                    "aws-sm: references need boto3: pip install 'mcp-keys[aws]'",
-                    "keyring: references need keyring: pip install 'mcp-keys[keyring]'"]
+    hint = "pip install -e '.[{0}]' in a clone, or pip install 'mcp-keys[{0}]'"
+    assert said == [f"vault: references need hvac: {hint.format('vault')}",
+                    f"aws-sm: references need boto3: {hint.format('aws')}",
+                    f"keyring: references need keyring: {hint.format('keyring')}"]
 
 
 class Flaky:

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# A bare group (``mcp-keys``, ``mcp-keys service``): Click 8.2+ raises this to show the
+# group's help; older Clicks print the help themselves and exit 0.
+_BARE_GROUP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
 
 # Each command lives in the module named here and is imported only when it runs; --help
 # lists them from these summaries (each the first line of the command's own help, which a
@@ -123,6 +127,9 @@ class KeysGroup(click.Group):
         try:
             code = super().main(args, prog_name or "mcp-keys", complete_var,
                                 standalone_mode=False, **extra)
+        except _BARE_GROUP as exc:  # a bare group: its whole help, not one Error line
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.exceptions.Abort:
             error("aborted")
             sys.exit(1)
@@ -134,6 +141,14 @@ class KeysGroup(click.Group):
             sys.exit(exc.exit_code)
         except BrokenPipeError:
             sys.exit(1)
+        except ImportError as exc:  # an optional dependency: name its extra
+            from ..extras import missing_module
+
+            missing = missing_module(exc)
+            if missing is None:
+                raise
+            error(str(missing))
+            sys.exit(missing.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -148,8 +163,11 @@ def store_option(command: F) -> F:
                         is_eager=True, help="Store file or URL (as before the command).")(command)
 
 
-def manager(ctx: click.Context) -> KeyManager:
-    """The KeyManager for this invocation's store; library warnings print as warnings."""
+def manager(ctx: click.Context, *, existing: bool = False) -> KeyManager:
+    """The KeyManager for this invocation's store; library warnings print as warnings.
+    ``existing``: a file store that does not exist is an error naming where it was looked
+    for (commands that only read or change keys must not take a wrong folder for an
+    empty store)."""
     from ..errors import set_warning_sink
     from ..manager import KeyManager
     from .render import warning
@@ -159,6 +177,8 @@ def manager(ctx: click.Context) -> KeyManager:
     if "manager" not in obj:
         obj["manager"] = KeyManager(obj.get("store"))
     result: KeyManager = obj["manager"]
+    if existing:
+        result.require_store()
     return result
 
 

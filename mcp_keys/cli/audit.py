@@ -14,9 +14,17 @@ from .params import Duration
 from .render import console, text, utcnow, warning, when
 
 if TYPE_CHECKING:
-    from ..audit import AuditEvent
+    from ..audit import AuditEvent, AuditTrail
 
 TABLE_BATCH = 500  # rows per printed table: the history is never held in memory whole
+
+
+def _trail(ctx: click.Context) -> AuditTrail:
+    """The store's trail; with neither a store nor an audit log, the error naming where
+    they were looked for (not "No audit events" or "OK 0 events" in the wrong folder)."""
+    keys = manager(ctx)
+    keys.require_store(or_audit=True)
+    return keys.audit
 
 
 @click.group(invoke_without_command=True)
@@ -46,7 +54,7 @@ def audit(ctx: click.Context, key_id: str | None, event: str | None,
     if event is not None and event not in EVENTS:
         raise click.BadParameter(f"unknown event {event!r}; one of {', '.join(EVENTS)}",
                                  param_hint="--event")
-    log = manager(ctx).audit
+    log = _trail(ctx)
     after = None if since is None else utcnow() - since
     items: Iterable[AuditEvent | str]
     if service is not None:
@@ -121,7 +129,7 @@ def verify_chain(ctx: click.Context, as_json: bool) -> None:
     """
     from ..audit_verify import verify
 
-    verdict = verify(manager(ctx).audit)
+    verdict = verify(_trail(ctx))
     if as_json:
         from .render import emit_json
 

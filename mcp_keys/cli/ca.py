@@ -19,6 +19,7 @@ def _ca(ctx: click.Context) -> tuple[object, list[str]]:
 
 
 @click.group()
+@store_option
 def ca() -> None:
     """The proxy's local CA: constrained to the services' hosts, key 0600.
 

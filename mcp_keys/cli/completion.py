@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from . import store_option
+
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
@@ -32,6 +34,7 @@ def complete_key_id(ctx: click.Context, param: click.Parameter,
 
 @click.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@store_option
 def completion(shell: str) -> None:
     """Print the completion script for a shell; key IDs complete from the store.
 

@@ -71,7 +71,8 @@ def list_keys(ctx: click.Context, status: str, scope: str | None,
       mcp-keys list
       mcp-keys list --status active --expiring-within 14d --json
     """
-    found = manager(ctx).list(status=status, scope=scope, expiring_within=expiring_within)
+    found = manager(ctx, existing=True).list(status=status, scope=scope,
+                                             expiring_within=expiring_within)
     if as_json:
         emit_json([key.to_dict() for key in found])
     elif found:
@@ -93,7 +94,7 @@ def show(ctx: click.Context, key_id: str, as_json: bool) -> None:
       mcp-keys show lha6
       mcp-keys show lha6kyjvu2uy --json
     """
-    key = manager(ctx).get(key_id)
+    key = manager(ctx, existing=True).get(key_id)
     if as_json:
         emit_json(key.to_dict())
     else:
@@ -112,7 +113,7 @@ def revoke(ctx: click.Context, key_id: str, reason: str | None) -> None:
     Examples:
       mcp-keys revoke lha6kyjvu2uy --reason "left team"
     """
-    keys = manager(ctx)
+    keys = manager(ctx, existing=True)
     before = keys.get(key_id)
     key = keys.revoke(key_id, reason=reason)
     name = safe(key.name)
@@ -134,7 +135,7 @@ def delete(ctx: click.Context, key_id: str, yes: bool) -> None:
     Examples:
       mcp-keys delete lha6kyjvu2uy --yes
     """
-    keys = manager(ctx)
+    keys = manager(ctx, existing=True)
     key = keys.get(key_id)
     name = safe(key.name)
     if not yes:
@@ -167,7 +168,7 @@ def rotate(ctx: click.Context, key_id: str, grace: timedelta, expires_in: timede
       mcp-keys rotate lha6 --grace 24h --env-file .env
       mcp-keys rotate lha6kyjvu2uy --json
     """
-    issued = manager(ctx).rotate(key_id, grace=grace, expires_in=expires_in,
+    issued = manager(ctx, existing=True).rotate(key_id, grace=grace, expires_in=expires_in,
                                  env_file=env_file, env_var=env_var,
                                  follow_symlink=follow_symlink)
     announce_key(issued, as_json, "Rotated to", env_file, env_var)

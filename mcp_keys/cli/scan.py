@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per finding.")
 @click.option("--sarif", is_flag=True, help="SARIF 2.1.0 for GitHub code scanning.")
 @click.option("--fix", is_flag=True, help="Move each secret into a secret source.")

@@ -7,9 +7,11 @@ import sys
 import click
 
 from ..terminal import safe
+from . import store_option
 
 
 @click.group()
+@store_option
 def secret() -> None:
     """Check references and put secrets in the keychain; values are never printed.
 
@@ -22,6 +24,7 @@ def secret() -> None:
 
 @secret.command()
 @click.argument("refs", nargs=-1, required=True, metavar="REF...")
+@store_option
 def check(refs: tuple[str, ...]) -> None:
     """Resolve each reference without printing it: OK, its length and a fingerprint.
 
@@ -48,6 +51,7 @@ def check(refs: tuple[str, ...]) -> None:
 
 @secret.command(name="set")
 @click.argument("ref", metavar="keyring:SERVICE/USER")
+@store_option
 def set_secret(ref: str) -> None:
     """Store the value read from stdin (never from the command line) in the keychain.
 
@@ -97,6 +101,7 @@ def set_secret(ref: str) -> None:
               help="--proxy: run even when the store or services.toml is inside the current "
                    "directory or a git work tree, where an agent could rewrite it.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@store_option
 @click.pass_context
 def run(ctx: click.Context, pairs: tuple[str, ...], ref_file: str | None, mask: bool,
         proxy: bool, services: tuple[str, ...], upstream_ca: str | None,
@@ -118,12 +123,17 @@ def run(ctx: click.Context, pairs: tuple[str, ...], ref_file: str | None, mask: 
     """
     if proxy:
         from ..errors import UsageError
-        from ..gateway.interceptor.run import run_proxied
+        from ..extras import proxy_unsupported
         from . import store_location
 
         if pairs or ref_file or mask:
             raise UsageError("run --proxy takes --service, not --env, --env-file-refs or "
                              "--mask")
+        unsupported = proxy_unsupported()
+        if unsupported is not None:
+            raise unsupported
+        from ..gateway.interceptor.run import run_proxied
+
         sys.exit(run_proxied(list(command), list(services), store=store_location(ctx),
                              upstream_ca=upstream_ca, pass_env=list(pass_env), user=user,
                              allow_workspace_policy=allow_workspace_policy))

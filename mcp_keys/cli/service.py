@@ -68,6 +68,7 @@ def _seconds(value: timedelta | None) -> float | None:
 
 
 @click.group()
+@store_option
 def service() -> None:
     """Services the gateway calls for agents: base URL, credential reference, rules.
 
@@ -416,6 +417,7 @@ def test(ctx: click.Context, name: str, path: str, allow_workspace_policy: bool)
 
 
 @click.group()
+@store_option
 def gateway() -> None:
     """The MCP gateway: agents call services through it and never hold their keys.
 
@@ -443,7 +445,11 @@ def gateway() -> None:
 def serve(ctx: click.Context, transport: str, host: str, port: int, public: bool,
           max_body: str, rate_limit: str | None, log_bodies: bool,
           allow_workspace_policy: bool) -> None:
-    """Serve the gateway's MCP tools: list_services, execute, explain.
+    """Serve the gateway's MCP tools: list_services, execute, exec, explain.
+
+    list_services shows the services the caller's key may use; execute makes an HTTP call
+    to one, exec runs an exec service's command; explain says whether a call would be
+    allowed, and why, without making it.
 
     \b
     Examples:

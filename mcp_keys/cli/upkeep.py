@@ -59,7 +59,7 @@ def sweep(ctx: click.Context, dry_run: bool, warn_within: timedelta,
       mcp-keys sweep --purge-after 90d
       mcp-keys sweep --dry-run --warn-within 30d
     """
-    report = manager(ctx).sweep(warn_within=warn_within, purge_after=purge_after,
+    report = manager(ctx, existing=True).sweep(warn_within=warn_within, purge_after=purge_after,
                                 dry_run=dry_run)
     if as_json:
         emit_json(report.to_dict())

@@ -107,7 +107,9 @@ def _client_module() -> Any:
             return import_module(name)
         except ImportError:
             continue
-    raise SecretError("the gateway needs an HTTP client: pip install 'mcp-keys[gateway]'")
+    from ..extras import install_hint
+
+    raise SecretError(f"the gateway needs an HTTP client: {install_hint('gateway')}")
 
 
 @dataclass(slots=True)

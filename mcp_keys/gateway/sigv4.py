@@ -17,7 +17,9 @@ def sign(request: Outgoing, secret: Secret, target: str) -> None:
         from botocore.awsrequest import AWSRequest
         from botocore.credentials import Credentials
     except ImportError:
-        raise SecretError("sigv4 signing needs botocore: pip install 'mcp-keys[aws]'") from None
+        from ..extras import install_hint
+
+        raise SecretError(f"sigv4 signing needs botocore: {install_hint('aws')}") from None
     from urllib.parse import quote, urlencode
 
     access, sep, key = secret.reveal().partition(":")

@@ -22,7 +22,9 @@ try:
     from fastapi import HTTPException, Request
     from fastapi.responses import JSONResponse
 except ImportError:  # pragma: no cover - exercised in a venv without FastAPI
-    raise ImportError("this integration needs FastAPI: pip install fastapi") from None
+    from ..extras import install_hint
+
+    raise ImportError(f"this integration needs FastAPI: {install_hint('fastapi')}") from None
 
 
 class KeyRefused(HTTPException):

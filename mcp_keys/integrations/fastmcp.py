@@ -22,8 +22,9 @@ from .refusal import Challenges
 try:
     from fastmcp.server.auth import AccessToken, TokenVerifier
 except ImportError:  # pragma: no cover - exercised in a venv without fastmcp
-    raise ImportError("this integration needs FastMCP: pip install 'mcp-keys[fastmcp]'"
-                      ) from None
+    from ..extras import install_hint
+
+    raise ImportError(f"this integration needs FastMCP: {install_hint('fastmcp')}") from None
 
 
 class McpKeysVerifier(TokenVerifier):

@@ -45,7 +45,9 @@ def _require_sdk() -> None:
     try:
         import mcp.server.auth.provider  # noqa: F401
     except ImportError:
-        raise ImportError("this integration needs the MCP SDK: pip install 'mcp-keys[mcp]'"
+        from ..extras import install_hint
+
+        raise ImportError(f"this integration needs the MCP SDK: {install_hint('mcp')}"
                           ) from None
 
 

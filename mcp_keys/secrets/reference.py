@@ -100,5 +100,7 @@ def _shown(text: str) -> str:
 
 
 def missing_extra(scheme: str, package: str) -> SecretError:
+    from ..extras import install_hint
+
     extra = EXTRAS.get(scheme, scheme)
-    return SecretError(f"{scheme}: references need {package}: pip install 'mcp-keys[{extra}]'")
+    return SecretError(f"{scheme}: references need {package}: {install_hint(extra)}")

@@ -82,8 +82,10 @@ def require_psycopg() -> Any:
     try:
         import psycopg
     except ImportError:
-        raise StoreError("a postgresql:// store needs psycopg: "
-                         "pip install 'mcp-keys[postgres]'") from None
+        from ..extras import install_hint
+
+        raise StoreError(f"a postgresql:// store needs psycopg: {install_hint('postgres')}"
+                         ) from None
     return psycopg
 
 

@@ -35,8 +35,10 @@ def _crypto() -> Any:
     try:
         from cryptography import x509
     except ImportError:
-        raise McpKeysError("the proxy's CA needs cryptography: pip install "
-                           "'mcp-keys[proxy]'") from None
+        from ...extras import install_hint
+
+        raise McpKeysError(f"the proxy's CA needs cryptography: {install_hint('proxy')}"
+                           ) from None
     return x509
 
 

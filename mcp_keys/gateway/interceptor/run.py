@@ -33,8 +33,10 @@ def _mitmproxy() -> Any:
         from mitmproxy import options
         from mitmproxy.tools.dump import DumpMaster
     except ImportError:
-        raise McpKeysError("run --proxy needs mitmproxy 12 (Python 3.12 or later): pip "
-                           "install 'mcp-keys[proxy]'") from None
+        from ...extras import install_hint, proxy_unsupported
+
+        raise proxy_unsupported() or McpKeysError(
+            f"run --proxy needs mitmproxy 12: {install_hint('proxy')}") from None
     return options, DumpMaster
 
 

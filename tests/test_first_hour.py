@@ -155,6 +155,9 @@ def bare_env(**extra: str) -> dict[str, str]:
 
 def bare(python: Path, *args: str, cwd: Path, stdin: str = "",
          **env: str) -> subprocess.CompletedProcess[str]:
+    # the key side and the gateway side share the project's store (the gateway side would
+    # otherwise default to the per-user one)
+    env = {"MCP_KEYS_STORE": str(cwd / ".mcp-keys" / "keys.json"), **env}
     return subprocess.run([str(python), "-m", "mcp_keys", *args], cwd=cwd, env=bare_env(**env),
                           capture_output=True, text=True, timeout=60, input=stdin, check=False)
 

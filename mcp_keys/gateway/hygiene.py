@@ -3,14 +3,18 @@
 The upstream host is always the service's; the path is decoded (repeatedly, so double
 encoding cannot hide anything), checked segment by segment and re-encoded in one
 canonical form, which is what the rules match and what is sent. Headers the caller may
-not set, and any CR, LF or NUL, are refused outright.
+not set, and any CR, LF or NUL, are refused outright. So is anything that asks the
+upstream to treat the request as another method (``X-HTTP-Method-Override`` and its
+kin, a ``_method`` parameter in the query or the body): the rules decide on the method
+that is sent, so no other may ride along.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 MAX_PATH = 2048
 MAX_HEADERS = 64
@@ -23,6 +27,10 @@ FORBIDDEN_HEADERS = frozenset({
     "transfer-encoding", "te", "trailer", "upgrade", "keep-alive", "expect", "forwarded",
 })
 FORBIDDEN_PREFIXES = ("proxy-", "x-forwarded-", "x-amz-", "sec-")
+METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+GATEWAY_HEADERS = frozenset({"accept-encoding"})  # the gateway chooses what it can scrub
+_MULTIPART_METHOD = re.compile(rb';\s*name\s*=\s*"?_method(?:"|\s|;|$)',
+                               re.IGNORECASE | re.MULTILINE)
 
 
 class Refused(ValueError):
@@ -112,6 +120,12 @@ def check_headers(headers: object, *, reserved: Iterable[str] = ()) -> dict[str,
         if not _TOKEN.fullmatch(name):
             raise Refused(f"header name {name[:40]!r} is not a valid HTTP token")
         lower = name.lower()
+        if lower in METHOD_OVERRIDES:
+            raise Refused(f"header {name} would override the method: send the method you "
+                          "mean (the rules decide on it)")
+        if lower in GATEWAY_HEADERS:
+            raise Refused(f"header {name} is set by the gateway (to what it can decode and "
+                          "scrub)")
         if lower in FORBIDDEN_HEADERS or lower in blocked or lower.startswith(
                 FORBIDDEN_PREFIXES):
             raise Refused(f"header {name} may not be set by the caller")
@@ -148,5 +162,28 @@ def check_query(query: object, *, reserved: Iterable[str] = ()) -> list[tuple[st
             raise Refused(f"query parameter {name[:40]!r} holds {problem}")
         if name in blocked:
             raise Refused(f"query parameter {name} may not be set by the caller")
+        if name.strip().lower() == "_method":
+            raise Refused("query parameter _method would override the method: send the "
+                          "method you mean")
         result.append((name, value))
     return result
+
+
+def check_body(body: bytes) -> bytes:
+    """Refuse a body that carries a ``_method`` field, read as a form, as JSON and as
+    multipart whatever the declared type (frameworks read it from each)."""
+    if not body:
+        return body
+    text = body.decode("utf-8", "replace")
+    fields = [name for name, _ in parse_qsl(text, keep_blank_values=True)]
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        fields += list(data)
+    if any(name.strip().lower() == "_method" for name in fields if isinstance(name, str)) \
+            or _MULTIPART_METHOD.search(body):
+        raise Refused("the body holds a _method field, which would override the method: "
+                      "send the method you mean")
+    return body

@@ -1,48 +1,214 @@
 """Scrubbing: the resolved secret, in every form it travels in, never leaves the gateway.
 
-The raw value, its base64 (standard and URL-safe, with and without padding), its
-URL-encoded form and, for ``user:password``, each half and the Basic header value are
-replaced with ``[redacted]`` wherever they appear in text or bytes that go back to the
-caller, to a log or to the audit trail.
+The data is read through a *view*: lower-cased (ASCII), with percent-encoding, ``\\x``
+and JSON ``\\u`` escapes, HTML numeric references and ``\\/`` decoded and line breaks
+(raw or JSON-escaped) dropped, in any mix. In that view each secret (and, for
+``user:password``, each half) is looked for raw; as hex of its own, upper- and
+lower-case spelling (bytes optionally separated by ``:``, ``-`` or a space); and as
+base64, standard and URL-safe, of those three spellings at each of the three alignments
+it can have inside a larger blob. Whatever the view matches is replaced, in the original
+bytes, with ``[redacted]``. So case, escapes and line breaks cannot hide a secret, and
+``cut`` scrubs before it truncates and redacts a tail that could begin a secret.
 """
 
 from __future__ import annotations
 
 import base64
-from urllib.parse import quote, quote_plus
+import bisect
+import re
+from dataclasses import dataclass
 
 REDACTED = "[redacted]"
 MIN_SCRUB = 4  # shorter fragments would redact ordinary text; such secrets are refused
+_WIDEST = 12  # the most bytes one character of the view can take in the data (%XX x 4)
+_SEPARATORS = (b"", b":", b"-", b" ")  # between hex bytes
+_ESCAPE = re.compile(
+    rb"%[0-9a-fA-F]{2}|\\x[0-9a-fA-F]{2}|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F]"
+    rb"[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|&#[0-9]{1,7};|&#[xX][0-9a-fA-F]{1,6};|\\/"
+    rb"|\\r\\n|\\n|\\r|\r\n|\n|\r")
+_PARTIAL_ESCAPE = re.compile(  # the start of an escape, cut off at the end of the data
+    rb"(?:%[0-9a-fA-F]?|\\x[0-9a-fA-F]?|\\u[0-9a-fA-F]{0,3}"
+    rb"|\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u?[0-9a-fA-F]{0,3})?|\\r?\\?"
+    rb"|&(?:#(?:[xX][0-9a-fA-F]{0,6}|[0-9]{0,7}))?)\Z")
+
+Form = tuple[tuple[bytes, ...], ...]  # each position: the bytes the view may hold there
 
 
-def forms(value: str) -> list[str]:
-    """Every spelling of ``value`` worth removing, longest first."""
-    found = {value, quote(value, safe=""), quote_plus(value)}
-    for raw in {value, *value.split(":", 1)} if ":" in value else {value}:
-        encoded = base64.b64encode(raw.encode()).decode()
-        found |= {raw, encoded, encoded.rstrip("="),
-                  base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")}
-    return sorted((f for f in found if len(f) >= MIN_SCRUB), key=len, reverse=True)
+def _decode(token: bytes) -> bytes:
+    """One escape as the UTF-8 bytes it stands for; a line break as nothing."""
+    text = token.decode("ascii").lower()
+    if text in ("\\r\\n", "\\n", "\\r", "\r\n", "\n", "\r"):
+        return b""
+    if text == "\\/":
+        return b"/"
+    if text.startswith("%") or text.startswith("\\x"):
+        return bytes([int(text[-2:], 16)])
+    if text.startswith("\\u"):
+        units = bytes.fromhex(text.replace("\\u", ""))
+        return units.decode("utf-16-be", "surrogatepass").encode("utf-8", "surrogatepass")
+    code = int(text[3:-1], 16) if text.startswith("&#x") else int(text[2:-1])
+    return chr(min(code, 0x10FFFF)).encode("utf-8", "surrogatepass")
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """``data`` lower-cased and decoded; ``spans`` map each run of the view back to the
+    data: (view start, view length, data start, data end, literal)."""
+
+    text: bytes
+    spans: list[tuple[int, int, int, int, bool]] | None  # None: the view is the data
+
+    @classmethod
+    def of(cls, data: bytes) -> _View:
+        if not _ESCAPE.search(data):
+            return cls(data.lower(), None)
+        pieces, spans, at, last = [], [], 0, 0
+        for match in _ESCAPE.finditer(data):
+            if match.start() > last:
+                pieces.append(data[last:match.start()].lower())
+                spans.append((at, match.start() - last, last, match.start(), True))
+                at += match.start() - last
+            decoded = _decode(match.group()).lower()
+            if decoded:
+                pieces.append(decoded)
+                spans.append((at, len(decoded), match.start(), match.end(), False))
+                at += len(decoded)
+            last = match.end()
+        if last < len(data):
+            pieces.append(data[last:].lower())
+            spans.append((at, len(data) - last, last, len(data), True))
+        return cls(b"".join(pieces), spans)
+
+    def data_span(self, start: int, end: int) -> tuple[int, int]:
+        """The bytes of the data that view[start:end] came from."""
+        if self.spans is None:
+            return start, end
+        starts = [span[0] for span in self.spans]
+        first = self.spans[bisect.bisect_right(starts, start) - 1]
+        final = self.spans[bisect.bisect_right(starts, end - 1) - 1]
+        begin = first[2] + (start - first[0]) if first[4] else first[2]
+        finish = final[2] + (end - final[0]) if final[4] else final[3]
+        return begin, finish
+
+
+def _literal(text: bytes) -> Form:
+    return tuple((bytes([b]),) for b in text)
+
+
+def _base64_cores(raw: bytes) -> set[bytes]:
+    """What base64 of any blob holding ``raw`` must contain, at each alignment."""
+    cores = set()
+    for pad in range(3):
+        encoded = base64.b64encode(b"\0" * pad + raw)
+        core = encoded[-(-8 * pad // 6):8 * (pad + len(raw)) // 6]
+        cores |= {core, core.translate(bytes.maketrans(b"+/", b"-_"))}
+    return {core.lower() for core in cores if len(core) >= MIN_SCRUB}
+
+
+def forms(value: str) -> list[Form]:
+    """Every spelling of ``value`` the view can hold, longest first."""
+    found: set[Form] = set()
+    parts = {value, *value.split(":", 1)} if ":" in value else {value}
+    for part in parts:
+        if len(part) < MIN_SCRUB:
+            continue
+        found.add(_literal(part.encode().lower()))
+        for variant in {part, part.upper(), part.lower()}:
+            raw = variant.encode()
+            found.add(tuple(atom for i, b in enumerate(raw) for atom in (
+                ((_SEPARATORS,) if i else ()) + _literal(f"{b:02x}".encode()))))
+            found |= {_literal(core) for core in _base64_cores(raw)}
+    return sorted(found, key=len, reverse=True)
+
+
+def _pattern(form: Form) -> bytes:
+    return b"".join(re.escape(atom[0]) if len(atom) == 1 else
+                    b"(?:" + b"|".join(re.escape(a) for a in atom) + b")" for atom in form)
+
+
+def _prefix_of(text: bytes, form: Form) -> bool:
+    """Whether ``text`` (a view) is the start of something ``form`` spells."""
+    todo, seen = [(0, 0)], set()
+    while todo:
+        state = todo.pop()
+        if state in seen:
+            continue
+        seen.add(state)
+        at, atom = state
+        if at == len(text):
+            return True
+        if atom == len(form):
+            continue
+        rest = text[at:]
+        for spelling in form[atom]:
+            if len(rest) < len(spelling) and spelling.startswith(rest):
+                return True
+            if rest.startswith(spelling):
+                todo.append((at + len(spelling), atom + 1))
+    return False
 
 
 class Scrubber:
     """Replaces every form of the given secrets."""
 
     def __init__(self, values: list[str]) -> None:
-        self._text = sorted({f for v in values for f in forms(v)}, key=len, reverse=True)
-        self._bytes = [f.encode() for f in self._text]
+        self._forms = sorted({f for v in values for f in forms(v)}, key=len, reverse=True)
+        longest = max((sum(max(len(s) for s in atom) for atom in form)
+                       for form in self._forms), default=0)
+        self.lookahead = longest * _WIDEST  # bytes of data a whole form can take
+        self._regex = re.compile(b"|".join(_pattern(f) for f in self._forms)) \
+            if self._forms else None
 
     def __repr__(self) -> str:
-        return f"Scrubber({len(self._text)} forms)"
+        return f"Scrubber({len(self._forms)} forms)"
 
     def text(self, value: str) -> str:
-        for form in self._text:
-            if form in value:
-                value = value.replace(form, REDACTED)
-        return value
+        return self.data(value.encode()).decode("utf-8", "replace")
 
     def data(self, value: bytes) -> bytes:
-        for form in self._bytes:
-            if form in value:
-                value = value.replace(form, REDACTED.encode())
-        return value
+        if self._regex is None:
+            return value
+        view = _View.of(value)
+        found = [view.data_span(*m.span()) for m in self._regex.finditer(view.text)]
+        if not found:
+            return value
+        out, last = [], 0
+        for start, end in found:
+            if start >= last:
+                out += [value[last:start], REDACTED.encode()]
+                last = end
+        return b"".join([*out, value[last:]])
+
+    def _tail_start(self, kept: bytes) -> int | None:
+        """Where the tail of ``kept`` that could begin a secret starts, if one does."""
+        base = max(0, len(kept) - self.lookahead)
+        region = kept[base:]
+        partial = _PARTIAL_ESCAPE.search(region)
+        whole = region[:partial.start()] if partial else region
+        view = _View.of(whole)
+        starts: list[tuple[int, int]] = [(i, i) for i in range(len(whole))] \
+            if view.spans is None else [
+                (data + k, at + k) if literal else (data, at)
+                for at, size, data, _, literal in view.spans
+                for k in range(size if literal else 1)]
+        for data, at in starts:
+            if any(_prefix_of(view.text[at:], form) for form in self._forms):
+                return base + data
+        return base + len(whole) if partial else None
+
+    def cut(self, value: bytes, limit: int, more: bool = False) -> tuple[bytes, bool]:
+        """``value`` scrubbed, then at most ``limit`` bytes of it, and whether anything
+        was cut. Read ``limit + lookahead`` bytes (``more`` if there were more still): a
+        secret that straddles the cut is then whole, and redacted before the cut; a tail
+        of the kept part that could begin a secret is redacted too."""
+        clean = self.data(value)
+        if len(clean) <= limit and not more:
+            return clean, False
+        marker = REDACTED.encode()
+        kept = clean[:limit]
+        straddling = clean.find(marker, max(0, limit - len(marker) + 1), limit + len(marker))
+        start = straddling if 0 <= straddling < limit else (
+            self._tail_start(kept) if self._forms else None)
+        if start is None:
+            return kept, True
+        return kept[:max(0, min(start, limit - len(marker)))] + marker, True

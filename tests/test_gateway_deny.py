@@ -130,6 +130,14 @@ def test_a_method_override_is_refused_before_sending(gateway: Gateway, upstream:
     assert not upstream.seen, f"{what}: the request reached the upstream"
 
 
+@pytest.mark.parametrize("header", ["X-Original-URL", "x-rewrite-url", "X-Override-URL"])
+def test_a_path_override_header_is_refused_before_sending(gateway: Gateway, upstream: Upstream,
+                                                          header: str) -> None:
+    denial = refused(gateway, "GET", "/v1/users/me", headers={header: "/admin/users"})
+    assert denial.decision == "bad_request" and "override the path" in str(denial), str(denial)
+    assert not upstream.seen
+
+
 def test_ordinary_fields_that_mention_method_still_pass(gateway: Gateway) -> None:
     for body in ('{"payment_method": "pm_1", "method": "card"}',
                  "payment_method=pm_1&x_method=2"):

@@ -5,8 +5,9 @@ encoding cannot hide anything), checked segment by segment and re-encoded in one
 canonical form, which is what the rules match and what is sent. Headers the caller may
 not set, and any CR, LF or NUL, are refused outright. So is anything that asks the
 upstream to treat the request as another method (``X-HTTP-Method-Override`` and its
-kin, a ``_method`` parameter in the query or the body): the rules decide on the method
-that is sent, so no other may ride along.
+kin, a ``_method`` parameter in the query or the body) or another path
+(``X-Original-URL``, ``X-Rewrite-URL``): the rules decide on the method and path that
+are sent, so no other may ride along.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ FORBIDDEN_HEADERS = frozenset({
 })
 FORBIDDEN_PREFIXES = ("proxy-", "x-forwarded-", "x-amz-", "sec-")
 METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+PATH_OVERRIDES = frozenset({"x-original-url", "x-rewrite-url", "x-override-url"})
 GATEWAY_HEADERS = frozenset({"accept-encoding"})  # the gateway chooses what it can scrub
 _MULTIPART_METHOD = re.compile(rb';\s*name\s*=\s*"?_method(?:"|\s|;|$)',
                                re.IGNORECASE | re.MULTILINE)
@@ -123,6 +125,9 @@ def check_headers(headers: object, *, reserved: Iterable[str] = ()) -> dict[str,
         if lower in METHOD_OVERRIDES:
             raise Refused(f"header {name} would override the method: send the method you "
                           "mean (the rules decide on it)")
+        if lower in PATH_OVERRIDES:
+            raise Refused(f"header {name} would override the path: send the path you mean "
+                          "(the rules decide on it)")
         if lower in GATEWAY_HEADERS:
             raise Refused(f"header {name} is set by the gateway (to what it can decode and "
                           "scrub)")

@@ -24,42 +24,50 @@ _WIDEST = 12  # the most bytes one character of the view can take in the data (%
 _SEPARATORS = (b"", b":", b"-", b" ")  # between hex bytes
 _ESCAPE = re.compile(
     rb"%[0-9a-fA-F]{2}|\\x[0-9a-fA-F]{2}|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F]"
-    rb"[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|&#[0-9]{1,7};|&#[xX][0-9a-fA-F]{1,6};|\\/"
-    rb"|\\r\\n|\\n|\\r|\r\n|\n|\r")
+    rb"[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|&#[0-9]{1,7};|&#[xX][0-9a-fA-F]{1,6};"
+    rb"|(?i:&(?:amp|lt|gt|quot|apos);)|\\[/\\\"']|\\r\\n|\\n|\\r|\r\n|\n|\r|\x00+")
+_NOTHING = {"\\r\\n", "\\n", "\\r", "\r\n", "\n", "\r"}  # line breaks, dropped
+_NAMED = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&apos;": "'"}
 _PARTIAL_ESCAPE = re.compile(  # the start of an escape, cut off at the end of the data
     rb"(?:%[0-9a-fA-F]?|\\x[0-9a-fA-F]?|\\u[0-9a-fA-F]{0,3}"
     rb"|\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u?[0-9a-fA-F]{0,3})?|\\r?\\?"
-    rb"|&(?:#(?:[xX][0-9a-fA-F]{0,6}|[0-9]{0,7}))?)\Z")
+    rb"|&(?:#(?:[xX][0-9a-fA-F]{0,6}|[0-9]{0,7})|[a-zA-Z]{0,4})?)\Z")
+_DEPTH = 3  # decodings of decodings: %2573 is 's' too
 
 Form = tuple[tuple[bytes, ...], ...]  # each position: the bytes the view may hold there
 
 
 def _decode(token: bytes) -> bytes:
-    """One escape as the UTF-8 bytes it stands for; a line break as nothing."""
+    """One escape as the UTF-8 bytes it stands for; a line break or NUL (UTF-16 and
+    UTF-32 interleave ASCII with NULs) as nothing."""
     text = token.decode("ascii").lower()
-    if text in ("\\r\\n", "\\n", "\\r", "\r\n", "\n", "\r"):
+    if text in _NOTHING or not text.strip("\x00"):
         return b""
-    if text == "\\/":
-        return b"/"
+    if text in _NAMED:
+        return _NAMED[text].encode()
+    if len(text) == 2 and text[0] == "\\":
+        return text[1].encode()
     if text.startswith("%") or text.startswith("\\x"):
-        return bytes([int(text[-2:], 16)])
-    if text.startswith("\\u"):
+        decoded = bytes([int(text[-2:], 16)])
+    elif text.startswith("\\u"):
         units = bytes.fromhex(text.replace("\\u", ""))
-        return units.decode("utf-16-be", "surrogatepass").encode("utf-8", "surrogatepass")
-    code = int(text[3:-1], 16) if text.startswith("&#x") else int(text[2:-1])
-    return chr(min(code, 0x10FFFF)).encode("utf-8", "surrogatepass")
+        decoded = units.decode("utf-16-be", "surrogatepass").encode("utf-8", "surrogatepass")
+    else:
+        code = int(text[3:-1], 16) if text.startswith("&#x") else int(text[2:-1])
+        decoded = chr(min(code, 0x10FFFF)).encode("utf-8", "surrogatepass")
+    return b"" if decoded == b"\x00" else decoded
 
 
 @dataclass(frozen=True, slots=True)
-class _View:
-    """``data`` lower-cased and decoded; ``spans`` map each run of the view back to the
-    data: (view start, view length, data start, data end, literal)."""
+class _Level:
+    """``data`` lower-cased and decoded once; ``spans`` map each run of the text back to
+    the data: (text start, text length, data start, data end, literal)."""
 
     text: bytes
     spans: list[tuple[int, int, int, int, bool]] | None  # None: the view is the data
 
     @classmethod
-    def of(cls, data: bytes) -> _View:
+    def of(cls, data: bytes) -> _Level:
         if not _ESCAPE.search(data):
             return cls(data.lower(), None)
         pieces, spans, at, last = [], [], 0, 0
@@ -80,7 +88,7 @@ class _View:
         return cls(b"".join(pieces), spans)
 
     def data_span(self, start: int, end: int) -> tuple[int, int]:
-        """The bytes of the data that view[start:end] came from."""
+        """The bytes of the data that text[start:end] came from."""
         if self.spans is None:
             return start, end
         starts = [span[0] for span in self.spans]
@@ -89,6 +97,32 @@ class _View:
         begin = first[2] + (start - first[0]) if first[4] else first[2]
         finish = final[2] + (end - final[0]) if final[4] else final[3]
         return begin, finish
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """``data`` decoded until stable (at most ``_DEPTH`` times), lower-cased."""
+
+    levels: tuple[_Level, ...]
+
+    @classmethod
+    def of(cls, data: bytes) -> _View:
+        levels = [_Level.of(data)]
+        while levels[-1].spans is not None and len(levels) < _DEPTH:
+            deeper = _Level.of(levels[-1].text)
+            if deeper.spans is None:
+                break
+            levels.append(deeper)
+        return cls(tuple(levels))
+
+    @property
+    def text(self) -> bytes:
+        return self.levels[-1].text
+
+    def data_span(self, start: int, end: int) -> tuple[int, int]:
+        for level in reversed(self.levels):
+            start, end = level.data_span(start, end)
+        return start, end
 
 
 def _literal(text: bytes) -> Form:
@@ -112,7 +146,9 @@ def forms(value: str) -> list[Form]:
     for part in parts:
         if len(part) < MIN_SCRUB:
             continue
-        found.add(_literal(part.encode().lower()))
+        for spelling in {part, part.replace(" ", "+")}:  # '+' is a space in a form
+            found |= {_literal(spelling.encode().lower()),
+                      _literal(_View.of(spelling.encode()).text)}  # if it holds escapes
         for variant in {part, part.upper(), part.lower()}:
             raw = variant.encode()
             found.add(tuple(atom for i, b in enumerate(raw) for atom in (
@@ -156,6 +192,8 @@ class Scrubber:
         longest = max((sum(max(len(s) for s in atom) for atom in form)
                        for form in self._forms), default=0)
         self.lookahead = longest * _WIDEST  # bytes of data a whole form can take
+        self._starts = {b"%", b"\\", b"&", b"\x00"} | {  # where a form can begin
+            spelling[:1] for form in self._forms for spelling in form[0]}
         self._regex = re.compile(b"|".join(_pattern(f) for f in self._forms)) \
             if self._forms else None
 
@@ -185,15 +223,12 @@ class Scrubber:
         region = kept[base:]
         partial = _PARTIAL_ESCAPE.search(region)
         whole = region[:partial.start()] if partial else region
-        view = _View.of(whole)
-        starts: list[tuple[int, int]] = [(i, i) for i in range(len(whole))] \
-            if view.spans is None else [
-                (data + k, at + k) if literal else (data, at)
-                for at, size, data, _, literal in view.spans
-                for k in range(size if literal else 1)]
-        for data, at in starts:
-            if any(_prefix_of(view.text[at:], form) for form in self._forms):
-                return base + data
+        for at in range(len(whole)):
+            if whole[at:at + 1].lower() not in self._starts:
+                continue
+            text = _View.of(whole[at:]).text
+            if text and any(_prefix_of(text, form) for form in self._forms):
+                return base + at
         return base + len(whole) if partial else None
 
     def cut(self, value: bytes, limit: int, more: bool = False) -> tuple[bytes, bool]:

@@ -48,6 +48,9 @@ ALLOWED = [
     ("-- *", ["--", "name"]),
     ("get pods -n *", ["get", "pods", "-n", "team-a"]),
     ("report-*.csv", ["report-2024.01.csv"]),
+    ("-h db.internal -d * -l", ["-h", "db.internal", "-d", "sales", "-l"]),
+    ("-s -d @payload.json https://api.example.com/v1/x",
+     ["-s", "-d", "@payload.json", "https://api.example.com/v1/x"]),
     ("*.txt", ["notes.v2.txt"]),
 ]
 
@@ -84,6 +87,19 @@ REFUSED = [
     ("*", [".."]),
     ("*", ["a b"]),
     ("*", ["caf\u00e9"]),
+    # the examples of docs/gateway.md
+    ("api repos/**", ["api", "graphql"]),
+    ("issue view *", ["issue", "view", "1", "--repo", "evil/x"]),
+    ("issue list --state *", ["issue", "list", "--limit", "5"]),
+    ("-s https://api.example.com/v1/*", ["-s", "https://api.example.com/v1/x?y=1"]),
+    ("-s https://api.example.com/v1/*", ["-s", "https://api.example.com/v1/x", "-o", "f"]),
+    ("-s -d @payload.json https://api.example.com/v1/x",
+     ["-s", "-d", "@other.json", "https://api.example.com/v1/x"]),
+    ("-h db.internal -d * -l", ["-h", "evil", "-d", "x", "-l"]),
+    ("-h db.internal -d * -l", ["-h", "db.internal", "-d", "host=evil", "-l"]),
+    ("get pods -n *", ["get", "pods", "-n", "a", "--kubeconfig=/x"]),
+    ("get pods -n *", ["get", "secrets", "-n", "a"]),
+    ("get pods -n *", ["get", "pods", "-A"]),
     # arity
     ("issue list", ["issue"]),
     ("issue list", ["issue", "list", "x"]),

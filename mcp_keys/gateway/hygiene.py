@@ -122,12 +122,6 @@ def check_headers(headers: object, *, reserved: Iterable[str] = ()) -> dict[str,
         if not _TOKEN.fullmatch(name):
             raise Refused(f"header name {name[:40]!r} is not a valid HTTP token")
         lower = name.lower()
-        if lower in METHOD_OVERRIDES:
-            raise Refused(f"header {name} would override the method: send the method you "
-                          "mean (the rules decide on it)")
-        if lower in PATH_OVERRIDES:
-            raise Refused(f"header {name} would override the path: send the path you mean "
-                          "(the rules decide on it)")
         if lower in GATEWAY_HEADERS:
             raise Refused(f"header {name} is set by the gateway (to what it can decode and "
                           "scrub)")
@@ -167,18 +161,27 @@ def check_query(query: object, *, reserved: Iterable[str] = ()) -> list[tuple[st
             raise Refused(f"query parameter {name[:40]!r} holds {problem}")
         if name in blocked:
             raise Refused(f"query parameter {name} may not be set by the caller")
-        if name.strip().lower() == "_method":
-            raise Refused("query parameter _method would override the method: send the "
-                          "method you mean")
         result.append((name, value))
     return result
 
 
-def check_body(body: bytes) -> bytes:
-    """Refuse a body that carries a ``_method`` field, read as a form, as JSON and as
-    multipart whatever the declared type (frameworks read it from each)."""
+def check_overrides(headers: Iterable[str], query: Iterable[str], body: bytes) -> None:
+    """Refuse a request that asks the upstream to take it as another method or path:
+    an override header (``headers`` are the names), a ``_method`` query parameter
+    (``query`` the names), or a ``_method`` field in ``body`` read as a form, as JSON and
+    as multipart whatever the declared type (frameworks read it from each)."""
+    for name in headers:
+        if name.lower() in METHOD_OVERRIDES:
+            raise Refused(f"header {name[:40]} would override the method: send the method "
+                          "you mean (the rules decide on it)")
+        if name.lower() in PATH_OVERRIDES:
+            raise Refused(f"header {name[:40]} would override the path: send the path you "
+                          "mean (the rules decide on it)")
+    if any(name.strip().lower() == "_method" for name in query):
+        raise Refused("query parameter _method would override the method: send the method "
+                      "you mean")
     if not body:
-        return body
+        return
     text = body.decode("utf-8", "replace")
     fields = [name for name, _ in parse_qsl(text, keep_blank_values=True)]
     try:
@@ -191,4 +194,3 @@ def check_body(body: bytes) -> bytes:
             or _MULTIPART_METHOD.search(body):
         raise Refused("the body holds a _method field, which would override the method: "
                       "send the method you mean")
-    return body

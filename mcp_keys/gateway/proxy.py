@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SecretError
-from .hygiene import Refused, check_body, check_headers, check_method, check_query, normalise_path
+from .hygiene import (
+    Refused,
+    check_headers,
+    check_method,
+    check_overrides,
+    check_query,
+    normalise_path,
+)
 from .injection import Outgoing, inject, reserved_headers, reserved_query
 from .model import METHODS, Service
 from .ratelimit import Buckets
@@ -203,7 +210,7 @@ class Gateway:
             raise Denied("bad_request", f"refused before sending: the body is over "
                          f"{self.max_body} bytes")
         try:
-            check_body(body)
+            check_overrides(headers, [name for name, _ in query], body)
         except Refused as exc:
             raise Denied("bad_request", f"refused before sending: {exc}") from None
         allowed, why = service.decide(method, path, caller.scopes)

@@ -95,14 +95,14 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts) or "/")
 
 
-_ARG_CHAR = "[A-Za-z0-9._,-]"  # what a wildcard may stand for: names and numbers
-_ARG_NAME = "[A-Za-z0-9_,][A-Za-z0-9._,-]*"  # a wildcard piece that starts a segment
+_ARG_CHAR = "[A-Za-z0-9._-]"  # what a wildcard may stand for: one name or number, no list
+_ARG_NAME = "[A-Za-z0-9_][A-Za-z0-9._-]*"  # a wildcard piece that starts a segment
 
 
 @dataclass(frozen=True, slots=True)
 class ArgPattern:
     """One argument of an exec rule: literal text, or a glob whose ``*`` stands for
-    letters, digits and ``._,-`` (``**`` also ``/``), never starting an argument with
+    letters, digits and ``._-`` (``**`` also ``/``), never starting an argument with
     ``-`` or a path segment with ``.``. Everything else must be written out."""
 
     text: str

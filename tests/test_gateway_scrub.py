@@ -301,3 +301,15 @@ def test_a_password_with_quotes_backslashes_and_escapes_is_redacted(
     assert shown.startswith("before ") and shown.endswith(" after")
     assert "[redacted]" in shown and encode(password) not in shown, "the password survived"
     assert_absent("w\\o&r", shown, "a scrubbed text")
+
+
+def test_an_odd_service_name_is_refused_and_audited_not_a_crash(
+        gateway: Gateway, manager: FileKeys) -> None:
+    call(gateway)  # the gateway now holds a scrubber, which every audit line goes through
+    denial = None
+    try:
+        asyncio.run(gateway.execute(CALLER, GatewayRequest("\ud800x", "GET", "/e")))
+    except Denied as exc:
+        denial = exc
+    assert denial is not None and denial.decision == "denied"
+    assert manager.audit.read(event="gateway_call").events[-1].detail["decision"] == "denied"

@@ -201,7 +201,9 @@ class Scrubber:
         return f"Scrubber({len(self._forms)} forms)"
 
     def text(self, value: str) -> str:
-        return self.data(value.encode()).decode("utf-8", "replace")
+        """``value`` scrubbed; a lone surrogate (any text an agent sent may hold one)
+        becomes U+FFFD rather than an error."""
+        return self.data(value.encode("utf-8", "surrogatepass")).decode("utf-8", "replace")
 
     def data(self, value: bytes) -> bytes:
         if self._regex is None:

@@ -86,6 +86,19 @@ def test_a_deny_rule_catches_what_the_upstream_would_route_alike(
     assert gateway.explain(CALLER, "api", method, path)["allowed"] is False
 
 
+DOTS = ["/v1/users/..;/../admin", "/v1/..;/admin", "/v1/..;x=1/admin", "/v1/.;/admin",
+        "/v1/..%20/admin", "/v1/.../admin", "/v1/%E2%80%A5/admin", "/v1/%EF%BC%8E%EF%BC%8E/admin",
+        "/v1%EF%BC%8Fadmin", "/v1/%EF%BC%BCadmin"]
+
+
+@pytest.mark.parametrize("path", DOTS)
+def test_a_segment_an_upstream_reads_as_dots_is_refused(gateway: Gateway, upstream: Upstream,
+                                                        path: str) -> None:
+    denial = refused(gateway, "GET", path)
+    assert denial.decision == "bad_request", f"{path}: {denial.decision}"
+    assert not upstream.seen, f"{path} reached the upstream"
+
+
 @pytest.mark.parametrize(("method", "path"), [
     ("GET", "/administrators"), ("GET", "/v1/admin"), ("GET", "/v1/users/me"),
     ("POST", "/v1/users/me"), ("GET", "/v1/secretsx/db.json"), ("POST", "/v1/users/u1/keyring")])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -48,12 +49,26 @@ def _bad_char(text: str) -> str | None:
     return None
 
 
+def _routed_as_dots(segment: str) -> str | None:
+    """What some upstream would make of ``segment`` that the rules would not see: a
+    ``..;x`` (Tomcat drops ``;params``), a ``.. `` or ``...`` (IIS trims spaces and
+    dots), a ``\u2025`` or fullwidth ``\uff0e\uff0e`` (NFKC), a fullwidth slash."""
+    folded = unicodedata.normalize("NFKC", segment)
+    if "/" in folded or "\\" in folded:
+        return "a '/' or '\\' (a lookalike that NFKC turns into one)"
+    core = folded.split(";", 1)[0].strip()
+    if core and not core.strip("."):
+        return "a '.' or '..' segment"
+    return None
+
+
 def normalise_path(path: object) -> str:
     """The canonical form of a request path, or ``Refused``.
 
     Refused: anything but a string starting with one ``/``; an absolute or
     scheme-relative URL; a query or fragment; a backslash, control character, empty,
-    ``.`` or ``..`` segment, or an encoded ``/``, in any decoding of the path.
+    ``.`` or ``..`` segment, or an encoded ``/``, in any decoding of the path; and a
+    segment an upstream may route as a dot segment or a slash (``_routed_as_dots``).
     """
     if not isinstance(path, str) or not path:
         raise Refused("path must be a string starting with '/'")
@@ -86,6 +101,9 @@ def normalise_path(path: object) -> str:
             raise Refused("path holds an encoded '/' (%2F)")
         if decoded in (".", ".."):
             raise Refused(f"path holds a '{decoded}' segment")
+        problem = _routed_as_dots(decoded)
+        if problem:
+            raise Refused(f"path holds a segment an upstream may read as {problem}")
         segments.append(decoded)
     if any(not s for s in segments[:-1]):
         raise Refused("path holds an empty segment ('//')")

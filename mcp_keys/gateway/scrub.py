@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import functools
 import re
 from dataclasses import dataclass
 
@@ -37,6 +38,11 @@ _DEPTH = 3  # decodings of decodings: %2573 is 's' too
 Form = tuple[tuple[bytes, ...], ...]  # each position: the bytes the view may hold there
 
 
+def _decoded(match: re.Match[bytes]) -> bytes:
+    return _decode(match.group())
+
+
+@functools.lru_cache(maxsize=4096)
 def _decode(token: bytes) -> bytes:
     """One escape as the UTF-8 bytes it stands for; a line break or NUL (UTF-16 and
     UTF-32 interleave ASCII with NULs) as nothing."""
@@ -58,42 +64,49 @@ def _decode(token: bytes) -> bytes:
     return b"" if decoded == b"\x00" else decoded
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Level:
-    """``data`` lower-cased and decoded once; ``spans`` map each run of the text back to
-    the data: (text start, text length, data start, data end, literal)."""
+    """``data`` lower-cased and decoded once. The map from the text back to the data is
+    worked out only when a secret was found in it (``data_span``)."""
 
+    data: bytes
     text: bytes
-    spans: list[tuple[int, int, int, int, bool]] | None  # None: the view is the data
+    decoded: bool  # False: the text is the data, lower-cased
+    _spans: list[tuple[int, int, int, int, bool]] | None = None
 
     @classmethod
     def of(cls, data: bytes) -> _Level:
         if not _ESCAPE.search(data):
-            return cls(data.lower(), None)
-        pieces, spans, at, last = [], [], 0, 0
-        for match in _ESCAPE.finditer(data):
+            return cls(data, data.lower(), False)
+        return cls(data, _ESCAPE.sub(_decoded, data).lower(), True)
+
+    def spans(self) -> list[tuple[int, int, int, int, bool]]:
+        """(text start, text length, data start, data end, literal) for each run."""
+        if self._spans is not None:
+            return self._spans
+        spans, at, last = [], 0, 0
+        for match in _ESCAPE.finditer(self.data):
             if match.start() > last:
-                pieces.append(data[last:match.start()].lower())
                 spans.append((at, match.start() - last, last, match.start(), True))
                 at += match.start() - last
-            decoded = _decode(match.group()).lower()
-            if decoded:
-                pieces.append(decoded)
-                spans.append((at, len(decoded), match.start(), match.end(), False))
-                at += len(decoded)
+            size = len(_decoded(match))
+            if size:
+                spans.append((at, size, match.start(), match.end(), False))
+                at += size
             last = match.end()
-        if last < len(data):
-            pieces.append(data[last:].lower())
-            spans.append((at, len(data) - last, last, len(data), True))
-        return cls(b"".join(pieces), spans)
+        if last < len(self.data):
+            spans.append((at, len(self.data) - last, last, len(self.data), True))
+        self._spans = spans
+        return spans
 
     def data_span(self, start: int, end: int) -> tuple[int, int]:
         """The bytes of the data that text[start:end] came from."""
-        if self.spans is None:
+        if not self.decoded:
             return start, end
-        starts = [span[0] for span in self.spans]
-        first = self.spans[bisect.bisect_right(starts, start) - 1]
-        final = self.spans[bisect.bisect_right(starts, end - 1) - 1]
+        spans = self.spans()
+        starts = [span[0] for span in spans]
+        first = spans[bisect.bisect_right(starts, start) - 1]
+        final = spans[bisect.bisect_right(starts, end - 1) - 1]
         begin = first[2] + (start - first[0]) if first[4] else first[2]
         finish = final[2] + (end - final[0]) if final[4] else final[3]
         return begin, finish
@@ -108,9 +121,9 @@ class _View:
     @classmethod
     def of(cls, data: bytes) -> _View:
         levels = [_Level.of(data)]
-        while levels[-1].spans is not None and len(levels) < _DEPTH:
+        while levels[-1].decoded and len(levels) < _DEPTH:
             deeper = _Level.of(levels[-1].text)
-            if deeper.spans is None:
+            if not deeper.decoded:
                 break
             levels.append(deeper)
         return cls(tuple(levels))

@@ -132,8 +132,18 @@ class _View:
     def text(self) -> bytes:
         return self.levels[-1].text
 
-    def data_span(self, start: int, end: int) -> tuple[int, int]:
-        for level in reversed(self.levels):
+    def texts(self) -> list[tuple[int, bytes]]:
+        """Each text worth searching, by depth: the data itself (lower-cased) and every
+        decoding of it, so an escape that swallows the start of a secret (``%4`` before
+        ``f3a...``) hides it from no level."""
+        first = self.levels[0]
+        raw = [(0, first.data.lower())] if first.decoded else []
+        return raw + [(depth + 1, level.text) for depth, level in enumerate(self.levels)]
+
+    def data_span(self, start: int, end: int, depth: int | None = None) -> tuple[int, int]:
+        """The bytes of the data that text[start:end] of ``depth`` (default the last)
+        came from."""
+        for level in reversed(self.levels[:len(self.levels) if depth is None else depth]):
             start, end = level.data_span(start, end)
         return start, end
 
@@ -222,13 +232,16 @@ class Scrubber:
         if self._regex is None:
             return value
         view = _View.of(value)
-        found = [view.data_span(*m.span()) for m in self._regex.finditer(view.text)]
+        found = sorted(view.data_span(*m.span(), depth) for depth, text in view.texts()
+                       for m in self._regex.finditer(text))
         if not found:
             return value
         out, last = [], 0
         for start, end in found:
             if start >= last:
                 out += [value[last:start], REDACTED.encode()]
+                last = end
+            elif end > last:  # overlapping matches of two levels: redact their union
                 last = end
         return b"".join([*out, value[last:]])
 

@@ -11,6 +11,7 @@ import base64
 import gzip
 import html
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,3 +317,47 @@ def test_an_odd_service_name_is_refused_and_audited_not_a_crash(
         denial = exc
     assert denial is not None and denial.decision == "denied"
     assert manager.audit.read(event="gateway_call").events[-1].detail["decision"] == "denied"
+
+
+KEY_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.+/="
+ENCODERS: dict[str, Callable[[str], str]] = {
+    "raw": lambda s: s, "upper": str.upper, "lower": str.lower,
+    "hex": lambda s: s.encode().hex(), "HEX": lambda s: s.encode().hex().upper(),
+    "\\u": lambda s: "".join(f"\\u{ord(c):04x}" for c in s),
+    "percent": lambda s: "".join(f"%{ord(c):02X}" for c in s),
+    "html": lambda s: "".join(f"&#{ord(c)};" for c in s),
+    "json": json.dumps, "utf-16": lambda s: s.encode("utf-16-le").decode("latin-1"),
+}
+
+
+def test_any_key_in_any_form_amid_any_text_is_redacted() -> None:
+    """Hypothesis: a key of API-key characters, spelled one of the ways above or as
+    base64 inside a blob at any alignment, between arbitrary printable text (which may
+    end in half an escape), never survives."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mcp_keys.gateway.scrub import Scrubber
+
+    printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12)
+    stray = st.sampled_from(["%", "%4", "%2", "\\u00", "\\u004", "\\", "&#", "&#x", "\\x",
+                             "%25", "\\\\", "\x00"])
+    printable = st.one_of(printable, st.tuples(printable, stray).map("".join))
+
+    @settings(max_examples=int(os.environ.get('SCRUB_EXAMPLES', '300')), deadline=None)
+    @given(key=st.text(st.sampled_from(KEY_CHARS), min_size=8, max_size=40),
+           before=printable, after=printable, how=st.sampled_from([*ENCODERS, "base64"]),
+           pad=st.binary(max_size=5))
+    def check(key: str, before: str, after: str, how: str, pad: bytes) -> None:
+        scrub = Scrubber([key])
+        if how == "base64":
+            blob = base64.b64encode(pad + key.encode() + b"tail")
+            core = blob[-(-8 * len(pad) // 6):8 * (len(pad) + len(key)) // 6].decode()
+            shown = scrub.text(before + blob.decode() + after)
+            assert core not in shown, "a base64 core survived"
+            return
+        shown = scrub.text(before + ENCODERS[how](key) + after)
+        assert ENCODERS[how](key) not in shown, f"the {how} form survived"
+        assert key.lower() not in shown.lower().replace("\x00", ""), "the key survived"
+
+    check()

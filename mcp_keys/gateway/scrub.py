@@ -27,6 +27,7 @@ _ESCAPE = re.compile(
     rb"%[0-9a-fA-F]{2}|\\x[0-9a-fA-F]{2}|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F]"
     rb"[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|&#[0-9]{1,7};|&#[xX][0-9a-fA-F]{1,6};"
     rb"|(?i:&(?:amp|lt|gt|quot|apos);)|\\[/\\\"']|\\r\\n|\\n|\\r|\r\n|\n|\r|\x00+")
+_BLANKS = re.compile(rb"\r\n|\n|\r|\x00+")  # dropped, nothing decoded: the view's ground floor
 _NOTHING = {"\\r\\n", "\\n", "\\r", "\r\n", "\n", "\r"}  # line breaks, dropped
 _NAMED = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&apos;": "'"}
 _PARTIAL_ESCAPE = re.compile(  # the start of an escape, cut off at the end of the data
@@ -64,7 +65,7 @@ def _decode(token: bytes) -> bytes:
     return b"" if decoded == b"\x00" else decoded
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # levels are told apart by identity
 class _Level:
     """``data`` lower-cased and decoded once. The map from the text back to the data is
     worked out only when a secret was found in it (``data_span``)."""
@@ -74,18 +75,20 @@ class _Level:
     decoded: bool  # False: the text is the data, lower-cased
     _spans: list[tuple[int, int, int, int, bool]] | None = None
 
+    tokens: re.Pattern[bytes] = _ESCAPE
+
     @classmethod
-    def of(cls, data: bytes) -> _Level:
-        if not _ESCAPE.search(data):
-            return cls(data, data.lower(), False)
-        return cls(data, _ESCAPE.sub(_decoded, data).lower(), True)
+    def of(cls, data: bytes, tokens: re.Pattern[bytes] = _ESCAPE) -> _Level:
+        if not tokens.search(data):
+            return cls(data, data.lower(), False, tokens=tokens)
+        return cls(data, tokens.sub(_decoded, data).lower(), True, tokens=tokens)
 
     def spans(self) -> list[tuple[int, int, int, int, bool]]:
         """(text start, text length, data start, data end, literal) for each run."""
         if self._spans is not None:
             return self._spans
         spans, at, last = [], 0, 0
-        for match in _ESCAPE.finditer(self.data):
+        for match in self.tokens.finditer(self.data):
             if match.start() > last:
                 spans.append((at, match.start() - last, last, match.start(), True))
                 at += match.start() - last
@@ -132,19 +135,25 @@ class _View:
     def text(self) -> bytes:
         return self.levels[-1].text
 
-    def texts(self) -> list[tuple[int, bytes]]:
-        """Each text worth searching, by depth: the data itself (lower-cased) and every
-        decoding of it, so an escape that swallows the start of a secret (``%4`` before
-        ``f3a...``) hides it from no level."""
+    def texts(self) -> list[tuple[_Level | None, bytes]]:
+        """Each text worth searching, with the level it was decoded at: the data with
+        only NULs and line breaks dropped, and every decoding of it, so an escape that
+        swallows the start of a secret (``%4`` before ``f3a...``) hides it from none."""
         first = self.levels[0]
-        raw = [(0, first.data.lower())] if first.decoded else []
-        return raw + [(depth + 1, level.text) for depth, level in enumerate(self.levels)]
+        if not first.decoded:
+            return [(None, first.text)]
+        ground = _Level.of(first.data, _BLANKS)
+        return [(ground, ground.text), *((level, level.text) for level in self.levels)]
 
-    def data_span(self, start: int, end: int, depth: int | None = None) -> tuple[int, int]:
-        """The bytes of the data that text[start:end] of ``depth`` (default the last)
+    def data_span(self, start: int, end: int, level: _Level | None = None
+                  ) -> tuple[int, int]:
+        """The bytes of the data that text[start:end] of ``level`` (default the deepest)
         came from."""
-        for level in reversed(self.levels[:len(self.levels) if depth is None else depth]):
-            start, end = level.data_span(start, end)
+        if level is not None and level.tokens is _BLANKS:
+            return level.data_span(start, end)
+        depth = len(self.levels) if level is None else self.levels.index(level) + 1
+        for each in reversed(self.levels[:depth]):
+            start, end = each.data_span(start, end)
         return start, end
 
 
@@ -232,7 +241,7 @@ class Scrubber:
         if self._regex is None:
             return value
         view = _View.of(value)
-        found = sorted(view.data_span(*m.span(), depth) for depth, text in view.texts()
+        found = sorted(view.data_span(*m.span(), level) for level, text in view.texts()
                        for m in self._regex.finditer(text))
         if not found:
             return value

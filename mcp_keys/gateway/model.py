@@ -122,16 +122,16 @@ class ArgPattern:
 
 def _arg_regex(pattern: str) -> re.Pattern[str]:
     """``*`` one run of name characters, ``**`` such runs joined by '/'; what starts
-    the argument, a '/'-segment, an ``=`` value or an ``@file`` never starts with '.'
-    or '-', and ``**`` never starts with '/'."""
+    the argument, a '/'-segment, an ``=`` value or an ``@file`` is not empty and never
+    starts with '.' or '-', and ``**`` never starts with '/'."""
     out, index = [], 0
     for piece in re.split(r"(\*\*|\*)", pattern):
         if piece == "*":
             starts = index == 0 or pattern[index - 1] in "/=@"
-            out.append(f"(?:{_ARG_NAME})?" if starts else f"{_ARG_CHAR}*")
+            out.append(_ARG_NAME if starts else f"{_ARG_CHAR}*")
         elif piece == "**":
             starts = index == 0 or pattern[index - 1] in "/=@"
-            out.append(f"(?:{_ARG_NAME}(?:/{_ARG_NAME})*)?" if starts
+            out.append(f"{_ARG_NAME}(?:/{_ARG_NAME})*" if starts
                        else f"{_ARG_CHAR}*(?:/{_ARG_NAME})*")
         else:
             out.append(re.escape(piece))

@@ -107,13 +107,14 @@ class Upstream:
 
 
 @contextmanager
-def running_upstream(certfile: str | None = None, keyfile: str | None = None
-                     ) -> Iterator[Upstream]:
-    """The upstream under uvicorn in a thread, on a free loopback port (HTTPS when given
-    a certificate)."""
+def running_upstream(certfile: str | None = None, keyfile: str | None = None,
+                     upstream: Upstream | None = None) -> Iterator[Upstream]:
+    """The upstream (or the given subclass instance) under uvicorn in a thread, on a free
+    loopback port (HTTPS when given a certificate)."""
     import uvicorn
 
-    upstream = Upstream(port=free_port(), scheme="https" if certfile else "http")
+    upstream = upstream or Upstream()
+    upstream.port, upstream.scheme = free_port(), "https" if certfile else "http"
     server = uvicorn.Server(uvicorn.Config(upstream, host="127.0.0.1", port=upstream.port,
                                            log_level="error", lifespan="off",
                                            ssl_certfile=certfile, ssl_keyfile=keyfile))

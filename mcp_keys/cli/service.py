@@ -116,9 +116,9 @@ def _with_common(command: Any) -> Any:
 @_with_common
 @click.option("--exec", "is_exec", is_flag=True, help="An exec service: run --command.")
 @click.option("--command", default=None, help="exec: the executable (resolved to a full path).")
-@click.option("--allow-args", multiple=True, metavar="GLOB",
-              help="exec: allowed arguments, space-joined ('*' within a path segment, '**' "
-                   "anything; repeatable).")
+@click.option("--allow-args", multiple=True, metavar="PATTERNS",
+              help="exec: an allowed call, one pattern per argument ('*' a name, '**' a "
+                   "relative path; options only as written; repeatable).")
 @click.option("--secret-env", multiple=True, metavar="VAR=REF",
               help="exec: set VAR to the secret REF names (repeatable).")
 @click.option("--cwd", type=click.Path(file_okay=False, exists=True, resolve_path=True),
@@ -138,7 +138,7 @@ def add(ctx: click.Context, name: str, base_url: str | None, auth: str | None,
       mcp-keys service add stripe --base-url https://api.stripe.com --auth bearer \\
           --secret keyring:mcp-keys/stripe --allow 'GET /v1/**' --rate-limit 60/min
       mcp-keys service add gh --exec --command gh --allow-args 'api repos/**' \\
-          --allow-args 'issue list*' --secret-env GH_TOKEN=keyring:mcp-keys/github
+          --allow-args 'issue view *' --secret-env GH_TOKEN=keyring:mcp-keys/github
     """
     from ..errors import McpKeysError, UsageError
     from ..gateway.services import check_command, parse_service

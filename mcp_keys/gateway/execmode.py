@@ -3,7 +3,10 @@
 No shell; the executable was resolved to an absolute path when the service was added;
 the environment is PATH, a fresh HOME (removed afterwards), LANG and the injected
 variables, nothing inherited; the working directory is the configured one (or that
-fresh HOME); a timeout kills the whole process group; output is capped and scrubbed.
+fresh HOME); a timeout kills the whole process group; output is scrubbed, then capped
+(a secret at the cut is read whole and redacted). Which arguments may be passed is the
+service's rules' business (``model.ArgPattern``); here they are only checked to be
+printable, non-empty and few.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import shutil
 import signal
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .scrub import Scrubber
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_ARGS = 64
@@ -37,12 +43,16 @@ class ExecResult:
 
 
 def check_args(args: object) -> list[str]:
-    """A list of printable strings (no NUL, CR or LF); raises ``ValueError``."""
+    """A list of printable, non-empty strings (no NUL, CR or LF); raises ``ValueError``.
+    An empty argument is refused: tools read it as "the default" (a host, a file), which
+    no rule can name."""
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise ValueError("args must be a list of strings")
     if len(args) > MAX_ARGS:
         raise ValueError(f"more than {MAX_ARGS} arguments")
     for arg in args:
+        if not arg:
+            raise ValueError("an argument is empty")
         if len(arg) > MAX_ARG or any(c in arg for c in "\x00\r\n") or not arg.isprintable():
             raise ValueError(f"argument {arg[:40]!r} holds control characters or is too long")
     return list(args)
@@ -59,7 +69,8 @@ async def _read(stream: asyncio.StreamReader, limit: int) -> tuple[bytes, bool, 
 
 
 async def run(command: str, args: list[str], env: dict[str, str], *, cwd: str | None,
-              timeout: float, limit: int) -> ExecResult:
+              timeout: float, limit: int, scrub: Scrubber) -> ExecResult:
+    """Run it; stdout and stderr each scrubbed and capped at ``limit`` bytes."""
     home = tempfile.mkdtemp(prefix="mcp-keys-exec-")
     try:
         environment = {"PATH": SAFE_PATH, "HOME": home, "LANG": "C.UTF-8", **env}
@@ -68,7 +79,8 @@ async def run(command: str, args: list[str], env: dict[str, str], *, cwd: str | 
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env=environment, cwd=cwd or home, start_new_session=True, close_fds=True)
         assert process.stdout is not None and process.stderr is not None
-        reading = asyncio.gather(_read(process.stdout, limit), _read(process.stderr, limit))
+        wanted = limit + scrub.lookahead
+        reading = asyncio.gather(_read(process.stdout, wanted), _read(process.stderr, wanted))
         timed_out = False
         try:
             (out, cut_out, n_out), (err, cut_err, n_err) = await asyncio.wait_for(
@@ -80,6 +92,8 @@ async def run(command: str, args: list[str], env: dict[str, str], *, cwd: str | 
                 os.killpg(process.pid, signal.SIGKILL)  # the whole group: grandchildren too
             await process.wait()
             (out, cut_out, n_out), (err, cut_err, n_err) = await reading
+        out, cut_out = scrub.cut(out, limit, cut_out)
+        err, cut_err = scrub.cut(err, limit, cut_err)
         return ExecResult(None if timed_out else process.returncode,
                           out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
                           cut_out or cut_err, timed_out, n_out + n_err)

@@ -3,14 +3,20 @@
 The upstream host is always the service's; the path is decoded (repeatedly, so double
 encoding cannot hide anything), checked segment by segment and re-encoded in one
 canonical form, which is what the rules match and what is sent. Headers the caller may
-not set, and any CR, LF or NUL, are refused outright.
+not set, and any CR, LF or NUL, are refused outright. So is anything that asks the
+upstream to treat the request as another method (``X-HTTP-Method-Override`` and its
+kin, a ``_method`` parameter in the query or the body) or another path
+(``X-Original-URL``, ``X-Rewrite-URL``): the rules decide on the method and path that
+are sent, so no other may ride along.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 MAX_PATH = 2048
 MAX_HEADERS = 64
@@ -23,6 +29,11 @@ FORBIDDEN_HEADERS = frozenset({
     "transfer-encoding", "te", "trailer", "upgrade", "keep-alive", "expect", "forwarded",
 })
 FORBIDDEN_PREFIXES = ("proxy-", "x-forwarded-", "x-amz-", "sec-")
+METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+PATH_OVERRIDES = frozenset({"x-original-url", "x-rewrite-url", "x-override-url"})
+GATEWAY_HEADERS = frozenset({"accept-encoding"})  # the gateway chooses what it can scrub
+_MULTIPART_METHOD = re.compile(rb';\s*name\s*=\s*"?_method(?:"|\s|;|$)',
+                               re.IGNORECASE | re.MULTILINE)
 
 
 class Refused(ValueError):
@@ -38,12 +49,26 @@ def _bad_char(text: str) -> str | None:
     return None
 
 
+def _routed_as_dots(segment: str) -> str | None:
+    """What some upstream would make of ``segment`` that the rules would not see: a
+    ``..;x`` (Tomcat drops ``;params``), a ``.. `` or ``...`` (IIS trims spaces and
+    dots), a ``\u2025`` or fullwidth ``\uff0e\uff0e`` (NFKC), a fullwidth slash."""
+    folded = unicodedata.normalize("NFKC", segment)
+    if "/" in folded or "\\" in folded:
+        return "a '/' or '\\' (a lookalike that NFKC turns into one)"
+    core = folded.split(";", 1)[0].strip()
+    if core and not core.strip("."):
+        return "a '.' or '..' segment"
+    return None
+
+
 def normalise_path(path: object) -> str:
     """The canonical form of a request path, or ``Refused``.
 
     Refused: anything but a string starting with one ``/``; an absolute or
     scheme-relative URL; a query or fragment; a backslash, control character, empty,
-    ``.`` or ``..`` segment, or an encoded ``/``, in any decoding of the path.
+    ``.`` or ``..`` segment, or an encoded ``/``, in any decoding of the path; and a
+    segment an upstream may route as a dot segment or a slash (``_routed_as_dots``).
     """
     if not isinstance(path, str) or not path:
         raise Refused("path must be a string starting with '/'")
@@ -76,6 +101,9 @@ def normalise_path(path: object) -> str:
             raise Refused("path holds an encoded '/' (%2F)")
         if decoded in (".", ".."):
             raise Refused(f"path holds a '{decoded}' segment")
+        problem = _routed_as_dots(decoded)
+        if problem:
+            raise Refused(f"path holds a segment an upstream may read as {problem}")
         segments.append(decoded)
     if any(not s for s in segments[:-1]):
         raise Refused("path holds an empty segment ('//')")
@@ -112,6 +140,9 @@ def check_headers(headers: object, *, reserved: Iterable[str] = ()) -> dict[str,
         if not _TOKEN.fullmatch(name):
             raise Refused(f"header name {name[:40]!r} is not a valid HTTP token")
         lower = name.lower()
+        if lower in GATEWAY_HEADERS:
+            raise Refused(f"header {name} is set by the gateway (to what it can decode and "
+                          "scrub)")
         if lower in FORBIDDEN_HEADERS or lower in blocked or lower.startswith(
                 FORBIDDEN_PREFIXES):
             raise Refused(f"header {name} may not be set by the caller")
@@ -150,3 +181,34 @@ def check_query(query: object, *, reserved: Iterable[str] = ()) -> list[tuple[st
             raise Refused(f"query parameter {name} may not be set by the caller")
         result.append((name, value))
     return result
+
+
+def check_overrides(headers: Iterable[str], query: Iterable[str], body: bytes) -> None:
+    """Refuse a request that asks the upstream to take it as another method or path:
+    an override header (``headers`` are the names), a ``_method`` query parameter
+    (``query`` the names), or a ``_method`` field in ``body`` read as a form, as JSON and
+    as multipart whatever the declared type (frameworks read it from each)."""
+    for name in headers:
+        if name.lower() in METHOD_OVERRIDES:
+            raise Refused(f"header {name[:40]} would override the method: send the method "
+                          "you mean (the rules decide on it)")
+        if name.lower() in PATH_OVERRIDES:
+            raise Refused(f"header {name[:40]} would override the path: send the path you "
+                          "mean (the rules decide on it)")
+    if any(name.strip().lower() == "_method" for name in query):
+        raise Refused("query parameter _method would override the method: send the method "
+                      "you mean")
+    if not body:
+        return
+    text = body.decode("utf-8", "replace")
+    fields = [name for name, _ in parse_qsl(text, keep_blank_values=True)]
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        fields += list(data)
+    if any(name.strip().lower() == "_method" for name in fields if isinstance(name, str)) \
+            or _MULTIPART_METHOD.search(body):
+        raise Refused("the body holds a _method field, which would override the method: "
+                      "send the method you mean")

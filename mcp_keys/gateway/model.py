@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import unquote
 
 from ..errors import UsageError
 
@@ -25,17 +27,40 @@ def check_name(name: str) -> str:
     return name
 
 
+def loose_path(path: str) -> str:
+    """``path`` as loosely as upstreams route it, for deny rules: each segment decoded,
+    NFKC-normalised and case-folded, a ``;params`` tail and a ``.suffix`` dropped (not a
+    leading dot), spaces trimmed; trailing slashes dropped."""
+    return _loosen(path.split("/")[1:])
+
+
+def _loosen(segments: list[str]) -> str:
+    loose = []
+    for raw in segments:
+        if raw in ("*", "**"):
+            loose.append(raw)
+            continue
+        text = unicodedata.normalize("NFKC", unquote(raw)).casefold().split(";", 1)[0]
+        loose.append((text[:1] + text[1:].split(".", 1)[0]).strip())
+    while loose and not loose[-1]:
+        loose.pop()
+    return "/" + "/".join(loose)
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """``METHOD PATH``: METHOD an HTTP method or ``*``; PATH a glob over path segments,
     ``*`` within one segment and ``**`` for any depth. ``scope`` limits it to callers
-    holding that scope."""
+    holding that scope. An allow rule matches the path that is sent, exactly; a deny
+    rule also matches its loose form (``loose_path``), and a deny of ``GET`` also
+    covers ``HEAD``, so it denies whatever an upstream would route to what it names."""
 
     effect: str  # "allow" or "deny"
     method: str
     pattern: str
     scope: str | None = None
     _regex: re.Pattern[str] = field(repr=False, compare=False, default=re.compile(""))
+    _loose: re.Pattern[str] = field(repr=False, compare=False, default=re.compile(""))
 
     @property
     def text(self) -> str:
@@ -46,8 +71,12 @@ class Rule:
         return f"{self.effect} {self.text}{suffix}"
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.method == "*" or self.method == method) and bool(
-            self._regex.fullmatch(path))
+        if self.effect != "deny":
+            return (self.method == "*" or self.method == method) and bool(
+                self._regex.fullmatch(path))
+        verb = method.upper()
+        return (self.method in ("*", verb) or (self.method, verb) == ("GET", "HEAD")) and (
+            bool(self._regex.fullmatch(path)) or bool(self._loose.fullmatch(loose_path(path))))
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"rule": self.text}
@@ -66,10 +95,73 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts) or "/")
 
 
-def arg_glob(pattern: str) -> re.Pattern[str]:
-    """``**`` matches anything, ``*`` anything but '/'; the rest literally."""
-    parts = [re.escape(p) for p in pattern.split("**")]
-    return re.compile(".*".join(part.replace(r"\*", "[^/]*") for part in parts), re.DOTALL)
+_ARG_CHAR = "[A-Za-z0-9._-]"  # what a wildcard may stand for: one name or number, no list
+_ARG_NAME = "[A-Za-z0-9_][A-Za-z0-9._-]*"  # a wildcard piece that starts a segment
+
+
+@dataclass(frozen=True, slots=True)
+class ArgPattern:
+    """One argument of an exec rule: literal text, or a glob whose ``*`` stands for
+    letters, digits and ``._-`` (``**`` also ``/``), never starting an argument with
+    ``-`` or a path segment with ``.``. Everything else must be written out."""
+
+    text: str
+    _regex: re.Pattern[str] = field(repr=False, compare=False, default=re.compile(""))
+
+    @property
+    def literal(self) -> bool:
+        return "*" not in self.text
+
+    def matches(self, arg: str) -> bool:
+        if self.literal:
+            return arg == self.text
+        if arg.startswith("-") and not self.text.startswith("-"):
+            return False  # an option is never a wildcard's to grant
+        return bool(self._regex.fullmatch(arg))
+
+
+def _arg_regex(pattern: str) -> re.Pattern[str]:
+    """``*`` one run of name characters, ``**`` such runs joined by '/'; what starts
+    the argument, a '/'-segment, an ``=`` value or an ``@file`` is not empty and never
+    starts with '.' or '-', and ``**`` never starts with '/'."""
+    out, index = [], 0
+    for piece in re.split(r"(\*\*|\*)", pattern):
+        if piece == "*":
+            starts = index == 0 or pattern[index - 1] in "/=@"
+            out.append(_ARG_NAME if starts else f"{_ARG_CHAR}*")
+        elif piece == "**":
+            starts = index == 0 or pattern[index - 1] in "/=@"
+            out.append(f"{_ARG_NAME}(?:/{_ARG_NAME})*" if starts
+                       else f"{_ARG_CHAR}*(?:/{_ARG_NAME})*")
+        else:
+            out.append(re.escape(piece))
+        index += len(piece)
+    return re.compile("".join(out))
+
+
+def parse_arg_pattern(text: str) -> ArgPattern:
+    """One argument pattern, or a ``UsageError``: an option (``-x``, ``--name``) is
+    named exactly, a wildcard allowed only in its ``=value`` part."""
+    if not text or not text.isprintable() or not text.isascii() or " " in text:
+        raise UsageError(f"argument pattern {text!r} must be printable ASCII without spaces")
+    if "***" in text:
+        raise UsageError(f"argument pattern {text!r}: use '*' or '**', not '***'")
+    if text.startswith("-") and "*" in text.partition("=")[0]:
+        raise UsageError(f"argument pattern {text!r}: an option must be named exactly (a "
+                         "wildcard may follow '=' only, e.g. '--state=*')")
+    return ArgPattern(text, _arg_regex(text))
+
+
+def parse_args_rule(text: str) -> tuple[ArgPattern, ...]:
+    """An exec rule: space-separated argument patterns, one per argument."""
+    if not isinstance(text, str) or not text.split():
+        raise UsageError(f"args rule {text!r} must list argument patterns, e.g. 'api repos/**'")
+    return tuple(parse_arg_pattern(part) for part in text.split())
+
+
+def args_match(rule: tuple[ArgPattern, ...], args: list[str]) -> bool:
+    """Argument by argument: as many arguments as patterns, each matching its own."""
+    return len(rule) == len(args) and all(p.matches(a) for p, a in zip(rule, args, strict=True))
 
 
 def parse_rule(text: str, effect: str, scope: str | None = None) -> Rule:
@@ -92,7 +184,8 @@ def parse_rule(text: str, effect: str, scope: str | None = None) -> Rule:
                              "segment, '**' alone for any depth)")
     if scope is not None and not _SCOPE.fullmatch(scope):
         raise UsageError(f"invalid scope {scope!r} for rule {text!r}")
-    return Rule(effect, method, pattern, scope, _compile(pattern))
+    return Rule(effect, method, pattern, scope, _compile(pattern),
+                _compile(_loosen(pattern.split("/")[1:])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +261,16 @@ class Service:
     websocket: bool = False  # run --proxy: allow WebSocket upgrades to this service
     kind: str = "http"  # or "exec": run one configured executable
     command: str | None = None  # exec: the absolute path, resolved when configured
-    allow_args: tuple[str, ...] = ()  # exec: globs over the space-joined arguments
+    allow_args: tuple[str, ...] = ()  # exec: rules of argument patterns, one per argument
     secret_env: tuple[tuple[str, str], ...] = ()  # exec: (VARIABLE, reference)
     cwd: str | None = None  # exec: the directory it runs in (default: a fresh temp dir)
+    _arg_rules: tuple[tuple[ArgPattern, ...], ...] = field(
+        init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self) -> None:
+        """Exec rules are parsed here, so a bad one is refused wherever it comes from."""
+        object.__setattr__(self, "_arg_rules",
+                           tuple(parse_args_rule(rule) for rule in self.allow_args))
 
     @property
     def host(self) -> str:
@@ -204,15 +304,14 @@ class Service:
         return [rule.text for rule in self.allow if rule.scope is None or rule.scope in scopes]
 
     def args_allowed(self, args: list[str]) -> tuple[bool, str]:
-        """Whether the space-joined ``args`` match an ``allow_args`` glob (``*`` within a
-        path segment, ``**`` anything)."""
-        joined = " ".join(args)
-        for pattern in self.allow_args:
-            if arg_glob(pattern).fullmatch(joined):
-                return True, f"allowed by args rule '{pattern}'"
+        """Whether a rule matches ``args`` argument by argument (see ``ArgPattern``)."""
+        for text, rule in zip(self.allow_args, self._arg_rules, strict=True):
+            if args_match(rule, args):
+                return True, f"allowed by args rule '{text}'"
         if not self.allow_args:
             return False, f"service {self.name} allows no arguments: it runs nothing"
-        return False, f"no args rule allows {joined[:200]!r}"
+        return False, (f"no args rule allows {args!r}"[:240] + " (each argument must match "
+                       "its own pattern; options are allowed only when a rule names them)")
 
     def with_changes(self, **changes: Any) -> Service:
         return replace(self, **changes)

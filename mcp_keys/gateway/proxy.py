@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SecretError
-from .hygiene import Refused, check_headers, check_method, check_query, normalise_path
+from .hygiene import (
+    Refused,
+    check_headers,
+    check_method,
+    check_overrides,
+    check_query,
+    normalise_path,
+)
 from .injection import Outgoing, inject, reserved_headers, reserved_query
 from .model import METHODS, Service
 from .ratelimit import Buckets
@@ -34,7 +41,10 @@ MAX_REASON = 200
 _DROPPED_RESPONSE_HEADERS = frozenset({
     "set-cookie", "set-cookie2", "connection", "keep-alive", "transfer-encoding",
     "proxy-authenticate", "proxy-connection", "trailer", "upgrade", "alt-svc",
+    "content-encoding", "content-length",  # the body is decoded and scrubbed
 })
+ACCEPT_ENCODING = "gzip, deflate"  # what the HTTP client decodes, so the scrubber sees text
+_DECODED = frozenset({"identity", "gzip", "deflate"})
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
                "application/x-www-form-urlencoded", "+json", "+xml")
 
@@ -136,7 +146,7 @@ class Gateway:
         self.front = front
         self.buckets = Buckets()
         self._client: Any = None
-        self._scrubbers: dict[str, tuple[str, Scrubber]] = {}
+        self._scrubbers: dict[str, tuple[tuple[str, ...], Scrubber]] = {}
 
     def __repr__(self) -> str:
         return f"Gateway({self.config!r})"
@@ -203,6 +213,10 @@ class Gateway:
         if len(body) > self.max_body:
             raise Denied("bad_request", f"refused before sending: the body is over "
                          f"{self.max_body} bytes")
+        try:
+            check_overrides(headers, [name for name, _ in query], body)
+        except Refused as exc:
+            raise Denied("bad_request", f"refused before sending: {exc}") from None
         allowed, why = service.decide(method, path, caller.scopes)
         if not allowed:
             raise Denied("denied", why)
@@ -212,9 +226,12 @@ class Gateway:
 
     def scrubber(self, service: Service, value: str) -> Scrubber:
         """The scrubber for a service's current secret, built once per value."""
-        cached = self._scrubbers.get(service.secret)
-        if cached is None or cached[0] != value:
-            cached = self._scrubbers[service.secret] = (value, Scrubber([value]))
+        return self._scrubber(service.secret, (value,))
+
+    def _scrubber(self, key: str, values: tuple[str, ...]) -> Scrubber:
+        cached = self._scrubbers.get(key)
+        if cached is None or cached[0] != values:
+            cached = self._scrubbers[key] = (values, Scrubber(list(values)))
         return cached[1]
 
     async def execute(self, caller: Caller, request: GatewayRequest) -> GatewayResponse:
@@ -241,7 +258,9 @@ class Gateway:
         detail.update(decision="allowed", status=response.status, latency_ms=timing.ms(),
                       bytes_out=response.bytes_out, bytes_in=response.bytes_in)
         if self.log_bodies:
-            detail["body"] = response.body[:2048]
+            scrub = self._scrubbers[service.secret][1]
+            detail["body"] = scrub.cut(response.body.encode(), 2048)[0].decode(
+                "utf-8", "ignore")
         self._audit(caller, detail)
         return response
 
@@ -294,10 +313,10 @@ class Gateway:
                                  f"not be read: {exc}") from None
                 env[var] = secret.reveal()
                 values.append(secret.reveal())
-            scrub = Scrubber(values)
+            scrub = self._scrubber("exec:" + service.name, tuple(values))
             try:
                 result = await run(service.command, argv, env, cwd=service.cwd,
-                                   timeout=service.timeout, limit=self.max_body)
+                                   timeout=service.timeout, limit=self.max_body, scrub=scrub)
             except OSError as exc:  # gone, not executable, a bad working directory
                 raise Denied("upstream_error", f"{service.command} could not be started "
                              f"({exc.strerror or type(exc).__name__})") from None
@@ -305,12 +324,9 @@ class Gateway:
             detail.update(decision=exc.decision, why=str(exc), latency_ms=timing.ms())
             self._audit(caller, detail, event="gateway_exec")
             raise
-        result.stdout, result.stderr = scrub.text(result.stdout), scrub.text(result.stderr)
         detail.update(decision="timed_out" if result.timed_out else "allowed",
                       exit_code=result.exit_code, latency_ms=timing.ms(),
                       bytes_in=result.bytes_out)
-        if "args" in detail:
-            detail["args"] = scrub.text(detail["args"])
         self._audit(caller, detail, event="gateway_exec")
         return result
 
@@ -343,19 +359,23 @@ class Gateway:
             response = await self._send(service, Outgoing("GET", service.base_url + normal))
         except Denied as exc:
             detail.update(decision=exc.decision, why=str(exc), latency_ms=timing.ms())
-            if self.audit is not None:
-                self.audit.append("gateway_call", detail=detail)
+            self._audit(None, detail)
             raise
         latency = timing.ms()
         detail.update(decision="allowed", status=response.status, latency_ms=latency)
-        if self.audit is not None:
-            self.audit.append("gateway_call", detail=detail)
+        self._audit(None, detail)
         return response, latency
 
-    def _audit(self, caller: Caller, detail: dict[str, Any],
+    def _audit(self, caller: Caller | None, detail: dict[str, Any],
                event: str = "gateway_call") -> None:
-        if self.audit is not None:
-            self.audit.append(event, key_id=caller.key_id, detail=detail)
+        """One audit line, every text in it scrubbed of every secret this gateway read."""
+        if self.audit is None:
+            return
+        for _, scrub in list(self._scrubbers.values()):
+            for name, value in detail.items():
+                if isinstance(value, str):
+                    detail[name] = scrub.text(value)
+        self.audit.append(event, key_id=caller.key_id if caller else None, detail=detail)
 
     async def _send(self, service: Service, outgoing: Outgoing) -> GatewayResponse:
         httpx = _client_module()
@@ -375,16 +395,18 @@ class Gateway:
         try:
             upstream = client.build_request(
                 outgoing.method, outgoing.url, params=outgoing.query or None,
-                headers=outgoing.headers, content=outgoing.body or None,
-                timeout=service.timeout)
+                headers={**outgoing.headers, "Accept-Encoding": ACCEPT_ENCODING},
+                content=outgoing.body or None, timeout=service.timeout)
             reply = await client.send(upstream, stream=True)
             try:
-                chunks, size, truncated = [], 0, False
+                _check_encoding(reply.headers.get("content-encoding", ""))
+                wanted = self.max_body + scrub.lookahead  # a secret at the cut is whole
+                chunks, size, more = [], 0, False
                 async for chunk in reply.aiter_bytes():
                     size += len(chunk)
-                    if size > self.max_body:
-                        chunks.append(chunk[:len(chunk) - (size - self.max_body)])
-                        truncated = True
+                    if size > wanted:
+                        chunks.append(chunk[:len(chunk) - (size - wanted)])
+                        more = True
                         break
                     chunks.append(chunk)
             finally:
@@ -395,8 +417,8 @@ class Gateway:
         except httpx.HTTPError as exc:
             raise Denied("upstream_error", f"could not reach {service.host} "
                          f"({type(exc).__name__})") from None
-        data = scrub.data(b"".join(chunks))
-        headers = {name: scrub.text(value) for name, value in reply.headers.items()
+        data, truncated = scrub.cut(b"".join(chunks), self.max_body, more)
+        headers = {scrub.text(name): scrub.text(value) for name, value in reply.headers.items()
                    if name.lower() not in _DROPPED_RESPONSE_HEADERS}
         kind = headers.get("content-type", "").lower()
         text: str | None = None
@@ -416,3 +438,13 @@ class Gateway:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def _check_encoding(value: str) -> None:
+    """Refuse a response the scrubber could not read: only the encodings the gateway
+    asked for (and the HTTP client decodes) are let through."""
+    codings = [c.strip().lower() for c in value.split(",") if c.strip()]
+    unknown = [c for c in codings if c not in _DECODED]
+    if unknown:
+        raise Denied("upstream_error", f"the upstream answered in Content-Encoding "
+                     f"{unknown[0][:40]!r}, which the gateway cannot decode to scrub: refused")

@@ -1,48 +1,286 @@
 """Scrubbing: the resolved secret, in every form it travels in, never leaves the gateway.
 
-The raw value, its base64 (standard and URL-safe, with and without padding), its
-URL-encoded form and, for ``user:password``, each half and the Basic header value are
-replaced with ``[redacted]`` wherever they appear in text or bytes that go back to the
-caller, to a log or to the audit trail.
+The data is read through a *view*: lower-cased (ASCII), with percent-encoding, ``\\x``
+and JSON ``\\u`` escapes, HTML numeric references and ``\\/`` decoded and line breaks
+(raw or JSON-escaped) dropped, in any mix. In that view each secret (and, for
+``user:password``, each half) is looked for raw; as hex of its own, upper- and
+lower-case spelling (bytes optionally separated by ``:``, ``-`` or a space); and as
+base64, standard and URL-safe, of those three spellings at each of the three alignments
+it can have inside a larger blob. Whatever the view matches is replaced, in the original
+bytes, with ``[redacted]``. So case, escapes and line breaks cannot hide a secret, and
+``cut`` scrubs before it truncates and redacts a tail that could begin a secret.
 """
 
 from __future__ import annotations
 
 import base64
-from urllib.parse import quote, quote_plus
+import bisect
+import functools
+import re
+from dataclasses import dataclass
 
 REDACTED = "[redacted]"
 MIN_SCRUB = 4  # shorter fragments would redact ordinary text; such secrets are refused
+_WIDEST = 12  # the most bytes one character of the view can take in the data (%XX x 4)
+_SEPARATORS = (b"", b":", b"-", b" ")  # between hex bytes
+_ESCAPE = re.compile(
+    rb"%[0-9a-fA-F]{2}|\\x[0-9a-fA-F]{2}|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F]"
+    rb"[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|&#[0-9]{1,7};|&#[xX][0-9a-fA-F]{1,6};"
+    rb"|(?i:&(?:amp|lt|gt|quot|apos);)|\\[/\\\"']|\\r\\n|\\n|\\r|\r\n|\n|\r|\x00+")
+_BLANKS = re.compile(rb"\r\n|\n|\r|\x00+")  # dropped, nothing decoded: the view's ground floor
+_NOTHING = {"\\r\\n", "\\n", "\\r", "\r\n", "\n", "\r"}  # line breaks, dropped
+_NAMED = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&apos;": "'"}
+_PARTIAL_ESCAPE = re.compile(  # the start of an escape, cut off at the end of the data
+    rb"(?:%[0-9a-fA-F]?|\\x[0-9a-fA-F]?|\\u[0-9a-fA-F]{0,3}"
+    rb"|\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u?[0-9a-fA-F]{0,3})?|\\r?\\?"
+    rb"|&(?:#(?:[xX][0-9a-fA-F]{0,6}|[0-9]{0,7})|[a-zA-Z]{0,4})?)\Z")
+_DEPTH = 3  # decodings of decodings: %2573 is 's' too
+
+Form = tuple[tuple[bytes, ...], ...]  # each position: the bytes the view may hold there
 
 
-def forms(value: str) -> list[str]:
-    """Every spelling of ``value`` worth removing, longest first."""
-    found = {value, quote(value, safe=""), quote_plus(value)}
-    for raw in {value, *value.split(":", 1)} if ":" in value else {value}:
-        encoded = base64.b64encode(raw.encode()).decode()
-        found |= {raw, encoded, encoded.rstrip("="),
-                  base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")}
-    return sorted((f for f in found if len(f) >= MIN_SCRUB), key=len, reverse=True)
+def _decoded(match: re.Match[bytes]) -> bytes:
+    return _decode(match.group())
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode(token: bytes) -> bytes:
+    """One escape as the UTF-8 bytes it stands for; a line break or NUL (UTF-16 and
+    UTF-32 interleave ASCII with NULs) as nothing."""
+    text = token.decode("ascii").lower()
+    if text in _NOTHING or not text.strip("\x00"):
+        return b""
+    if text in _NAMED:
+        return _NAMED[text].encode()
+    if len(text) == 2 and text[0] == "\\":
+        return text[1].encode()
+    if text.startswith("%") or text.startswith("\\x"):
+        decoded = bytes([int(text[-2:], 16)])
+    elif text.startswith("\\u"):
+        units = bytes.fromhex(text.replace("\\u", ""))
+        decoded = units.decode("utf-16-be", "surrogatepass").encode("utf-8", "surrogatepass")
+    else:
+        code = int(text[3:-1], 16) if text.startswith("&#x") else int(text[2:-1])
+        decoded = chr(min(code, 0x10FFFF)).encode("utf-8", "surrogatepass")
+    return b"" if decoded == b"\x00" else decoded
+
+
+@dataclass(slots=True, eq=False)  # levels are told apart by identity
+class _Level:
+    """``data`` lower-cased and decoded once. The map from the text back to the data is
+    worked out only when a secret was found in it (``data_span``)."""
+
+    data: bytes
+    text: bytes
+    decoded: bool  # False: the text is the data, lower-cased
+    _spans: list[tuple[int, int, int, int, bool]] | None = None
+
+    tokens: re.Pattern[bytes] = _ESCAPE
+
+    @classmethod
+    def of(cls, data: bytes, tokens: re.Pattern[bytes] = _ESCAPE) -> _Level:
+        if not tokens.search(data):
+            return cls(data, data.lower(), False, tokens=tokens)
+        return cls(data, tokens.sub(_decoded, data).lower(), True, tokens=tokens)
+
+    def spans(self) -> list[tuple[int, int, int, int, bool]]:
+        """(text start, text length, data start, data end, literal) for each run."""
+        if self._spans is not None:
+            return self._spans
+        spans, at, last = [], 0, 0
+        for match in self.tokens.finditer(self.data):
+            if match.start() > last:
+                spans.append((at, match.start() - last, last, match.start(), True))
+                at += match.start() - last
+            size = len(_decoded(match))
+            if size:
+                spans.append((at, size, match.start(), match.end(), False))
+                at += size
+            last = match.end()
+        if last < len(self.data):
+            spans.append((at, len(self.data) - last, last, len(self.data), True))
+        self._spans = spans
+        return spans
+
+    def data_span(self, start: int, end: int) -> tuple[int, int]:
+        """The bytes of the data that text[start:end] came from."""
+        if not self.decoded:
+            return start, end
+        spans = self.spans()
+        starts = [span[0] for span in spans]
+        first = spans[bisect.bisect_right(starts, start) - 1]
+        final = spans[bisect.bisect_right(starts, end - 1) - 1]
+        begin = first[2] + (start - first[0]) if first[4] else first[2]
+        finish = final[2] + (end - final[0]) if final[4] else final[3]
+        return begin, finish
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """``data`` decoded until stable (at most ``_DEPTH`` times), lower-cased."""
+
+    levels: tuple[_Level, ...]
+
+    @classmethod
+    def of(cls, data: bytes) -> _View:
+        levels = [_Level.of(data)]
+        while levels[-1].decoded and len(levels) < _DEPTH:
+            deeper = _Level.of(levels[-1].text)
+            if not deeper.decoded:
+                break
+            levels.append(deeper)
+        return cls(tuple(levels))
+
+    @property
+    def text(self) -> bytes:
+        return self.levels[-1].text
+
+    def texts(self) -> list[tuple[_Level | None, bytes]]:
+        """Each text worth searching, with the level it was decoded at: the data with
+        only NULs and line breaks dropped, and every decoding of it, so an escape that
+        swallows the start of a secret (``%4`` before ``f3a...``) hides it from none."""
+        first = self.levels[0]
+        if not first.decoded:
+            return [(None, first.text)]
+        ground = _Level.of(first.data, _BLANKS)
+        return [(ground, ground.text), *((level, level.text) for level in self.levels)]
+
+    def data_span(self, start: int, end: int, level: _Level | None = None
+                  ) -> tuple[int, int]:
+        """The bytes of the data that text[start:end] of ``level`` (default the deepest)
+        came from."""
+        if level is not None and level.tokens is _BLANKS:
+            return level.data_span(start, end)
+        depth = len(self.levels) if level is None else self.levels.index(level) + 1
+        for each in reversed(self.levels[:depth]):
+            start, end = each.data_span(start, end)
+        return start, end
+
+
+def _literal(text: bytes) -> Form:
+    return tuple((bytes([b]),) for b in text)
+
+
+def _base64_cores(raw: bytes) -> set[bytes]:
+    """What base64 of any blob holding ``raw`` must contain, at each alignment."""
+    cores = set()
+    for pad in range(3):
+        encoded = base64.b64encode(b"\0" * pad + raw)
+        core = encoded[-(-8 * pad // 6):8 * (pad + len(raw)) // 6]
+        cores |= {core, core.translate(bytes.maketrans(b"+/", b"-_"))}
+    return {core.lower() for core in cores if len(core) >= MIN_SCRUB}
+
+
+def forms(value: str) -> list[Form]:
+    """Every spelling of ``value`` the view can hold, longest first."""
+    found: set[Form] = set()
+    parts = {value, *value.split(":", 1)} if ":" in value else {value}
+    for part in parts:
+        if len(part) < MIN_SCRUB:
+            continue
+        for spelling in {part, part.replace(" ", "+")}:  # '+' is a space in a form
+            found |= {_literal(spelling.encode().lower()),
+                      _literal(_View.of(spelling.encode()).text)}  # if it holds escapes
+        for variant in {part, part.upper(), part.lower()}:
+            raw = variant.encode()
+            found.add(tuple(atom for i, b in enumerate(raw) for atom in (
+                ((_SEPARATORS,) if i else ()) + _literal(f"{b:02x}".encode()))))
+            found |= {_literal(core) for core in _base64_cores(raw)}
+    return sorted(found, key=len, reverse=True)
+
+
+def _pattern(form: Form) -> bytes:
+    return b"".join(re.escape(atom[0]) if len(atom) == 1 else
+                    b"(?:" + b"|".join(re.escape(a) for a in atom) + b")" for atom in form)
+
+
+def _prefix_of(text: bytes, form: Form) -> bool:
+    """Whether ``text`` (a view) is the start of something ``form`` spells."""
+    todo, seen = [(0, 0)], set()
+    while todo:
+        state = todo.pop()
+        if state in seen:
+            continue
+        seen.add(state)
+        at, atom = state
+        if at == len(text):
+            return True
+        if atom == len(form):
+            continue
+        rest = text[at:]
+        for spelling in form[atom]:
+            if len(rest) < len(spelling) and spelling.startswith(rest):
+                return True
+            if rest.startswith(spelling):
+                todo.append((at + len(spelling), atom + 1))
+    return False
 
 
 class Scrubber:
     """Replaces every form of the given secrets."""
 
     def __init__(self, values: list[str]) -> None:
-        self._text = sorted({f for v in values for f in forms(v)}, key=len, reverse=True)
-        self._bytes = [f.encode() for f in self._text]
+        self._forms = sorted({f for v in values for f in forms(v)}, key=len, reverse=True)
+        longest = max((sum(max(len(s) for s in atom) for atom in form)
+                       for form in self._forms), default=0)
+        self.lookahead = longest * _WIDEST  # bytes of data a whole form can take
+        self._starts = {b"%", b"\\", b"&", b"\x00"} | {  # where a form can begin
+            spelling[:1] for form in self._forms for spelling in form[0]}
+        self._regex = re.compile(b"|".join(_pattern(f) for f in self._forms)) \
+            if self._forms else None
 
     def __repr__(self) -> str:
-        return f"Scrubber({len(self._text)} forms)"
+        return f"Scrubber({len(self._forms)} forms)"
 
     def text(self, value: str) -> str:
-        for form in self._text:
-            if form in value:
-                value = value.replace(form, REDACTED)
-        return value
+        """``value`` scrubbed; a lone surrogate (any text an agent sent may hold one)
+        becomes U+FFFD rather than an error."""
+        return self.data(value.encode("utf-8", "surrogatepass")).decode("utf-8", "replace")
 
     def data(self, value: bytes) -> bytes:
-        for form in self._bytes:
-            if form in value:
-                value = value.replace(form, REDACTED.encode())
-        return value
+        if self._regex is None:
+            return value
+        view = _View.of(value)
+        found = sorted(view.data_span(*m.span(), level) for level, text in view.texts()
+                       for m in self._regex.finditer(text))
+        if not found:
+            return value
+        out, last = [], 0
+        for start, end in found:
+            if start >= last:
+                out += [value[last:start], REDACTED.encode()]
+                last = end
+            elif end > last:  # overlapping matches of two levels: redact their union
+                last = end
+        return b"".join([*out, value[last:]])
+
+    def _tail_start(self, kept: bytes) -> int | None:
+        """Where the tail of ``kept`` that could begin a secret starts, if one does."""
+        base = max(0, len(kept) - self.lookahead)
+        region = kept[base:]
+        partial = _PARTIAL_ESCAPE.search(region)
+        whole = region[:partial.start()] if partial else region
+        for at in range(len(whole)):
+            if whole[at:at + 1].lower() not in self._starts:
+                continue
+            text = _View.of(whole[at:]).text
+            if text and any(_prefix_of(text, form) for form in self._forms):
+                return base + at
+        return base + len(whole) if partial else None
+
+    def cut(self, value: bytes, limit: int, more: bool = False) -> tuple[bytes, bool]:
+        """``value`` scrubbed, then at most ``limit`` bytes of it, and whether anything
+        was cut. Read ``limit + lookahead`` bytes (``more`` if there were more still): a
+        secret that straddles the cut is then whole, and redacted before the cut; a tail
+        of the kept part that could begin a secret is redacted too."""
+        clean = self.data(value)
+        if len(clean) <= limit and not more:
+            return clean, False
+        marker = REDACTED.encode()
+        kept = clean[:limit]
+        straddling = clean.find(marker, max(0, limit - len(marker) + 1), limit + len(marker))
+        start = straddling if 0 <= straddling < limit else (
+            self._tail_start(kept) if self._forms else None)
+        if start is None:
+            return kept, True
+        return kept[:max(0, min(start, limit - len(marker)))] + marker, True

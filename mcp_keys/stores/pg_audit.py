@@ -1,9 +1,14 @@
 """The audit trail of a PostgreSQL store: the table ``audit_events``, one row per line.
 
-Each row keeps the exact line bytes that the file log would hold and their hash, so
-``audit``, ``audit verify`` and ``migrate`` treat both alike. Appends lock the
-``store_state`` row, which holds the newest ``seq`` and hash (the head), so the chain stays
-linear whichever host writes; deleting rows at the end is seen against that head.
+Each row keeps a chained JSON line and the SHA-256 of its UTF-8 bytes, so ``audit``,
+``audit verify`` and ``migrate`` treat it like the file log. The database, not the client,
+chains a new line: ``audit_append`` locks the ``store_state`` row (the head: the newest
+``seq`` and hash), builds the line with ``jsonb_build_object`` (``seq``, ``prev``, ``ts``
+and the writing database ``role`` filled in there), hashes it with ``sha256()`` and moves
+the head, so the chain stays linear whichever host writes. Servers hold neither ``INSERT``
+on the trail nor ``UPDATE`` on the head: they append through ``server_audit_append``, a
+``SECURITY DEFINER`` function that takes only the events a server writes, so a compromised
+server can neither forge an operator's event nor rewind the head to drop later lines.
 """
 
 from __future__ import annotations
@@ -11,23 +16,127 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..audit import TrailReader, event_line, line_hash
+from ..actor import current_actor
+from ..audit import TrailReader, line_hash
 from ..errors import McpKeysError, warn
+from ..models import utcnow
 
 if TYPE_CHECKING:
     import psycopg
 
-    from .postgres import PostgresStore
-
 _BATCH = 1000
+
+# The events a server (a validator, the gateway, the proxy) writes: the only ones
+# ``server_audit_append`` takes. Everything else is an operator's and needs the admin's
+# privileges (``audit_append``, which runs with the caller's rights).
+SERVER_EVENTS = ("validation_failed", "gateway_call", "gateway_exec", "proxy_blocked")
+_VALIDATION_DETAIL = ("reason", "suppressed", "class")
+_MAX_DETAIL = 65536  # bytes of a server event's detail: no trail flooding by one call
+
+
+class _Database(Protocol):
+    """What the trail needs of its store (``PostgresStore``), without importing it."""
+
+    @property
+    def display(self) -> str: ...
+
+    def connect(self) -> psycopg.Connection[Any]: ...
+
+    def scrub(self, text: str) -> str: ...
+
+
+# -- the schema of appends (schema version 3) ---------------------------------------------
+# Kept apart from postgres.py's tables: the two functions and who may call them. The line
+# is built and hashed in the database; ``audit verify`` hashes the stored line's UTF-8
+# bytes, which is what ``convert_to(line, 'UTF8')`` hashes here. ``ts`` is written as
+# Python's ``isoformat`` writes it (microseconds only when not zero, ``Z`` for UTC).
+_APPEND_FUNCTIONS = """
+CREATE OR REPLACE FUNCTION audit_append(p_event text, p_key_id text, p_name text,
+                                        p_actor text, p_detail jsonb, p_ts timestamptz)
+RETURNS bigint LANGUAGE plpgsql SECURITY INVOKER SET search_path = {schema}, pg_temp AS $f$
+DECLARE
+    v_seq bigint;
+    v_prev text;
+    v_line text;
+    v_hash text;
+    v_utc timestamp := p_ts AT TIME ZONE 'UTC';
+BEGIN
+    IF p_event IS NULL OR p_actor IS NULL OR p_ts IS NULL
+            OR (p_detail IS NOT NULL AND jsonb_typeof(p_detail) <> 'object') THEN
+        RAISE EXCEPTION 'mcp-keys: an audit event needs an event, an actor, a time and an '
+                        'object for detail' USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT audit_seq, audit_hash INTO STRICT v_seq, v_prev FROM {schema}.store_state
+        FOR UPDATE;
+    v_seq := v_seq + 1;
+    v_line := jsonb_build_object(
+        'seq', v_seq, 'prev', v_prev,
+        'ts', to_char(v_utc, 'YYYY-MM-DD"T"HH24:MI:SS')
+              || CASE WHEN date_trunc('second', v_utc) = v_utc THEN ''
+                      ELSE to_char(v_utc, '.US') END || 'Z',
+        'event', p_event, 'key_id', p_key_id, 'name', p_name, 'actor', p_actor,
+        'role', session_user::text, 'detail', coalesce(p_detail, '{{}}'::jsonb))::text;
+    v_hash := encode(sha256(convert_to(v_line, 'UTF8')), 'hex');
+    INSERT INTO {schema}.audit_events (seq, line, hash) VALUES (v_seq, v_line, v_hash);
+    UPDATE {schema}.store_state SET audit_seq = v_seq, audit_hash = v_hash;
+    RETURN v_seq;
+END
+$f$;
+REVOKE ALL ON FUNCTION audit_append(text, text, text, text, jsonb, timestamptz) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION server_audit_append(p_event text, p_key_id text, p_name text,
+                                               p_actor text, p_detail jsonb)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $f$
+BEGIN
+    IF p_event IS NULL OR p_event NOT IN ({events}) THEN
+        RAISE EXCEPTION 'mcp-keys: a server may append only {names} events'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF (p_key_id IS NOT NULL AND p_key_id !~ '^[a-z0-9]{{12}}$')
+            OR (p_name IS NOT NULL AND (length(p_name) > 64 OR p_name ~ '[[:cntrl:]]'))
+            OR p_actor IS NULL OR length(p_actor) > 512 OR p_actor ~ '[[:cntrl:]]'
+            OR (p_detail IS NOT NULL AND (jsonb_typeof(p_detail) <> 'object'
+                                          OR octet_length(p_detail::text) > {max_detail}))
+            OR (p_event = 'validation_failed' AND p_detail IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM jsonb_object_keys(p_detail) AS k
+                    WHERE k NOT IN ({validation_detail}))) THEN
+        RAISE EXCEPTION 'mcp-keys: a malformed % event from a server was refused', p_event
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN {schema}.audit_append(p_event, p_key_id, p_name, p_actor, p_detail,
+                                 clock_timestamp());
+END
+$f$;
+REVOKE ALL ON FUNCTION server_audit_append(text, text, text, text, jsonb) FROM PUBLIC;
+"""
+
+
+def install_append_functions(conn: psycopg.Connection[Any]) -> None:
+    """Create (or replace) the append functions in the current schema, which their
+    ``search_path`` is pinned to (a definer function must not resolve names a caller
+    chose)."""
+    from psycopg import sql
+
+    row = conn.execute("SELECT current_schema()").fetchone()
+    if row is None or row[0] is None:
+        raise McpKeysError("no current schema to create the audit functions in")
+
+    def listed(names: tuple[str, ...]) -> str:
+        return ", ".join(f"'{name}'" for name in names)  # our own constants, never input
+
+    text = _APPEND_FUNCTIONS.format(
+        schema=sql.Identifier(row[0]).as_string(conn), events=listed(SERVER_EVENTS),
+        names="/".join(SERVER_EVENTS), max_detail=_MAX_DETAIL,
+        validation_detail=listed(_VALIDATION_DETAIL))
+    conn.execute(text.encode())
 
 
 class PgAuditLog(TrailReader):
     """``audit_events`` of one store; appends never fail the operation behind them."""
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: _Database) -> None:
         self.store = store
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
@@ -58,20 +167,27 @@ class PgAuditLog(TrailReader):
         try:
             with self._lock:
                 conn = self._connection()
-                with conn.transaction():
-                    row = conn.execute("SELECT audit_seq, audit_hash FROM store_state "
-                                       "FOR UPDATE").fetchone()
-                    assert row is not None
-                    seq, prev = int(row[0]) + 1, str(row[1])
-                    line = event_line(seq, prev, event, key_id=key_id, name=name,
-                                      detail=detail, ts=ts)
-                    self._insert(conn, seq, line)
+                self._call(conn, event, key_id, name, detail, ts)
         except Exception as exc:  # the change stands; say the trail missed it
             message = str(exc) if isinstance(exc, McpKeysError) else self.store.scrub(
                 " ".join(str(exc).split()) or type(exc).__name__)
             warn("could not write audit log of %s: %s", self.store.display, message)
             return False
         return True
+
+    @staticmethod
+    def _call(conn: psycopg.Connection[Any], event: str, key_id: str | None,
+              name: str | None, detail: dict[str, Any] | None, ts: datetime | None) -> None:
+        """One database call chains the event: a server's through the definer function
+        (the database's clock), an operator's with the caller's own rights."""
+        from psycopg.types.json import Jsonb
+
+        values: tuple[Any, ...] = (event, key_id, name, current_actor(), Jsonb(detail or {}))
+        if event in SERVER_EVENTS:
+            conn.execute("SELECT server_audit_append(%s, %s, %s, %s, %s)", values)
+        else:
+            conn.execute("SELECT audit_append(%s, %s, %s, %s, %s, %s)",
+                         (*values, ts or utcnow()))
 
     @staticmethod
     def _insert(conn: psycopg.Connection[Any], seq: int, line: bytes) -> None:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from .pg_audit import PgAuditLog
 
-SCHEMA_VERSION = 2  # 2: api_keys.resources (keys bound to MCP server URLs)
+SCHEMA_VERSION = 3  # 2: api_keys.resources (keys bound to MCP server URLs); 3: see below
 CHANNEL = "mcp_keys"
 _COLUMNS = ("id, name, description, digest, scopes, created_at, expires_at, revoked_at, "
             "revoke_reason, rotated_from, rotated_to, expiry_recorded_at, resources")
@@ -75,6 +75,18 @@ ALTER TABLE api_keys ADD COLUMN resources text[] NOT NULL DEFAULT '{}';
 INSERT INTO schema_version VALUES (2);
 """,
 }
+
+
+# -- schema 3: audit appends through database functions (pg_audit holds their SQL) -------
+def _migrate_to_3(conn: psycopg.Connection[Any]) -> None:
+    """Servers append to the trail only through ``server_audit_append``."""
+    from .pg_audit import install_append_functions
+
+    install_append_functions(conn)
+    conn.execute("INSERT INTO schema_version VALUES (3)")
+
+
+_STEPS: dict[int, Callable[[psycopg.Connection[Any]], None]] = {3: _migrate_to_3}
 
 
 def require_psycopg() -> Any:
@@ -226,13 +238,19 @@ class PostgresStore:
         with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('mcp_keys_schema'))")
             version = self.schema_version(conn)
+            created = version is None
             if version is None:
                 conn.execute(_SCHEMA)
-                return True
+                version = 2
             if version > SCHEMA_VERSION:
                 self._check_version(version)
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                conn.execute(_MIGRATIONS[step])
+                if step in _STEPS:
+                    _STEPS[step](conn)
+                else:
+                    conn.execute(_MIGRATIONS[step])
+            if created:
+                return True
             if version < SCHEMA_VERSION:
                 self.migrated_from = version
                 row = conn.execute("UPDATE store_state SET change_seq = change_seq + 1 "

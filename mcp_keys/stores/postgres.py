@@ -17,11 +17,11 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import StoreError, UsageError
 from ..models import ApiKey
 from .base import DictRecords, Records
+from .pg_url import parse_url
 
 if TYPE_CHECKING:
     import psycopg
@@ -99,28 +99,6 @@ def require_psycopg() -> Any:
     return psycopg
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its password (in the user part or a ``password=`` parameter)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{hostinfo}"
-    query = urlencode([(k, "***" if k == "password" else v)
-                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="/")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _password(url: str) -> str | None:
-    parts = urlsplit(url)
-    for key, value in parse_qsl(parts.query):
-        if key == "password":
-            return value
-    return parts.password
-
-
 def to_record(row: tuple[Any, ...]) -> ApiKey:
     """A row of ``api_keys`` (in ``_COLUMNS`` order) as a record."""
     (key_id, name, description, digest, scopes, created, expires, revoked, reason,
@@ -149,6 +127,7 @@ class PostgresStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._parsed = parse_url(url)
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
         self.migrated_from: int | None = None  # set by initialize() when it migrated
@@ -158,13 +137,17 @@ class PostgresStore:
 
     @property
     def display(self) -> str:
-        return redact_url(self.url)
+        """The URL without its password (all of it hidden when it does not parse)."""
+        return self._parsed.display
+
+    @property
+    def problem(self) -> str | None:
+        """Why the URL cannot be used (it is then hidden whole), or ``None``."""
+        return self._parsed.problem
 
     def scrub(self, text: str) -> str:
         """``text`` with the URL's password (if any) replaced."""
-        password = _password(self.url)
-        text = text.replace(self.url, self.display)
-        return text.replace(password, "***") if password else text
+        return self._parsed.scrub(text)
 
     def error(self, exc: BaseException, doing: str) -> StoreError:
         """A one-line StoreError for a database failure, never carrying the password."""
@@ -179,20 +162,25 @@ class PostgresStore:
         keepalives and a user timeout, so a silent network partition is noticed in
         seconds rather than hours."""
         driver = require_psycopg()
+        if self.problem is not None:
+            raise UsageError(self.problem)
         extra: dict[str, Any] = {}
         if watch:
             extra = {"application_name": "mcp-keys-watch", "keepalives": 1,
                      "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
                      "tcp_user_timeout": 10000, "options": "-c statement_timeout=5000"}
+        failure: Exception
         try:
             conn = driver.connect(self.url, autocommit=True, connect_timeout=10, **extra)
         except driver.ProgrammingError as exc:
-            raise UsageError(self.scrub(f"invalid PostgreSQL URL {self.display}: {exc}")
-                             ) from None
+            failure = UsageError(self.scrub(f"invalid PostgreSQL URL {self.display}: "
+                                            f"{' '.join(str(exc).split())}"))
         except driver.Error as exc:
-            raise self.error(exc, "connect") from None
-        connected: psycopg.Connection[Any] = conn
-        return connected
+            failure = self.error(exc, "connect")
+        else:
+            connected: psycopg.Connection[Any] = conn
+            return connected
+        raise failure  # outside the handler: the driver's exception is not its context
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -204,7 +192,10 @@ class PostgresStore:
             try:
                 yield self._conn
             except driver.Error as exc:
-                raise self.error(exc, "complete the operation") from None
+                failure = self.error(exc, "complete the operation")
+            else:
+                return
+            raise failure from None
 
     def abandon_connections(self, keep: list[object]) -> None:
         """After a fork: drop the parent's connection without closing it (closing would

@@ -175,3 +175,19 @@ def test_a_rewound_head_cannot_drop_the_operators_revoke(deployed: Deployment) -
     revokes = admin.audit.read(event="revoke").events
     assert [e.key_id for e in revokes] == [target.id], "the revoke is in the trail"
     assert verify(admin.audit).ok
+
+
+def test_what_a_caller_sends_cannot_make_a_server_line_fail(deployed: Deployment) -> None:
+    """A NUL, a lone surrogate or a NaN in a request's detail (which PostgreSQL's text and
+    jsonb refuse) would otherwise suppress the line that records the request."""
+    from mcp_keys.stores.postgres import PostgresStore
+
+    trail = PostgresStore(deployed.server).audit_log()
+    try:
+        assert trail.append("gateway_call", name="a\x00b", detail={
+            "path": "/x\x00y", "odd": "\ud800", "ms": float("nan"), "n": [float("inf")]})
+    finally:
+        trail.close()
+    (line,) = [json.loads(text) for _, text, _ in rows(deployed.root)[-1:]]
+    assert line["event"] == "gateway_call" and line["detail"]["ms"] == "nan", line
+    assert verify(KeyManager(deployed.admin).audit).ok

@@ -13,6 +13,7 @@ server can neither forge an operator's event nor rewind the head to drop later l
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -55,7 +56,7 @@ class _Database(Protocol):
 _APPEND_FUNCTIONS = """
 CREATE OR REPLACE FUNCTION audit_append(p_event text, p_key_id text, p_name text,
                                         p_actor text, p_detail jsonb, p_ts timestamptz)
-RETURNS bigint LANGUAGE plpgsql SECURITY INVOKER SET search_path = {schema}, pg_temp AS $f$
+RETURNS bigint LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     v_seq bigint;
     v_prev text;
@@ -88,7 +89,7 @@ REVOKE ALL ON FUNCTION audit_append(text, text, text, text, jsonb, timestamptz) 
 
 CREATE OR REPLACE FUNCTION server_audit_append(p_event text, p_key_id text, p_name text,
                                                p_actor text, p_detail jsonb)
-RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $f$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
     IF p_event IS NULL OR p_event NOT IN ({events}) THEN
         RAISE EXCEPTION 'mcp-keys: a server may append only {names} events'
@@ -114,9 +115,9 @@ REVOKE ALL ON FUNCTION server_audit_append(text, text, text, text, jsonb) FROM P
 
 
 def install_append_functions(conn: psycopg.Connection[Any]) -> None:
-    """Create (or replace) the append functions in the current schema, which their
-    ``search_path`` is pinned to (a definer function must not resolve names a caller
-    chose)."""
+    """Create (or replace) the append functions in the current schema. They name their
+    tables with that schema and resolve everything else in ``pg_catalog`` only: a definer
+    function must not pick up a function or operator that a caller created."""
     from psycopg import sql
 
     row = conn.execute("SELECT current_schema()").fetchone()
@@ -131,6 +132,22 @@ def install_append_functions(conn: psycopg.Connection[Any]) -> None:
         names="/".join(SERVER_EVENTS), max_detail=_MAX_DETAIL,
         validation_detail=listed(_VALIDATION_DETAIL))
     conn.execute(text.encode())
+
+
+def _storable(value: Any) -> Any:
+    """``value`` as PostgreSQL can store it: a NUL or a lone surrogate in a string (which
+    ``text`` and ``jsonb`` refuse) becomes U+FFFD, and a NaN or infinity (which JSON has
+    not) its name, so what a caller puts in a request cannot make its audit line fail."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace(
+            "\x00", "\ufffd")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_storable(str(k)): _storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_storable(v) for v in value]
+    return value
 
 
 class PgAuditLog(TrailReader):
@@ -182,7 +199,8 @@ class PgAuditLog(TrailReader):
         (the database's clock), an operator's with the caller's own rights."""
         from psycopg.types.json import Jsonb
 
-        values: tuple[Any, ...] = (event, key_id, name, current_actor(), Jsonb(detail or {}))
+        values: tuple[Any, ...] = (event, _storable(key_id), _storable(name),
+                                   _storable(current_actor()), Jsonb(_storable(detail or {})))
         if event in SERVER_EVENTS:
             conn.execute("SELECT server_audit_append(%s, %s, %s, %s, %s)", values)
         else:

@@ -191,3 +191,22 @@ def test_what_a_caller_sends_cannot_make_a_server_line_fail(deployed: Deployment
     (line,) = [json.loads(text) for _, text, _ in rows(deployed.root)[-1:]]
     assert line["event"] == "gateway_call" and line["detail"]["ms"] == "nan", line
     assert verify(KeyManager(deployed.admin).audit).ok
+
+
+def test_a_function_the_server_creates_cannot_change_the_definers_line(
+        deployed: Deployment) -> None:
+    """Even a server role allowed to create objects in the store's schema cannot plant an
+    overload (here ``convert_to(text, text)``, a better match for the literal than the
+    built-in) that the definer function would call with the owner's rights."""
+    import psycopg
+
+    with psycopg.connect(deployed.root, autocommit=True) as conn:
+        conn.execute(f"GRANT CREATE ON SCHEMA public TO {deployed.server_role}")
+    with psycopg.connect(deployed.server, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION public.convert_to(text, text) RETURNS bytea "
+                     "LANGUAGE sql AS $$ SELECT '\\x00'::bytea $$")
+        conn.execute("SELECT server_audit_append('validation_failed', NULL, NULL, 'x', "
+                     "'{\"reason\": \"UNKNOWN\"}')")
+    for seq, line, digest in rows(deployed.root):
+        assert digest == line_hash(line.encode("utf-8")), f"seq {seq}: a planted hash"
+    assert verify(KeyManager(deployed.admin).audit).ok

@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -210,3 +211,42 @@ def test_a_function_the_server_creates_cannot_change_the_definers_line(
     for seq, line, digest in rows(deployed.root):
         assert digest == line_hash(line.encode("utf-8")), f"seq {seq}: a planted hash"
     assert verify(KeyManager(deployed.admin).audit).ok
+
+
+def test_lines_the_database_wrote_migrate_both_ways(pg_url: str, tmp_path: Path) -> None:
+    """The database writes Unicode as UTF-8 (not ``\\u`` escapes): such lines copy to a
+    file and on to another database with their chain intact."""
+    import psycopg
+
+    from mcp_keys.migrate import migrate
+
+    KeyManager(pg_url).create("ключ ☃", description="é")
+    file = tmp_path / "keys.json"
+    migrate(pg_url, str(file))
+    assert verify(KeyManager(file).audit).ok
+    server = postgres_server()
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        second = f"{server.rpartition('/')[0]}/{name}"
+        migrate(str(file), second)
+        verdict = verify(KeyManager(second).audit)
+        assert verdict.ok and verdict.events >= 3, verdict.summary()
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_role_that_cannot_read_the_trail_gets_one_line(deployed: Deployment) -> None:
+    import psycopg
+    from click.testing import CliRunner
+
+    from mcp_keys.cli import cli
+
+    with psycopg.connect(deployed.root, autocommit=True) as conn:
+        conn.execute(f"REVOKE SELECT ON audit_events FROM {deployed.server_role}")
+    for argv in (["audit"], ["audit", "verify"]):
+        result = CliRunner().invoke(cli, ["--store", deployed.server, *argv])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), argv
+        assert "cannot read the audit trail" in result.stderr, result.stderr

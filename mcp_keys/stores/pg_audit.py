@@ -47,6 +47,8 @@ class _Database(Protocol):
 
     def scrub(self, text: str) -> str: ...
 
+    def error(self, exc: BaseException, doing: str) -> McpKeysError: ...
+
 
 # -- the schema of appends (schema version 3) ---------------------------------------------
 # Kept apart from postgres.py's tables: the two functions and who may call them. The line
@@ -211,7 +213,7 @@ class PgAuditLog(TrailReader):
     def _insert(conn: psycopg.Connection[Any], seq: int, line: bytes) -> None:
         digest = line_hash(line)
         conn.execute("INSERT INTO audit_events (seq, line, hash) VALUES (%s, %s, %s)",
-                     (seq, line.decode("ascii"), digest))
+                     (seq, line.decode("utf-8"), digest))
         conn.execute("UPDATE store_state SET audit_seq = %s, audit_hash = %s", (seq, digest))
 
     def append_lines(self, lines: list[bytes]) -> int:
@@ -226,10 +228,19 @@ class PgAuditLog(TrailReader):
                     self._insert(conn, int(json.loads(line)["seq"]), line)
         return len(lines)
 
+    def _query(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read; a database failure is the store's one-line error."""
+        import psycopg
+
+        with self._lock:
+            try:
+                return self._connection().execute(query, params).fetchall()
+            except psycopg.Error as exc:
+                failure = self.store.error(exc, "read the audit trail")
+        raise failure  # outside the handler: the driver's exception is not its context
+
     def lines(self) -> Iterator[tuple[str, int, bytes]]:
         """Every row in ``seq`` order, fetched in batches (never the whole trail at once)."""
-        with self._lock:
-            conn = self._connection()
         last = None
         number = 0
         while True:
@@ -238,8 +249,7 @@ class PgAuditLog(TrailReader):
             if last is not None:
                 query += " WHERE seq > %s"
                 params = (last,)
-            with self._lock:
-                rows = conn.execute(query + f" ORDER BY seq LIMIT {_BATCH}", params).fetchall()
+            rows = self._query(query + f" ORDER BY seq LIMIT {_BATCH}", params)
             if not rows:
                 return
             for seq, line in rows:
@@ -248,9 +258,7 @@ class PgAuditLog(TrailReader):
                 last = seq
 
     def head(self) -> tuple[int, str] | None:
-        with self._lock:
-            row = self._connection().execute(
-                "SELECT audit_seq, audit_hash FROM store_state").fetchone()
-        if row is None or int(row[0]) == 0:
+        rows = self._query("SELECT audit_seq, audit_hash FROM store_state")
+        if not rows or int(rows[0][0]) == 0:
             return None
-        return int(row[0]), str(row[1])
+        return int(rows[0][0]), str(rows[0][1])

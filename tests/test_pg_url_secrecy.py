@@ -67,6 +67,9 @@ CORPUS = [
          hidden=True),
     case("& in a query password", f"{A}&{B}",
          "postgresql://u@127.0.0.1:{port}/db?password={pw}", hidden=True),
+    case("a space", f"{A} {B}", "postgresql://u:{pw}@127.0.0.1:{port}/db", hidden=True),
+    case("an escaped NUL", f"{A}%00{B}", "postgresql://u:{pw}@127.0.0.1:{port}/db",
+         hidden=True),
     case("user with @", f"{A}@{B}", "postgres://{pw}@127.0.0.1:{port}/db", hidden=True),
     case("unencoded :", f"{A}:{B}", "postgresql://u:{pw}@127.0.0.1:{port}/db", hidden=False),
     case("Unicode", f"{A}ключé☃{B}", "postgresql://u:{pw}@127.0.0.1:{port}/db", hidden=False),
@@ -76,6 +79,9 @@ CORPUS = [
     case("very long", (A + B) * 400, "postgresql://u:{pw}@127.0.0.1:{port}/db", hidden=False),
     case("query password", f"{A}+{B}", "postgresql://u@127.0.0.1:{port}/db?password={pw}",
          hidden=False),
+    case("escaped parameter name", f"{A}{B}",
+         "postgresql://u@127.0.0.1:{port}/db?%70assword={pw}", hidden=False),
+    case("quotes", f"{A}'\"{B}", "postgresql://u:{pw}@127.0.0.1:{port}/db", hidden=False),
     case("sslpassword", f"{A}{B}",
          "postgresql://u@127.0.0.1:{port}/db?sslpassword={pw}&sslmode=disable", hidden=False),
 ]
@@ -179,6 +185,11 @@ def test_no_command_shows_the_password(item: Case, workdir: Path) -> None:
             assert result.exception is None or isinstance(result.exception, SystemExit), \
                 f"{item.name}: {where} raised {type(result.exception).__name__}"
             assert result.exit_code in (0, 1, 2), f"{item.name}: {where}: {result.exit_code}"
+    KeyManager(workdir / "keys.json").create("svc")
+    copied = runner.invoke(cli, ["migrate", "--from", str(workdir / "keys.json"),
+                                 "--to", item.url])
+    assert_hidden(copied.stdout + copied.stderr, item, "migrate --to")
+    assert copied.exit_code in (1, 2) and isinstance(copied.exception, SystemExit)
     listed = runner.invoke(cli, ["--store", item.url, "list"])
     line = one_error_line(listed.stderr)
     if item.hidden:

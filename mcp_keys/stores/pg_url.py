@@ -11,7 +11,7 @@ text is never shown, since it quotes the token it choked on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 SECRET_PARAMS = frozenset({"password", "sslpassword"})
 _FIX = ("percent-encode @ : / ? # [ ] % in the user name and password (%40 %3A %2F %3F "
@@ -111,6 +111,7 @@ def _agreed(url: str, fields: dict[str, str]) -> tuple[str, tuple[str, ...]] | N
     wanted = [fields[name] for name in SECRET_PARAMS if fields.get(name)]
     if any(secret not in found for secret in wanted) or (any(found) and not wanted):
         return None
-    display = urlunsplit((parts.scheme, netloc, parts.path, "&".join(pieces), ""))
+    query = "&".join(pieces)
+    display = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
     secrets = sorted({s for s in found + wanted if s}, key=len, reverse=True)
     return display, tuple(secrets)

@@ -91,8 +91,10 @@ def test_the_server_role_cannot_write_the_trail_or_the_head(deployed: Deployment
         "insert a chained line": ("INSERT INTO audit_events (seq, line, hash) VALUES "
                                   "(%s, %s, %s)", (head[0] + 1, forged,
                                                    line_hash(forged.encode()))),
-        "rewind the head": ("UPDATE store_state SET audit_seq = 0", ()),
-        "lock the head": ("SELECT audit_seq FROM store_state FOR UPDATE", ()),
+        "rewind the head": ("UPDATE audit_head SET seq = 0", ()),
+        "lock the head": ("SELECT seq FROM audit_head FOR UPDATE", ()),
+        "lock the state": ("SELECT change_seq FROM store_state FOR UPDATE", ()),
+        "bump the state": ("UPDATE store_state SET change_seq = change_seq + 1", ()),
         "edit a line": ("UPDATE audit_events SET line = 'x'", ()),
         "delete lines": ("DELETE FROM audit_events", ()),
         "append any event with the admin's function": (
@@ -169,8 +171,8 @@ def test_a_rewound_head_cannot_drop_the_operators_revoke(deployed: Deployment) -
     admin = KeyManager(deployed.admin)
     for n in range(3):
         admin.create(f"svc{n}")
-    assert refused(deployed.server, "UPDATE store_state SET audit_seq = audit_seq - 2, "
-                   "audit_hash = repeat('0', 64)") == "42501"
+    assert refused(deployed.server, "UPDATE audit_head SET seq = seq - 2, "
+                   "hash = repeat('0', 64)") == "42501"
     target = admin.create("to-revoke").record
     admin.revoke(target.id, reason="compromised")
     revokes = admin.audit.read(event="revoke").events
@@ -250,3 +252,33 @@ def test_a_role_that_cannot_read_the_trail_gets_one_line(deployed: Deployment) -
         result = CliRunner().invoke(cli, ["--store", deployed.server, *argv])
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit), argv
         assert "cannot read the audit trail" in result.stderr, result.stderr
+
+
+def test_a_server_holding_the_head_cannot_hold_up_a_revoke(deployed: Deployment) -> None:
+    """A server that appends and keeps its transaction open holds the audit head: the
+    revoke still lands (key changes lock another row), its line waits at most the lock
+    timeout and then fails loudly, and the chain is intact once the server lets go."""
+    import psycopg
+
+    from mcp_keys.errors import set_warning_sink
+
+    admin = KeyManager(deployed.admin)
+    issued = admin.create("svc")
+    warnings: list[str] = []
+    set_warning_sink(warnings.append)
+    holder = psycopg.connect(deployed.server)  # not autocommit: the transaction stays open
+    try:
+        holder.execute("SELECT server_audit_append('validation_failed', NULL, NULL, 'x', "
+                       "'{}')")
+        admin.revoke(issued.record.id, reason="compromised")
+        check = Validator(deployed.server, refresh_interval=0, audit_failures=False)
+        assert check.validate(issued.key).reason is Reason.REVOKED, "the revoke landed"
+        check.close()
+        assert any("could not write audit log" in w and "lock" in w for w in warnings), \
+            warnings
+    finally:
+        set_warning_sink(None)
+        holder.rollback()
+        holder.close()
+    admin.revoke(admin.create("next").record.id)
+    assert verify(admin.audit).ok

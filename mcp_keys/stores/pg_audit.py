@@ -2,13 +2,16 @@
 
 Each row keeps a chained JSON line and the SHA-256 of its UTF-8 bytes, so ``audit``,
 ``audit verify`` and ``migrate`` treat it like the file log. The database, not the client,
-chains a new line: ``audit_append`` locks the ``store_state`` row (the head: the newest
-``seq`` and hash), builds the line with ``jsonb_build_object`` (``seq``, ``prev``, ``ts``
-and the writing database ``role`` filled in there), hashes it with ``sha256()`` and moves
-the head, so the chain stays linear whichever host writes. Servers hold neither ``INSERT``
-on the trail nor ``UPDATE`` on the head: they append through ``server_audit_append``, a
-``SECURITY DEFINER`` function that takes only the events a server writes, so a compromised
-server can neither forge an operator's event nor rewind the head to drop later lines.
+chains a new line: ``audit_append`` locks the ``audit_head`` row (the newest ``seq`` and
+hash), builds the line with ``jsonb_build_object`` (``seq``, ``prev``, ``ts`` and the
+writing database ``role`` filled in there), hashes it with ``sha256()`` and moves the
+head, so the chain stays linear whichever host writes. The head has its own table: no
+server can hold the lock that key changes take (``store_state``), and an append waits for
+the head at most ``lock_timeout``, so a server's open transaction never holds up a revoke.
+Servers hold neither ``INSERT`` on the trail nor ``UPDATE`` on the head: they append
+through ``server_audit_append``, a ``SECURITY DEFINER`` function that takes only the
+events a server writes, so a compromised server can neither forge an operator's event nor
+rewind the head to drop later lines.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ _BATCH = 1000
 SERVER_EVENTS = ("validation_failed", "gateway_call", "gateway_exec", "proxy_blocked")
 _VALIDATION_DETAIL = ("reason", "suppressed", "class")
 _MAX_DETAIL = 65536  # bytes of a server event's detail: no trail flooding by one call
+_LOCK_TIMEOUT = "5s"  # an append waits this long for the head, then fails (and says so)
 
 
 class _Database(Protocol):
@@ -51,6 +55,16 @@ class _Database(Protocol):
 
 
 # -- the schema of appends (schema version 3) ---------------------------------------------
+# The head moves out of store_state (which every key change locks) into its own row.
+_HEAD_TABLE = """
+CREATE TABLE audit_head (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    seq bigint NOT NULL,
+    hash text NOT NULL
+);
+INSERT INTO audit_head (seq, hash) SELECT audit_seq, audit_hash FROM store_state;
+ALTER TABLE store_state DROP COLUMN IF EXISTS audit_seq, DROP COLUMN IF EXISTS audit_hash;
+"""
 # Kept apart from postgres.py's tables: the two functions and who may call them. The line
 # is built and hashed in the database; ``audit verify`` hashes the stored line's UTF-8
 # bytes, which is what ``convert_to(line, 'UTF8')`` hashes here. ``ts`` is written as
@@ -58,7 +72,8 @@ class _Database(Protocol):
 _APPEND_FUNCTIONS = """
 CREATE OR REPLACE FUNCTION audit_append(p_event text, p_key_id text, p_name text,
                                         p_actor text, p_detail jsonb, p_ts timestamptz)
-RETURNS bigint LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $f$
+RETURNS bigint LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '{lock_timeout}' AS $f$
 DECLARE
     v_seq bigint;
     v_prev text;
@@ -71,8 +86,7 @@ BEGIN
         RAISE EXCEPTION 'mcp-keys: an audit event needs an event, an actor, a time and an '
                         'object for detail' USING ERRCODE = 'check_violation';
     END IF;
-    SELECT audit_seq, audit_hash INTO STRICT v_seq, v_prev FROM {schema}.store_state
-        FOR UPDATE;
+    SELECT seq, hash INTO STRICT v_seq, v_prev FROM {schema}.audit_head FOR UPDATE;
     v_seq := v_seq + 1;
     v_line := jsonb_build_object(
         'seq', v_seq, 'prev', v_prev,
@@ -83,7 +97,7 @@ BEGIN
         'role', session_user::text, 'detail', coalesce(p_detail, '{{}}'::jsonb))::text;
     v_hash := encode(sha256(convert_to(v_line, 'UTF8')), 'hex');
     INSERT INTO {schema}.audit_events (seq, line, hash) VALUES (v_seq, v_line, v_hash);
-    UPDATE {schema}.store_state SET audit_seq = v_seq, audit_hash = v_hash;
+    UPDATE {schema}.audit_head SET seq = v_seq, hash = v_hash;
     RETURN v_seq;
 END
 $f$;
@@ -116,6 +130,11 @@ REVOKE ALL ON FUNCTION server_audit_append(text, text, text, text, jsonb) FROM P
 """
 
 
+def create_audit_head(conn: psycopg.Connection[Any]) -> None:
+    """Move the audit head from ``store_state`` into ``audit_head`` (schema 3)."""
+    conn.execute(_HEAD_TABLE)
+
+
 def install_append_functions(conn: psycopg.Connection[Any]) -> None:
     """Create (or replace) the append functions in the current schema. They name their
     tables with that schema and resolve everything else in ``pg_catalog`` only: a definer
@@ -131,7 +150,7 @@ def install_append_functions(conn: psycopg.Connection[Any]) -> None:
 
     text = _APPEND_FUNCTIONS.format(
         schema=sql.Identifier(row[0]).as_string(conn), events=listed(SERVER_EVENTS),
-        names="/".join(SERVER_EVENTS), max_detail=_MAX_DETAIL,
+        names="/".join(SERVER_EVENTS), max_detail=_MAX_DETAIL, lock_timeout=_LOCK_TIMEOUT,
         validation_detail=listed(_VALIDATION_DETAIL))
     conn.execute(text.encode())
 
@@ -214,7 +233,7 @@ class PgAuditLog(TrailReader):
         digest = line_hash(line)
         conn.execute("INSERT INTO audit_events (seq, line, hash) VALUES (%s, %s, %s)",
                      (seq, line.decode("utf-8"), digest))
-        conn.execute("UPDATE store_state SET audit_seq = %s, audit_hash = %s", (seq, digest))
+        conn.execute("UPDATE audit_head SET seq = %s, hash = %s", (seq, digest))
 
     def append_lines(self, lines: list[bytes]) -> int:
         """Copy already-chained lines verbatim (``migrate``), in one transaction."""
@@ -223,7 +242,7 @@ class PgAuditLog(TrailReader):
         with self._lock:
             conn = self._connection()
             with conn.transaction():
-                conn.execute("SELECT audit_seq FROM store_state FOR UPDATE")
+                conn.execute("SELECT seq FROM audit_head FOR UPDATE")
                 for line in lines:
                     self._insert(conn, int(json.loads(line)["seq"]), line)
         return len(lines)
@@ -258,7 +277,7 @@ class PgAuditLog(TrailReader):
                 last = seq
 
     def head(self) -> tuple[int, str] | None:
-        rows = self._query("SELECT audit_seq, audit_hash FROM store_state")
+        rows = self._query("SELECT seq, hash FROM audit_head")
         if not rows or int(rows[0][0]) == 0:
             return None
         return int(rows[0][0]), str(rows[0][1])

@@ -79,9 +79,11 @@ INSERT INTO schema_version VALUES (2);
 
 # -- schema 3: audit appends through database functions (pg_audit holds their SQL) -------
 def _migrate_to_3(conn: psycopg.Connection[Any]) -> None:
-    """Servers append to the trail only through ``server_audit_append``."""
-    from .pg_audit import install_append_functions
+    """The audit head in its own table; servers append only through
+    ``server_audit_append``."""
+    from .pg_audit import create_audit_head, install_append_functions
 
+    create_audit_head(conn)
     install_append_functions(conn)
     conn.execute("INSERT INTO schema_version VALUES (3)")
 

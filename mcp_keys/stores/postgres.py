@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
     from .pg_audit import PgAuditLog
 
-SCHEMA_VERSION = 3  # 2: api_keys.resources (keys bound to MCP server URLs); 3: see below
+SCHEMA_VERSION = 3  # 2: api_keys.resources (keys bound to MCP server URLs); 3: audit_head
+# and the audit append functions (pg_audit)
 CHANNEL = "mcp_keys"
 _COLUMNS = ("id, name, description, digest, scopes, created_at, expires_at, revoked_at, "
             "revoke_reason, rotated_from, rotated_to, expiry_recorded_at, resources")

@@ -216,7 +216,8 @@ class Validator:
         self._ids: dict[str, str] = {}
         self._shared: dict[frozenset[str], frozenset[str]] = {}
         self._watcher = PgWatcher(self._pg, self, max_stale=self.max_stale)
-        self._watcher.start(wait=FIRST_LOAD_WAIT)
+        # A URL that does not parse never loads: no point waiting for it.
+        self._watcher.start(wait=0 if self._pg.problem else FIRST_LOAD_WAIT)
 
     def __repr__(self) -> str:
         return f"Validator({self.location!r}, refresh_interval={self.refresh_interval})"

@@ -1,33 +1,180 @@
 """The audit trail of a PostgreSQL store: the table ``audit_events``, one row per line.
 
-Each row keeps the exact line bytes that the file log would hold and their hash, so
-``audit``, ``audit verify`` and ``migrate`` treat both alike. Appends lock the
-``store_state`` row, which holds the newest ``seq`` and hash (the head), so the chain stays
-linear whichever host writes; deleting rows at the end is seen against that head.
+Each row keeps a chained JSON line and the SHA-256 of its UTF-8 bytes, so ``audit``,
+``audit verify`` and ``migrate`` treat it like the file log. The database, not the client,
+chains a new line: ``audit_append`` locks the ``audit_head`` row (the newest ``seq`` and
+hash), builds the line with ``jsonb_build_object`` (``seq``, ``prev``, ``ts`` and the
+writing database ``role`` filled in there), hashes it with ``sha256()`` and moves the
+head, so the chain stays linear whichever host writes. The head has its own table: no
+server can hold the lock that key changes take (``store_state``), and an append waits for
+the head at most ``lock_timeout``, so a server's open transaction never holds up a revoke.
+Servers hold neither ``INSERT`` on the trail nor ``UPDATE`` on the head: they append
+through ``server_audit_append``, a ``SECURITY DEFINER`` function that takes only the
+events a server writes, so a compromised server can neither forge an operator's event nor
+rewind the head to drop later lines.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..audit import TrailReader, event_line, line_hash
+from ..actor import current_actor
+from ..audit import TrailReader, line_hash
 from ..errors import McpKeysError, warn
+from ..models import utcnow
 
 if TYPE_CHECKING:
     import psycopg
 
-    from .postgres import PostgresStore
-
 _BATCH = 1000
+
+# The events a server (a validator, the gateway, the proxy) writes: the only ones
+# ``server_audit_append`` takes. Everything else is an operator's and needs the admin's
+# privileges (``audit_append``, which runs with the caller's rights).
+SERVER_EVENTS = ("validation_failed", "gateway_call", "gateway_exec", "proxy_blocked")
+_VALIDATION_DETAIL = ("reason", "suppressed", "class")
+_MAX_DETAIL = 65536  # bytes of a server event's detail: no trail flooding by one call
+_LOCK_TIMEOUT = "5s"  # an append waits this long for the head, then fails (and says so)
+
+
+class _Database(Protocol):
+    """What the trail needs of its store (``PostgresStore``), without importing it."""
+
+    @property
+    def display(self) -> str: ...
+
+    def connect(self) -> psycopg.Connection[Any]: ...
+
+    def scrub(self, text: str) -> str: ...
+
+    def error(self, exc: BaseException, doing: str) -> McpKeysError: ...
+
+
+# -- the schema of appends (schema version 3) ---------------------------------------------
+# The head moves out of store_state (which every key change locks) into its own row.
+_HEAD_TABLE = """
+CREATE TABLE audit_head (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    seq bigint NOT NULL,
+    hash text NOT NULL
+);
+INSERT INTO audit_head (seq, hash) SELECT audit_seq, audit_hash FROM store_state;
+ALTER TABLE store_state DROP COLUMN IF EXISTS audit_seq, DROP COLUMN IF EXISTS audit_hash;
+"""
+# Kept apart from postgres.py's tables: the two functions and who may call them. The line
+# is built and hashed in the database; ``audit verify`` hashes the stored line's UTF-8
+# bytes, which is what ``convert_to(line, 'UTF8')`` hashes here. ``ts`` is written as
+# Python's ``isoformat`` writes it (microseconds only when not zero, ``Z`` for UTC).
+_APPEND_FUNCTIONS = """
+CREATE OR REPLACE FUNCTION audit_append(p_event text, p_key_id text, p_name text,
+                                        p_actor text, p_detail jsonb, p_ts timestamptz)
+RETURNS bigint LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '{lock_timeout}' AS $f$
+DECLARE
+    v_seq bigint;
+    v_prev text;
+    v_line text;
+    v_hash text;
+    v_utc timestamp := p_ts AT TIME ZONE 'UTC';
+BEGIN
+    IF p_event IS NULL OR p_actor IS NULL OR p_ts IS NULL
+            OR (p_detail IS NOT NULL AND jsonb_typeof(p_detail) <> 'object') THEN
+        RAISE EXCEPTION 'mcp-keys: an audit event needs an event, an actor, a time and an '
+                        'object for detail' USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT seq, hash INTO STRICT v_seq, v_prev FROM {schema}.audit_head FOR UPDATE;
+    v_seq := v_seq + 1;
+    v_line := jsonb_build_object(
+        'seq', v_seq, 'prev', v_prev,
+        'ts', to_char(v_utc, 'YYYY-MM-DD"T"HH24:MI:SS')
+              || CASE WHEN date_trunc('second', v_utc) = v_utc THEN ''
+                      ELSE to_char(v_utc, '.US') END || 'Z',
+        'event', p_event, 'key_id', p_key_id, 'name', p_name, 'actor', p_actor,
+        'role', session_user::text, 'detail', coalesce(p_detail, '{{}}'::jsonb))::text;
+    v_hash := encode(sha256(convert_to(v_line, 'UTF8')), 'hex');
+    INSERT INTO {schema}.audit_events (seq, line, hash) VALUES (v_seq, v_line, v_hash);
+    UPDATE {schema}.audit_head SET seq = v_seq, hash = v_hash;
+    RETURN v_seq;
+END
+$f$;
+REVOKE ALL ON FUNCTION audit_append(text, text, text, text, jsonb, timestamptz) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION server_audit_append(p_event text, p_key_id text, p_name text,
+                                               p_actor text, p_detail jsonb)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    IF p_event IS NULL OR p_event NOT IN ({events}) THEN
+        RAISE EXCEPTION 'mcp-keys: a server may append only {names} events'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF (p_key_id IS NOT NULL AND p_key_id !~ '^[a-z0-9]{{12}}$')
+            OR (p_name IS NOT NULL AND (length(p_name) > 64 OR p_name ~ '[[:cntrl:]]'))
+            OR p_actor IS NULL OR length(p_actor) > 512 OR p_actor ~ '[[:cntrl:]]'
+            OR (p_detail IS NOT NULL AND (jsonb_typeof(p_detail) <> 'object'
+                                          OR octet_length(p_detail::text) > {max_detail}))
+            OR (p_event = 'validation_failed' AND p_detail IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM jsonb_object_keys(p_detail) AS k
+                    WHERE k NOT IN ({validation_detail}))) THEN
+        RAISE EXCEPTION 'mcp-keys: a malformed % event from a server was refused', p_event
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN {schema}.audit_append(p_event, p_key_id, p_name, p_actor, p_detail,
+                                 clock_timestamp());
+END
+$f$;
+REVOKE ALL ON FUNCTION server_audit_append(text, text, text, text, jsonb) FROM PUBLIC;
+"""
+
+
+def create_audit_head(conn: psycopg.Connection[Any]) -> None:
+    """Move the audit head from ``store_state`` into ``audit_head`` (schema 3)."""
+    conn.execute(_HEAD_TABLE)
+
+
+def install_append_functions(conn: psycopg.Connection[Any]) -> None:
+    """Create (or replace) the append functions in the current schema. They name their
+    tables with that schema and resolve everything else in ``pg_catalog`` only: a definer
+    function must not pick up a function or operator that a caller created."""
+    from psycopg import sql
+
+    row = conn.execute("SELECT current_schema()").fetchone()
+    if row is None or row[0] is None:
+        raise McpKeysError("no current schema to create the audit functions in")
+
+    def listed(names: tuple[str, ...]) -> str:
+        return ", ".join(f"'{name}'" for name in names)  # our own constants, never input
+
+    text = _APPEND_FUNCTIONS.format(
+        schema=sql.Identifier(row[0]).as_string(conn), events=listed(SERVER_EVENTS),
+        names="/".join(SERVER_EVENTS), max_detail=_MAX_DETAIL, lock_timeout=_LOCK_TIMEOUT,
+        validation_detail=listed(_VALIDATION_DETAIL))
+    conn.execute(text.encode())
+
+
+def _storable(value: Any) -> Any:
+    """``value`` as PostgreSQL can store it: a NUL or a lone surrogate in a string (which
+    ``text`` and ``jsonb`` refuse) becomes U+FFFD, and a NaN or infinity (which JSON has
+    not) its name, so what a caller puts in a request cannot make its audit line fail."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace(
+            "\x00", "\ufffd")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_storable(str(k)): _storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_storable(v) for v in value]
+    return value
 
 
 class PgAuditLog(TrailReader):
     """``audit_events`` of one store; appends never fail the operation behind them."""
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: _Database) -> None:
         self.store = store
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
@@ -58,14 +205,7 @@ class PgAuditLog(TrailReader):
         try:
             with self._lock:
                 conn = self._connection()
-                with conn.transaction():
-                    row = conn.execute("SELECT audit_seq, audit_hash FROM store_state "
-                                       "FOR UPDATE").fetchone()
-                    assert row is not None
-                    seq, prev = int(row[0]) + 1, str(row[1])
-                    line = event_line(seq, prev, event, key_id=key_id, name=name,
-                                      detail=detail, ts=ts)
-                    self._insert(conn, seq, line)
+                self._call(conn, event, key_id, name, detail, ts)
         except Exception as exc:  # the change stands; say the trail missed it
             message = str(exc) if isinstance(exc, McpKeysError) else self.store.scrub(
                 " ".join(str(exc).split()) or type(exc).__name__)
@@ -74,11 +214,26 @@ class PgAuditLog(TrailReader):
         return True
 
     @staticmethod
+    def _call(conn: psycopg.Connection[Any], event: str, key_id: str | None,
+              name: str | None, detail: dict[str, Any] | None, ts: datetime | None) -> None:
+        """One database call chains the event: a server's through the definer function
+        (the database's clock), an operator's with the caller's own rights."""
+        from psycopg.types.json import Jsonb
+
+        values: tuple[Any, ...] = (event, _storable(key_id), _storable(name),
+                                   _storable(current_actor()), Jsonb(_storable(detail or {})))
+        if event in SERVER_EVENTS:
+            conn.execute("SELECT server_audit_append(%s, %s, %s, %s, %s)", values)
+        else:
+            conn.execute("SELECT audit_append(%s, %s, %s, %s, %s, %s)",
+                         (*values, ts or utcnow()))
+
+    @staticmethod
     def _insert(conn: psycopg.Connection[Any], seq: int, line: bytes) -> None:
         digest = line_hash(line)
         conn.execute("INSERT INTO audit_events (seq, line, hash) VALUES (%s, %s, %s)",
-                     (seq, line.decode("ascii"), digest))
-        conn.execute("UPDATE store_state SET audit_seq = %s, audit_hash = %s", (seq, digest))
+                     (seq, line.decode("utf-8"), digest))
+        conn.execute("UPDATE audit_head SET seq = %s, hash = %s", (seq, digest))
 
     def append_lines(self, lines: list[bytes]) -> int:
         """Copy already-chained lines verbatim (``migrate``), in one transaction."""
@@ -87,15 +242,24 @@ class PgAuditLog(TrailReader):
         with self._lock:
             conn = self._connection()
             with conn.transaction():
-                conn.execute("SELECT audit_seq FROM store_state FOR UPDATE")
+                conn.execute("SELECT seq FROM audit_head FOR UPDATE")
                 for line in lines:
                     self._insert(conn, int(json.loads(line)["seq"]), line)
         return len(lines)
 
+    def _query(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read; a database failure is the store's one-line error."""
+        import psycopg
+
+        with self._lock:
+            try:
+                return self._connection().execute(query, params).fetchall()
+            except psycopg.Error as exc:
+                failure = self.store.error(exc, "read the audit trail")
+        raise failure  # outside the handler: the driver's exception is not its context
+
     def lines(self) -> Iterator[tuple[str, int, bytes]]:
         """Every row in ``seq`` order, fetched in batches (never the whole trail at once)."""
-        with self._lock:
-            conn = self._connection()
         last = None
         number = 0
         while True:
@@ -104,8 +268,7 @@ class PgAuditLog(TrailReader):
             if last is not None:
                 query += " WHERE seq > %s"
                 params = (last,)
-            with self._lock:
-                rows = conn.execute(query + f" ORDER BY seq LIMIT {_BATCH}", params).fetchall()
+            rows = self._query(query + f" ORDER BY seq LIMIT {_BATCH}", params)
             if not rows:
                 return
             for seq, line in rows:
@@ -114,9 +277,7 @@ class PgAuditLog(TrailReader):
                 last = seq
 
     def head(self) -> tuple[int, str] | None:
-        with self._lock:
-            row = self._connection().execute(
-                "SELECT audit_seq, audit_hash FROM store_state").fetchone()
-        if row is None or int(row[0]) == 0:
+        rows = self._query("SELECT seq, hash FROM audit_head")
+        if not rows or int(rows[0][0]) == 0:
             return None
-        return int(row[0]), str(row[1])
+        return int(rows[0][0]), str(rows[0][1])

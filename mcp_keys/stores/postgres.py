@@ -17,18 +17,19 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import StoreError, UsageError
 from ..models import ApiKey
 from .base import DictRecords, Records
+from .pg_url import parse_url
 
 if TYPE_CHECKING:
     import psycopg
 
     from .pg_audit import PgAuditLog
 
-SCHEMA_VERSION = 2  # 2: api_keys.resources (keys bound to MCP server URLs)
+SCHEMA_VERSION = 3  # 2: api_keys.resources (keys bound to MCP server URLs); 3: audit_head
+# and the audit append functions (pg_audit)
 CHANNEL = "mcp_keys"
 _COLUMNS = ("id, name, description, digest, scopes, created_at, expires_at, revoked_at, "
             "revoke_reason, rotated_from, rotated_to, expiry_recorded_at, resources")
@@ -77,6 +78,20 @@ INSERT INTO schema_version VALUES (2);
 }
 
 
+# -- schema 3: audit appends through database functions (pg_audit holds their SQL) -------
+def _migrate_to_3(conn: psycopg.Connection[Any]) -> None:
+    """The audit head in its own table; servers append only through
+    ``server_audit_append``."""
+    from .pg_audit import create_audit_head, install_append_functions
+
+    create_audit_head(conn)
+    install_append_functions(conn)
+    conn.execute("INSERT INTO schema_version VALUES (3)")
+
+
+_STEPS: dict[int, Callable[[psycopg.Connection[Any]], None]] = {3: _migrate_to_3}
+
+
 def require_psycopg() -> Any:
     """psycopg, or a clear error naming the extra to install."""
     try:
@@ -87,28 +102,6 @@ def require_psycopg() -> Any:
         raise StoreError(f"a postgresql:// store needs psycopg: {install_hint('postgres')}"
                          ) from None
     return psycopg
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its password (in the user part or a ``password=`` parameter)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{hostinfo}"
-    query = urlencode([(k, "***" if k == "password" else v)
-                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="/")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _password(url: str) -> str | None:
-    parts = urlsplit(url)
-    for key, value in parse_qsl(parts.query):
-        if key == "password":
-            return value
-    return parts.password
 
 
 def to_record(row: tuple[Any, ...]) -> ApiKey:
@@ -139,6 +132,7 @@ class PostgresStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._parsed = parse_url(url)
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
         self.migrated_from: int | None = None  # set by initialize() when it migrated
@@ -148,13 +142,17 @@ class PostgresStore:
 
     @property
     def display(self) -> str:
-        return redact_url(self.url)
+        """The URL without its password (all of it hidden when it does not parse)."""
+        return self._parsed.display
+
+    @property
+    def problem(self) -> str | None:
+        """Why the URL cannot be used (it is then hidden whole), or ``None``."""
+        return self._parsed.problem
 
     def scrub(self, text: str) -> str:
         """``text`` with the URL's password (if any) replaced."""
-        password = _password(self.url)
-        text = text.replace(self.url, self.display)
-        return text.replace(password, "***") if password else text
+        return self._parsed.scrub(text)
 
     def error(self, exc: BaseException, doing: str) -> StoreError:
         """A one-line StoreError for a database failure, never carrying the password."""
@@ -169,20 +167,25 @@ class PostgresStore:
         keepalives and a user timeout, so a silent network partition is noticed in
         seconds rather than hours."""
         driver = require_psycopg()
+        if self.problem is not None:
+            raise UsageError(self.problem)
         extra: dict[str, Any] = {}
         if watch:
             extra = {"application_name": "mcp-keys-watch", "keepalives": 1,
                      "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
                      "tcp_user_timeout": 10000, "options": "-c statement_timeout=5000"}
+        failure: Exception
         try:
             conn = driver.connect(self.url, autocommit=True, connect_timeout=10, **extra)
         except driver.ProgrammingError as exc:
-            raise UsageError(self.scrub(f"invalid PostgreSQL URL {self.display}: {exc}")
-                             ) from None
+            failure = UsageError(self.scrub(f"invalid PostgreSQL URL {self.display}: "
+                                            f"{' '.join(str(exc).split())}"))
         except driver.Error as exc:
-            raise self.error(exc, "connect") from None
-        connected: psycopg.Connection[Any] = conn
-        return connected
+            failure = self.error(exc, "connect")
+        else:
+            connected: psycopg.Connection[Any] = conn
+            return connected
+        raise failure  # outside the handler: the driver's exception is not its context
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -194,7 +197,10 @@ class PostgresStore:
             try:
                 yield self._conn
             except driver.Error as exc:
-                raise self.error(exc, "complete the operation") from None
+                failure = self.error(exc, "complete the operation")
+            else:
+                return
+            raise failure from None
 
     def abandon_connections(self, keep: list[object]) -> None:
         """After a fork: drop the parent's connection without closing it (closing would
@@ -228,13 +234,19 @@ class PostgresStore:
         with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('mcp_keys_schema'))")
             version = self.schema_version(conn)
+            created = version is None
             if version is None:
                 conn.execute(_SCHEMA)
-                return True
+                version = 2
             if version > SCHEMA_VERSION:
                 self._check_version(version)
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                conn.execute(_MIGRATIONS[step])
+                if step in _STEPS:
+                    _STEPS[step](conn)
+                else:
+                    conn.execute(_MIGRATIONS[step])
+            if created:
+                return True
             if version < SCHEMA_VERSION:
                 self.migrated_from = version
                 row = conn.execute("UPDATE store_state SET change_seq = change_seq + 1 "

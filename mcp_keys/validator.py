@@ -276,11 +276,11 @@ class Validator:
         with self._lock:
             self._fail(message, "postgresql-lost")
 
-    def pg_contact(self, fresh_until: float) -> None:
-        """The database answered: until ``fresh_until`` a validation need not ask the
+    def pg_contact(self, fresh_for: float) -> None:
+        """The database answered: for ``fresh_for`` seconds a validation need not ask the
         watcher whether contact was lost (so the hot path stays a dict lookup)."""
         if self.refresh_interval != 0:
-            self._next_check = fresh_until
+            self._next_check = time.monotonic() + fresh_for
 
     # -- loading -------------------------------------------------------------------------
 

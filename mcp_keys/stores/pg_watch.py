@@ -49,6 +49,12 @@ MAX_BACKOFF = 5.0
 MALFORMED_LOG_INTERVAL = 60.0
 
 
+def _now() -> float:
+    """The monotonic clock, read so that a test's frozen clock (freezegun patches
+    ``time.monotonic`` for some threads only) cannot make contact look lost."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
 class Sink(Protocol):
     """What the watcher tells the validator."""
 
@@ -58,7 +64,7 @@ class Sink(Protocol):
 
     def pg_fail(self, message: str) -> None: ...
 
-    def pg_contact(self, fresh_until: float) -> None: ...
+    def pg_contact(self, fresh_for: float) -> None: ...
 
 
 def well_formed(payload: str) -> bool:
@@ -81,7 +87,7 @@ class PgWatcher:
         self.loaded = threading.Event()
         self._stop = threading.Event()
         self._seq = -1
-        self._last_contact = time.monotonic()
+        self._last_contact = _now()
         self._failed = False
         self._lookup_conn: psycopg.Connection[Any] | None = None
         self._lookup_lock = threading.Lock()
@@ -132,7 +138,7 @@ class PgWatcher:
         try:
             conn.execute(f"LISTEN {CHANNEL}")
             self._reload(conn)
-            next_beat = time.monotonic() + HEARTBEAT
+            next_beat = _now() + HEARTBEAT
             while not self._stop.is_set():
                 # Collected first: the generator holds the connection while it waits.
                 # stop_after=1: back as soon as one arrives; then take what else is queued.
@@ -140,9 +146,9 @@ class PgWatcher:
                 if notes:
                     notes += [n.payload for n in conn.notifies(timeout=0)]
                 woken = self._woken(notes)
-                if woken or self._failed or time.monotonic() >= next_beat:
+                if woken or self._failed or _now() >= next_beat:
                     self._catch_up(conn)
-                    next_beat = time.monotonic() + HEARTBEAT
+                    next_beat = _now() + HEARTBEAT
         finally:
             conn.close()
 
@@ -155,7 +161,7 @@ class PgWatcher:
                 woken = True
             else:
                 self._malformed += 1
-        now = time.monotonic()
+        now = _now()
         if self._malformed and now - self._malformed_logged >= MALFORMED_LOG_INTERVAL:
             log.warning("mcp-keys ignored %d malformed notification(s) on channel %r of %s: "
                         "a role that can connect sent them (notifications are only a wake-up)",
@@ -205,13 +211,13 @@ class PgWatcher:
     def _contact(self) -> None:
         """The database answered: contact is proven now, and stays so for ``max_stale``
         plus ``LOST_AFTER`` (until when validations need not ask ``check_fresh``)."""
-        self._last_contact = now = time.monotonic()
-        self.sink.pg_contact(now + self.max_stale + LOST_AFTER)
+        self._last_contact = _now()
+        self.sink.pg_contact(self.max_stale + LOST_AFTER)
 
     def _lost(self, reason: str, allowed: float) -> float:
         """Past ``allowed`` seconds without an answer (or before any load), refuse;
         returns how long contact has been lost."""
-        away = time.monotonic() - self._last_contact
+        away = _now() - self._last_contact
         if not self._failed and (away >= allowed or not self.loaded.is_set()):
             self._failed = True
             self.sink.pg_fail(f"lost contact with PostgreSQL store {self.store.display} "
@@ -221,7 +227,7 @@ class PgWatcher:
     def check_fresh(self) -> None:
         """Called when validating: no answer for ``max_stale`` (plus ``LOST_AFTER`` for a
         heartbeat to be late) refuses, even while the thread is stuck waiting."""
-        if time.monotonic() - self._last_contact > self.max_stale + LOST_AFTER:
+        if _now() - self._last_contact > self.max_stale + LOST_AFTER:
             self._lost("the database stopped answering", self.max_stale + LOST_AFTER)
 
     # -- lookups for keys the snapshot does not know yet ---------------------------------

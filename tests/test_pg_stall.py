@@ -14,7 +14,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -175,16 +175,58 @@ def test_an_unknown_key_never_waits_on_a_silent_store(
         proxy.open.set()
 
 
-def test_the_sdk_verifier_never_blocks_the_event_loop(
-        gate: tuple[Gate, str], pg_url: str) -> None:
-    pytest.importorskip("mcp.server.auth.provider")
-    from mcp_keys.integrations.mcp import McpKeysTokenVerifier
+def front_door(kind: str, validator: Validator) -> Callable[[str], Awaitable[bool]]:
+    """Whether a front door that runs on the event loop admits a key."""
+    if kind == "sdk":
+        pytest.importorskip("mcp.server.auth.provider")
+        from mcp_keys.integrations.mcp import McpKeysTokenVerifier
 
+        sdk = McpKeysTokenVerifier(validator=validator)
+        return lambda key: _admitted(sdk.verify_token(key))
+    if kind == "fastmcp":
+        pytest.importorskip("fastmcp")
+        from mcp_keys.integrations.fastmcp import McpKeysVerifier
+
+        fast = McpKeysVerifier(validator=validator)
+        return lambda key: _admitted(fast.verify_token(key))
+    from mcp_keys.integrations.mcp import ApiKeyMiddleware
+    from mcp_keys.integrations.refusal import Message, Receive, Scope, Send
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = ApiKeyMiddleware(inner, validator=validator)
+
+    async def call(key: str) -> bool:
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": "/", "headers":
+                 [(b"authorization", f"Bearer {key}".encode())]}
+        await middleware(scope, receive, send)
+        return bool(sent[0]["status"] == 200)
+
+    return call
+
+
+async def _admitted(verified: Awaitable[object]) -> bool:
+    return await verified is not None
+
+
+@pytest.mark.parametrize("kind", ["sdk", "fastmcp", "middleware"])
+def test_front_doors_never_block_the_event_loop(
+        gate: tuple[Gate, str], pg_url: str, kind: str) -> None:
     proxy, url = gate
     issued = KeyManager(pg_url).create("svc")
-    verifier = McpKeysTokenVerifier(validator=Validator(url, max_stale=30))
+    admits = front_door(kind, Validator(url, max_stale=30))
 
-    async def scenario() -> tuple[object, object, int]:
+    async def scenario() -> tuple[bool, bool, int]:
         ticks = 0
 
         async def ticker() -> None:
@@ -196,9 +238,9 @@ def test_the_sdk_verifier_never_blocks_the_event_loop(
         task = asyncio.create_task(ticker())
         await asyncio.sleep(0)
         before = ticks
-        unknown = await verifier.verify_token(unknown_key())
+        unknown = await admits(unknown_key())
         during = ticks - before
-        known = await verifier.verify_token(issued.key)
+        known = await admits(issued.key)
         task.cancel()
         return unknown, known, during
 
@@ -208,7 +250,7 @@ def test_the_sdk_verifier_never_blocks_the_event_loop(
                                          "the event loop")
     finally:
         proxy.open.set()
-    assert unknown is None and known is not None
+    assert not unknown and known, "an unknown key refused, a known one admitted"
     assert during > 0, "the loop ran nothing while the look-up waited for the database"
 
 

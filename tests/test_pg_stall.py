@@ -139,6 +139,35 @@ def test_a_silent_server_from_the_start_refuses_in_bounded_time() -> None:
             sock.close()
 
 
+@pytest.mark.parametrize("step", ["query", "commit"])
+def test_every_wait_on_a_silent_store_has_a_deadline(gate: tuple[Gate, str],
+                                                     step: str) -> None:
+    """The connections of lifecycle commands and audit appends: a query, and a COMMIT,
+    fail with a clear error once the deadline passes; a new connection then works."""
+    from mcp_keys.stores.pg_deadline import NoAnswer
+    from mcp_keys.stores.postgres import PostgresStore
+
+    proxy, url = gate
+    store = PostgresStore(url)
+    conn = store.connect(deadline=1)
+    if step == "commit":
+        conn.autocommit = False
+        conn.execute("SELECT 1")
+    wait: Callable[[], object] = (conn.commit if step == "commit"
+                                  else lambda: conn.execute("SELECT 1"))
+    proxy.open.clear()
+    try:
+        with pytest.raises(NoAnswer, match="no answer from the server within 1s"):
+            bounded(wait, 10, step)
+        assert conn.broken, "a connection that missed its deadline is not reused"
+    finally:
+        proxy.open.set()
+        conn.close()
+    fresh = store.connect(deadline=1)
+    assert fresh.execute("SELECT 1").fetchone() == (1,)
+    fresh.close()
+
+
 def test_a_store_that_falls_silent_refuses_after_max_stale(
         gate: tuple[Gate, str], pg_url: str) -> None:
     proxy, url = gate

@@ -7,6 +7,7 @@ forgery that looked like lost contact would refuse it)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -123,7 +124,10 @@ def test_the_server_role_cannot_move_the_counter(roles: Roles) -> None:
                           "DELETE FROM key_changes"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 forger.execute(statement)
-        forger.execute("UPDATE store_state SET change_seq = 1000000000000")
+        # The old counter: the server role may still update store_state (for the audit
+        # head) under some GRANTs; either way the validator does not believe it.
+        with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+            forger.execute("UPDATE store_state SET change_seq = 1000000000000")
         forger.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"seq": 10**12})))
     revoke_arrives(check, admin, doomed.key, doomed.record.id, valid.key)
 

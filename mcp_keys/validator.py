@@ -9,10 +9,17 @@ its format and checksum, so the token is parsed only on a miss.
 
 Anything unexpected fails closed: a missing, unreadable, unsafe or corrupt store, or any
 exception at all while loading or checking, answers ``STORE_ERROR`` until a good load.
+
+On a PostgreSQL store nothing waits on the database for long: a validation refuses once
+the watcher has had no answer for ``max_stale`` (checked here, not by the watcher), and
+a key the snapshot does not know costs at most 250 ms (``pg_watch.LOOKUP_BOUND`` for the
+look-up, ``pg_deferred.AUDIT_WAIT`` for its audit line). ``avalidate`` is the form for
+an event loop: what could wait at all runs on a worker thread.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -35,6 +42,7 @@ from .stores.jsonfile import parse, resolve_location, resolve_path
 
 if TYPE_CHECKING:
     from .audit import AuditTrail
+    from .stores.pg_deferred import DeferredTrail
     from .stores.pg_watch import PgWatcher
 
 log = logging.getLogger("mcp_keys")
@@ -164,16 +172,17 @@ class Validator:
         self.refresh_interval = refresh_interval
         self.audit_failures = audit_failures
         self.env_fallback = env_fallback_enabled() if env_fallback is None else env_fallback
-        self._audit: AuditTrail
+        self._audit: AuditTrail | DeferredTrail
         self._watcher: PgWatcher | None = None
         if is_url(location):
+            from .stores.pg_deferred import DeferredTrail
             from .stores.postgres import PostgresStore
 
             self._pg: PostgresStore | None = PostgresStore(location)
             self.path: Path | None = None
             self.location = self._pg.display
             self.max_stale = _max_stale(max_stale)
-            self._audit = self._pg.audit_log()
+            self._audit = DeferredTrail(self._pg.audit_log())
         else:
             self._pg = None
             self.path = resolve_path(location).absolute()
@@ -207,17 +216,18 @@ class Validator:
                 self._watcher = None
                 self._next_check = float("-inf")
 
-    def _start_watching(self) -> None:
+    def _start_watching(self, wait: float = FIRST_LOAD_WAIT) -> None:
         from .stores.pg_watch import PgWatcher
 
         assert self._pg is not None
-        # The watcher pushes changes; only refresh_interval=0 asks the database per call.
-        self._next_check = float("-inf") if self.refresh_interval == 0 else float("inf")
+        # The watcher pushes changes and moves _next_check on each answer (pg_contact);
+        # only refresh_interval=0 asks the database per call.
+        self._next_check = float("-inf")
         self._ids: dict[str, str] = {}
         self._shared: dict[frozenset[str], frozenset[str]] = {}
         self._watcher = PgWatcher(self._pg, self, max_stale=self.max_stale)
         # A URL that does not parse never loads: no point waiting for it.
-        self._watcher.start(wait=0 if self._pg.problem else FIRST_LOAD_WAIT)
+        self._watcher.start(wait=0 if self._pg.problem else wait)
 
     def __repr__(self) -> str:
         return f"Validator({self.location!r}, refresh_interval={self.refresh_interval})"
@@ -267,6 +277,12 @@ class Validator:
         with self._lock:
             self._fail(message, "postgresql-lost")
 
+    def pg_contact(self, fresh_for: float) -> None:
+        """The database answered: for ``fresh_for`` seconds a validation need not ask the
+        watcher whether contact was lost (so the hot path stays a dict lookup)."""
+        if self.refresh_interval != 0:
+            self._next_check = time.monotonic() + fresh_for
+
     # -- loading -------------------------------------------------------------------------
 
     def refresh(self, *, force: bool = False) -> None:
@@ -274,17 +290,20 @@ class Validator:
         leaves the validator failing closed. (A PostgreSQL store pushes its changes; with
         ``refresh_interval=0`` each call also asks the database for its change counter.)"""
         if self._pg is not None and self._watcher is None:
+            from .stores.pg_watch import LOOKUP_BOUND
+
             with self._start_lock:  # not self._lock: the first snapshot takes that one
-                if self._watcher is None:  # first use in a forked child
-                    self._start_watching()
+                if self._watcher is None:  # first use in a forked child: a bounded wait
+                    self._start_watching(wait=LOOKUP_BOUND)
             return
         if self._watcher is not None:
             if self.refresh_interval == 0 or force:
                 try:
                     self._watcher.sync()
-                except Exception as exc:  # the database is away: the watcher decides
+                except Exception as exc:  # the database is away: check_fresh decides
                     log.debug("mcp-keys could not sync with PostgreSQL: %s",
                               type(exc).__name__)
+            self._watcher.check_fresh()
             return
         now = time.monotonic()
         if not force and now < self._next_check:
@@ -379,6 +398,44 @@ class Validator:
             log.exception("mcp-keys could not check a key; refusing it")
             return _LOADING_FAILED
 
+    async def avalidate(self, token: str | None, scopes: Iterable[str] = (), *,
+                        resource: str | None = None) -> ValidationResult:
+        """``validate`` for code on an event loop (the SDK's and FastMCP's verifiers, the
+        middleware): a valid key the snapshot holds is answered in place (a dict lookup);
+        anything that could wait (a refresh, a database look-up, an audit line) runs on a
+        worker thread, so the loop is never blocked."""
+        wanted = tuple(scopes)
+        try:
+            accepted = self._accepted(token, wanted, resource)
+        except Exception:  # validate() below fails closed and logs it
+            accepted = None
+        if accepted is not None:
+            return accepted
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(
+            functools.partial(self.validate, token, wanted, resource=resource))
+
+    def _accepted(self, token: str | None, scopes: tuple[str, ...],
+                  resource: str | None) -> ValidationResult | None:
+        """The answer for a valid key, when the snapshot can give it with no I/O (no
+        refresh due); ``None`` for everything else."""
+        if (time.monotonic() >= self._next_check or type(token) is not str
+                or len(token) > _MAX_TOKEN):
+            return None
+        state = self._state
+        if state.error is not None or state.env_digest is not None:
+            return None
+        digest = _sha256(token.encode()).hexdigest()
+        entry = state.by_digest.get(digest)
+        if (entry is None or not _compare(digest, entry.digest)
+                or time.time() >= entry.usable_until
+                or (resource is not None and entry.resources
+                    and resource not in entry.resources)
+                or (scopes and not entry.scopes.issuperset(scopes))):
+            return None
+        return entry.valid
+
     def _validate(self, token: str | None, scopes: Iterable[str], resource: str | None,
                   may_recheck: bool) -> ValidationResult:
         """The full path: blank or padded tokens, environment mode, misses."""
@@ -387,9 +444,7 @@ class Validator:
         token = token.strip()
         if not token:
             return ValidationResult(Reason.MISSING)
-        if time.monotonic() >= self._next_check:
-            self.refresh()
-        state = self._state
+        state = self._state  # validate() refreshed it if it was due
         if state.error is not None:
             return ValidationResult(Reason.STORE_ERROR, detail=state.error)
         if len(token) > _MAX_TOKEN:
@@ -435,9 +490,11 @@ class Validator:
             before = self._state
             self.refresh(force=True)
             return self._state is not before
+        if self.refresh_interval == 0:
+            return False  # refresh() has just caught up with every change
         try:
             record = self._watcher.lookup(key_id)
-        except Exception:  # the database is away: the key stays unknown (refused)
+        except Exception:  # the database is away or slow: the key stays unknown (refused)
             return False
         if record is None or self._ids.get(record.id) == record.digest:
             return False

@@ -66,7 +66,7 @@ class McpKeysVerifier(TokenVerifier):
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """A FastMCP ``AccessToken`` (client_id = key ID) for a valid key, else ``None``."""
-        result = self.check(token)
+        result = await self.validator.avalidate(token, (), resource=self.resource)
         if not result:
             return None
         return AccessToken(**token_fields(result, self.resource),

@@ -122,7 +122,8 @@ class McpKeysTokenVerifier:
         """An ``AccessToken`` (client_id = key ID) for a valid key, else ``None``."""
         from mcp.server.auth.provider import AccessToken
 
-        result = self.check(token)
+        result = await self.validator.avalidate(token, self.required_scopes,
+                                                resource=self.resource)  # off the loop
         if not result:
             return None
         return AccessToken(**token_fields(result, self.resource))
@@ -274,7 +275,7 @@ class ApiKeyMiddleware:
         if token is None and not self.required:
             await self.app({**scope, SCOPE_KEY: None}, receive, send)
             return
-        result = self.validator.validate(token, self.scopes, resource=self.resource)
+        result = await self.validator.avalidate(token, self.scopes, resource=self.resource)
         if result:
             await self._admit(result, {**scope, SCOPE_KEY: result}, receive, send)
             return

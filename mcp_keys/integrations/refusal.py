@@ -135,7 +135,9 @@ class Challenges:
                 if b"www-authenticate" in names:
                     replaced = True
                     token = bearer_token(scope)
-                    result = self.check(token)
+                    import anyio.to_thread  # the check may wait: never on the loop
+
+                    result = await anyio.to_thread.run_sync(self.check, token)
                     if result and message["status"] == 403:
                         result = ValidationResult(Reason.INSUFFICIENT_SCOPE)
                     # A key the framework refused for its own reason (its resource or

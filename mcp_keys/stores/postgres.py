@@ -3,8 +3,10 @@
 Every lifecycle operation is one transaction that first locks the single ``store_state``
 row (writers are serialised, so two rotations of one key cannot both succeed), reads and
 writes only the rows it names (``SELECT ... FOR UPDATE``, one ``INSERT ... ON CONFLICT``,
-one ``DELETE``), bumps ``store_state.change_seq`` and sends ``NOTIFY`` with the changed
-IDs, which running validators apply (``pg_watch``). The audit trail is the table
+one ``DELETE``), records the IDs it changed as the next row of ``key_changes`` (the
+change counter) and sends ``NOTIFY`` to wake running validators, which then read
+``key_changes`` (``pg_watch``): anyone who can connect may ``NOTIFY``, so a payload is
+never believed. The audit trail is the table
 ``audit_events``, chained exactly like the file log. A password in the URL is never
 shown: ``display`` and every error message carry the URL without it.
 """
@@ -28,12 +30,13 @@ if TYPE_CHECKING:
 
     from .pg_audit import PgAuditLog
 
-SCHEMA_VERSION = 3  # 2: api_keys.resources (keys bound to MCP server URLs); 3: audit_head
-# and the audit append functions (pg_audit)
+SCHEMA_VERSION = 4  # 2: api_keys.resources (keys bound to MCP server URLs); 3: audit_head
+# and the audit append functions (pg_audit); 4: key_changes (the change log)
 CHANNEL = "mcp_keys"
 _COLUMNS = ("id, name, description, digest, scopes, created_at, expires_at, revoked_at, "
             "revoke_reason, rotated_from, rotated_to, expiry_recorded_at, resources")
-_NOTIFY_IDS_MAX = 200  # past this a change is announced as "reload everything"
+_NOTIFY_IDS_MAX = 200  # past this a change is recorded as "reload everything"
+QUERY_DEADLINE = 30.0  # seconds a lifecycle connection waits for an answer (pg_deadline)
 _SCHEMA = """
 CREATE TABLE schema_version (version integer NOT NULL);
 CREATE TABLE api_keys (
@@ -68,6 +71,33 @@ CREATE TABLE store_state (
 INSERT INTO store_state DEFAULT VALUES;
 INSERT INTO schema_version VALUES (2);
 """
+# -- the change log (schema 4) --------------------------------------------------------
+# What validators believe about changes comes from here, never from a NOTIFY payload:
+# writers (not the server role) may insert and prune it. ``ids`` NULL means "reload
+# everything". The counter is max(seq).
+_CHANGES_SCHEMA = """
+CREATE TABLE key_changes (
+    seq bigint PRIMARY KEY CHECK (seq > 0),
+    ids text[]
+);
+INSERT INTO key_changes (seq, ids) SELECT change_seq + 1, NULL FROM store_state;
+INSERT INTO schema_version VALUES (4);
+"""
+CHANGES_KEPT = 1000  # a validator further behind than this reloads everything
+CHANGE_SEQ = "SELECT coalesce(max(seq), 0) FROM key_changes"
+
+
+def record_change(conn: psycopg.Connection[Any], ids: list[str] | None) -> int:
+    """Append one change (under the ``store_state`` row lock, so writers are serialised),
+    prune what no validator needs, and wake the listeners; returns the new counter."""
+    row = conn.execute("INSERT INTO key_changes (seq, ids) SELECT coalesce(max(seq), 0) + 1, "
+                       "%s FROM key_changes RETURNING seq", (ids,)).fetchone()
+    assert row is not None
+    seq = int(row[0])
+    conn.execute("DELETE FROM key_changes WHERE seq <= %s", (seq - CHANGES_KEPT,))
+    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"seq": seq})))
+    return seq
+# -- end of the change log ------------------------------------------------------------
 # Each step takes the schema from the version before it to its own, in the transaction
 # that holds the schema lock. An older mcp-keys refuses the newer schema (fail closed).
 _MIGRATIONS = {
@@ -75,6 +105,7 @@ _MIGRATIONS = {
 ALTER TABLE api_keys ADD COLUMN resources text[] NOT NULL DEFAULT '{}';
 INSERT INTO schema_version VALUES (2);
 """,
+    4: _CHANGES_SCHEMA,
 }
 
 
@@ -162,21 +193,28 @@ class PostgresStore:
 
     # -- connections ---------------------------------------------------------------------
 
-    def connect(self, *, watch: bool = False) -> psycopg.Connection[Any]:
-        """A new autocommit connection (the caller closes it). ``watch`` adds TCP
-        keepalives and a user timeout, so a silent network partition is noticed in
-        seconds rather than hours."""
+    def connect(self, *, watch: bool = False,
+                deadline: float = QUERY_DEADLINE) -> psycopg.Connection[Any]:
+        """A new autocommit connection (the caller closes it) on which every wait for the
+        server fails after ``deadline`` seconds of silence (``pg_deadline``); connecting
+        gives up after ``connect_timeout`` (10 s unless the URL says otherwise). ``watch``
+        adds TCP keepalives and a user timeout, so a dead peer is noticed in seconds."""
         driver = require_psycopg()
         if self.problem is not None:
             raise UsageError(self.problem)
+        from .pg_deadline import DeadlineConnection
+
         extra: dict[str, Any] = {}
+        if "connect_timeout" not in self.url:
+            extra["connect_timeout"] = max(2, min(10, round(deadline)))
         if watch:
-            extra = {"application_name": "mcp-keys-watch", "keepalives": 1,
-                     "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
-                     "tcp_user_timeout": 10000, "options": "-c statement_timeout=5000"}
+            extra |= {"application_name": "mcp-keys-watch", "keepalives": 1,
+                      "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
+                      "tcp_user_timeout": 10000, "options": "-c statement_timeout=5000"}
         failure: Exception
         try:
-            conn = driver.connect(self.url, autocommit=True, connect_timeout=10, **extra)
+            conn = DeadlineConnection.connect(self.url, autocommit=True, **extra)
+            conn.deadline = deadline
         except driver.ProgrammingError as exc:
             failure = UsageError(self.scrub(f"invalid PostgreSQL URL {self.display}: "
                                             f"{' '.join(str(exc).split())}"))
@@ -249,10 +287,7 @@ class PostgresStore:
                 return True
             if version < SCHEMA_VERSION:
                 self.migrated_from = version
-                row = conn.execute("UPDATE store_state SET change_seq = change_seq + 1 "
-                                   "RETURNING change_seq").fetchone()
-                conn.execute("SELECT pg_notify(%s, %s)",
-                             (CHANNEL, json.dumps({"seq": row[0] if row else 0, "all": True})))
+                record_change(conn, None)
             return False
 
     def _check_version(self, version: int) -> None:
@@ -403,16 +438,7 @@ class PgTransaction:
         action()
 
     def announce(self) -> None:
-        """Bump the change counter and tell listening validators what changed."""
+        """Record what changed in ``key_changes`` and wake listening validators."""
         changed = sorted(self.keys.changed)
-        if not changed:
-            return
-        row = self._conn.execute("UPDATE store_state SET change_seq = change_seq + 1 "
-                                 "RETURNING change_seq").fetchone()
-        assert row is not None
-        payload: dict[str, Any] = {"seq": row[0]}
-        if len(changed) <= _NOTIFY_IDS_MAX:
-            payload["ids"] = changed
-        else:
-            payload["all"] = True
-        self._conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(payload)))
+        if changed:
+            record_change(self._conn, changed if len(changed) <= _NOTIFY_IDS_MAX else None)

@@ -237,7 +237,7 @@ def front_door(kind: str, validator: Validator) -> Callable[[str], Awaitable[boo
             sent.append(message)
 
         scope = {"type": "http", "method": "GET", "path": "/", "headers":
-                 [(b"authorization", f"Bearer {key}".encode())]}
+                 [(b"host", b"127.0.0.1:8000"), (b"authorization", f"Bearer {key}".encode())]}
         await middleware(scope, receive, send)
         return bool(sent[0]["status"] == 200)
 

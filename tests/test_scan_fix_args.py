@@ -207,9 +207,11 @@ def test_a_file_that_cannot_be_fixed_does_not_stop_the_others(home: Home) -> Non
 
 # --- the keyring backend ----------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", [PLAINTEXT, "keyring.backends.null.Keyring"])
+@pytest.mark.parametrize(("backend", "writer"), [
+    (PLAINTEXT, PLAINTEXT), ("keyring.backends.null.Keyring", "keyring.backends.null.Keyring"),
+    ("keyring.backends.chainer.ChainerBackend", PLAINTEXT)], ids=["plaintext", "null", "chain"])
 def test_fix_refuses_a_keyring_that_stores_in_plaintext(
-        tmp_path: Path, store_path: Path, backend: str) -> None:
+        tmp_path: Path, store_path: Path, backend: str, writer: str) -> None:
     home = Home(tmp_path, store_path, backend)
     value = home.secret("sk_live_" + rand(24))
     config = home.write(".mcp.json", {"mcpServers": {"stripe": {
@@ -217,13 +219,22 @@ def test_fix_refuses_a_keyring_that_stores_in_plaintext(
     before = config.read_bytes()
     done = home.cli("scan", str(config), "--fix", "--yes")
     assert done.returncode == 1
-    assert f"keyring: {backend} " in done.stderr and "--allow-plaintext-keyring" in done.stderr
+    assert f"keyring: {writer} " in done.stderr and "--allow-plaintext-keyring" in done.stderr
     assert config.read_bytes() == before
     assert not (tmp_path / "keyring").exists()  # nothing written to the plaintext file
-    if backend == PLAINTEXT:
+    if writer == PLAINTEXT:
         assert "plaintext file" in done.stderr
         allowed = home.cli("scan", str(config), "--fix", "--yes", "--allow-plaintext-keyring")
         assert allowed.returncode == 0 and "STRIPE_SECRET_KEY=keyring:" in config.read_text()
+
+
+def test_the_os_keychains_count_as_encrypting() -> None:
+    from keyring.backends import SecretService, libsecret
+
+    from mcp_keys.secrets.sources.keyring import plaintext_reason
+
+    assert plaintext_reason(SecretService.Keyring()) is None
+    assert plaintext_reason(libsecret.Keyring()) is None
 
 
 def test_secret_set_still_writes_the_keychain_the_user_named(home: Home) -> None:

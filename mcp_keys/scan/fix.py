@@ -273,13 +273,17 @@ def fix_file(path: Path, findings: list[Finding], destination: str, *, style: st
         fixed.append(Fixed(finding, ref, use, variable))
     for entry, variables in bound.values():
         _finish_run(entry, variables)
+    body = json.dumps(data, indent=indent, ensure_ascii=False)
+    # a value still in the file was not moved (it sat somewhere no rewrite reached): it
+    # stays a finding, never "Fixed"
+    fixed = [f for f in fixed
+             if json.dumps(stored_value(f.finding), ensure_ascii=False)[1:-1] not in body]
     if fixed:
         from ..backups import marker, redact_config, write_backup
 
         moved = {stored_value(f.finding): marker(f.reference) for f in fixed}
         backup = write_backup(path, redact_config(path, text, moved).encode("utf-8"))
         fixed = [Fixed(f.finding, f.reference, f.style, f.variable, backup) for f in fixed]
-        body = json.dumps(data, indent=indent, ensure_ascii=False)
         write_atomic(path, (body + ("\n" if text.endswith("\n") else "")).encode("utf-8"),
                      mode=os.stat(path).st_mode & 0o777 & ~0o077)
     return fixed

@@ -234,7 +234,7 @@ def test_the_os_keychains_count_as_encrypting() -> None:
     from mcp_keys.secrets.sources.keyring import plaintext_reason
 
     for backend in (SecretService.Keyring, libsecret.Keyring):
-        assert plaintext_reason(backend()) is None  # type: ignore[no-untyped-call]
+        assert plaintext_reason(backend()) is None
 
 
 def test_secret_set_still_writes_the_keychain_the_user_named(home: Home) -> None:

@@ -273,3 +273,29 @@ def test_a_moved_mcp_keys_key_is_said_to_be_active_with_the_rotate_command(
 
     new = dotenv_values(target)["REMOTE_AUTHORIZATION"]
     assert new and f"_{old.rotated_to}_" in new  # the new key is where the entry reads it
+
+
+# --- two servers of the same name -------------------------------------------------------
+
+ENV_REPORTER = ("import hashlib, os; "
+                "print(hashlib.sha256(os.environ['STRIPE_SECRET_KEY'].encode()).hexdigest())")
+
+
+@pytest.mark.parametrize("to", ["keyring", "dotenv"])
+def test_a_server_of_the_same_name_in_another_file_keeps_its_own_value(
+        home: Home, to: str) -> None:
+    values = [home.secret("sk_live_" + rand(24)) for _ in range(2)]
+    configs = [home.write(place, {"mcpServers": {"stripe": {
+        "command": sys.executable, "args": ["-c", ENV_REPORTER],
+        "env": {"STRIPE_SECRET_KEY": value}}}})
+        for place, value in zip((".cursor/mcp.json", ".mcp.json"), values, strict=True)]
+    destination = "keyring" if to == "keyring" else f"dotenv:{home.root / 'moved.env'}"
+    for _ in range(2):  # a second --fix of fixed files changes nothing
+        done = home.cli("scan", *map(str, configs), "--fix", "--yes", "--to", destination,
+                        "--allow-plaintext-keyring")
+        assert done.returncode == 0, done.stderr[-600:]
+    for config, value in zip(configs, values, strict=True):
+        entry = json.loads(config.read_text())["mcpServers"]["stripe"]
+        launched = subprocess.run([entry["command"], *entry["args"]], env=home.env(),
+                                  capture_output=True, text=True, timeout=60, check=False)
+        assert launched.stdout.strip() == digest(value), f"{config.name}: another value"

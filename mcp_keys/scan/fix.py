@@ -133,32 +133,83 @@ def check_destination(destination: str, *, allow_plaintext: bool = False) -> Non
 
 def store_secret(destination: str, finding: Finding, variable: str, *,
                  allow_plaintext: bool = False) -> str:
-    """Put the value where ``destination`` says; return the reference that reads it."""
+    """Put the value where ``destination`` says; return the reference that reads it. A
+    place that already holds another value (a server of the same name in another file)
+    is never overwritten: the next free name is used (``stripe-2``, ``VAR_2``)."""
     value = stored_value(finding)
     server = re.sub(r"[^A-Za-z0-9_.-]", "-", finding.server or "server")
     if destination == "keyring":
         from ..secrets.reference import parse_reference
         from ..secrets.sources.keyring import store
 
-        ref = f"keyring:mcp-keys/{server}.{variable}"
+        ref = _free(lambda n: f"keyring:mcp-keys/{server}{_nth(n, '-')}.{variable}", value)
         store(parse_reference(ref), value, allow_plaintext=allow_plaintext)
         return ref
     if destination.startswith("dotenv:"):
         from ..envfile import set_variable
 
         path = Path(destination[len("dotenv:"):]).expanduser().resolve()
-        set_variable(path, variable, value)
-        return f"dotenv:{path}#{variable}"
+        ref = _free(lambda n: f"dotenv:{path}#{variable}{_nth(n, '_')}", value)
+        set_variable(path, ref.rpartition("#")[2], value)
+        return ref
     if destination.startswith("vault:"):
+        from ..secrets.reference import parse_reference
         from ..secrets.sources.vault import vault_path, write
 
-        ref = f"vault:{destination[len('vault:'):].rstrip('/')}/{server}#{variable}"
-        from ..secrets.reference import parse_reference
-
+        mount = destination[len("vault:"):].rstrip("/")
+        ref = _free(lambda n: f"vault:{mount}/{server}{_nth(n, '-')}#{variable}", value)
         parsed = parse_reference(ref)
         write(*vault_path(parsed), parsed.field or variable, value)
         return ref
     raise UsageError(f"--to {destination!r}: use keyring, dotenv:PATH or vault:MOUNT/PATH")
+
+
+def _nth(n: int, separator: str) -> str:
+    return "" if n == 1 else f"{separator}{n}"
+
+
+def _free(reference: Callable[[int], str], value: str) -> str:
+    """The first of ``reference(1)``, ``reference(2)``, … that is empty or holds ``value``;
+    a place that cannot be read is not taken for empty (the error stops the fix)."""
+    import hmac
+
+    for n in range(1, 1000):
+        ref = reference(n)
+        held = _held(ref)
+        if held is None or hmac.compare_digest(held.encode(), value.encode()):
+            return ref
+    raise McpKeysError(f"no free name left for {reference(1)}")
+
+
+def _held(ref: str) -> str | None:
+    """What ``ref`` holds now, or ``None`` when nothing is there."""
+    from ..errors import SecretError
+    from ..secrets import parse_reference, resolve
+
+    parsed = parse_reference(ref)
+    if parsed.scheme == "keyring":
+        from ..secrets.sources.keyring import writer
+
+        service, _, user = parsed.target.rpartition("/")
+        try:
+            held: str | None = writer().get_password(service, user)  # type: ignore[attr-defined]
+        except Exception as exc:  # any backend failure: do not guess that it is empty
+            raise SecretError(f"keyring: {service}/{user}: {type(exc).__name__}") from None
+        return held
+    if parsed.scheme == "dotenv":
+        from ..envfile import read_values
+
+        try:
+            found = read_values(parsed.target)
+        except OSError as exc:
+            raise SecretError(f"cannot read {parsed.target}: {exc.strerror}") from None
+        return None if found is None else found.get(parsed.field or "")
+    try:
+        return resolve(ref).reveal()
+    except SecretError as exc:
+        if str(exc).endswith(" not found") or "has no text field" in str(exc):
+            return None
+        raise
 
 
 def fix_findings(findings: list[Finding], destination: str, *, style: str = "run",
@@ -341,7 +392,8 @@ def _bind(entry: dict[str, Any], variable: str, ref: str) -> None:
     args = [a for a in entry.get("args", []) if isinstance(a, str)]
     if Path(str(entry.get("command", ""))).name == "mcp-keys" and args[:1] == ["run"]:
         split = args.index("--") if "--" in args else len(args)
-        entry["args"] = [*args[:split], "--env", binding, *args[split:]]
+        if binding not in args[:split]:
+            entry["args"] = [*args[:split], "--env", binding, *args[split:]]
         entry["command"] = executable
         return
     entry["args"] = ["run", "--env", binding, "--", str(entry.get("command", "")), *args]

@@ -299,3 +299,13 @@ def test_a_server_of_the_same_name_in_another_file_keeps_its_own_value(
         launched = subprocess.run([entry["command"], *entry["args"]], env=home.env(),
                                   capture_output=True, text=True, timeout=60, check=False)
         assert launched.stdout.strip() == digest(value), f"{config.name}: another value"
+
+
+def test_an_unknown_destination_is_a_usage_error_and_changes_nothing(home: Home) -> None:
+    value = home.secret("sk_live_" + rand(24))
+    config = home.write(".mcp.json", {"mcpServers": {"stripe": {
+        "command": "npx", "env": {"STRIPE_SECRET_KEY": value}}}})
+    before = config.read_bytes()
+    done = home.cli("scan", str(config), "--fix", "--yes", "--to", "s3:bucket")
+    assert done.returncode == 2 and "--to 's3:bucket'" in done.stderr
+    assert config.read_bytes() == before

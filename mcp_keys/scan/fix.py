@@ -115,8 +115,12 @@ def stored_value(finding: Finding) -> str:
 
 
 def check_destination(destination: str, *, allow_plaintext: bool = False) -> None:
-    """Refuse before anything moves when ``--to keyring`` would write plaintext."""
+    """Refuse before anything moves: an unknown ``--to`` (a usage error), or a keyring
+    that would keep the secret in plaintext."""
     if destination != "keyring":
+        if not destination.startswith(("dotenv:", "vault:")):
+            raise UsageError(f"--to {destination!r}: use keyring, dotenv:PATH or "
+                             "vault:MOUNT/PATH")
         return
     from ..errors import SecretError
     from ..secrets.sources.keyring import available, plaintext_reason, writer
@@ -230,6 +234,8 @@ def fix_findings(findings: list[Finding], destination: str, *, style: str = "run
         try:
             fixed = fix_file(path, items, destination, style=style, confirm=confirm,
                              allow_plaintext=allow_plaintext)
+        except UsageError:
+            raise
         except McpKeysError as exc:
             say(f"Not fixed: {exc}")
             continue

@@ -309,3 +309,37 @@ def test_an_unknown_destination_is_a_usage_error_and_changes_nothing(home: Home)
     done = home.cli("scan", str(config), "--fix", "--yes", "--to", "s3:bucket")
     assert done.returncode == 2 and "--to 's3:bucket'" in done.stderr
     assert config.read_bytes() == before
+
+
+FAKE_MCP_REMOTE = r'''#!PYTHON
+import hashlib, json, os, re, sys
+header = sys.argv[sys.argv.index("--header") + 1]
+expanded = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: os.environ.get(m.group(1), ""),
+                  header)  # what mcp-remote does with --header
+print(json.dumps({"argv": hashlib.sha256(header.encode()).hexdigest(),
+                  "sent": hashlib.sha256(expanded.encode()).hexdigest()}))
+'''
+
+
+def test_an_mcp_remote_header_is_left_for_mcp_remote_to_expand(home: Home) -> None:
+    token = home.secret("ghp_" + rand(36))
+    bin_dir = home.root / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "mcp-remote"
+    fake.write_text(FAKE_MCP_REMOTE.replace("PYTHON", sys.executable))
+    fake.chmod(0o755)
+    config = home.write("claude_desktop_config.json", {"mcpServers": {"gh": {
+        "command": "mcp-remote", "args": ["https://mcp.example.com/mcp", "--header",
+                                          f"Authorization:Bearer {token}"]}}})
+    done = home.cli("scan", str(config), "--fix", "--yes", "--allow-plaintext-keyring")
+    assert done.returncode == 0, done.stderr[-600:]
+    assert "/proc/PID/cmdline" not in done.stderr  # the value never reaches argv
+    entry = json.loads(config.read_text())["mcpServers"]["gh"]
+    assert entry["args"][-2:] == ["--header", "Authorization:Bearer $${GH_HEADER}"]
+    launched = subprocess.run([entry["command"], *entry["args"]],
+                              env={**home.env(), "PATH": f"{bin_dir}:{home.env()['PATH']}"},
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert launched.returncode == 0, "the fixed entry did not start"
+    report = json.loads(launched.stdout)
+    assert report["argv"] == digest("Authorization:Bearer ${GH_HEADER}")
+    assert report["sent"] == digest(f"Authorization:Bearer {token}"), "header differs"

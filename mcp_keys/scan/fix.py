@@ -55,6 +55,7 @@ class Fixed:
     style: str  # "run" (mcp-keys run sets it) or "env-ref" (the client expands it)
     variable: str = ""
     backup: Path | None = None  # the redacted copy of the file as it was
+    in_argv: bool = False  # run puts the value in the server's argv
 
 
 def client_of(path: Path) -> str | None:
@@ -253,7 +254,7 @@ def fix_findings(findings: list[Finding], destination: str, *, style: str = "run
 def say_after(item: Fixed, say: Callable[[str], None], store: str | None) -> None:
     """What the user must know about one moved secret."""
     finding = item.finding
-    if finding.where == "args" and item.style == "run":
+    if item.in_argv:
         say(f"  note: {finding.path}: {ARGV_NOTE}")
     if finding.kind == "mcp-keys-key" and finding.key_id:
         prefix = f"mcp-keys --store {shlex.quote(store)}" if store else "mcp-keys"
@@ -324,10 +325,10 @@ def fix_file(path: Path, findings: list[Finding], destination: str, *, style: st
             continue
         variable = _unique(variable_for(finding), stored_value(finding), names)
         ref = store_secret(destination, finding, variable, allow_plaintext=allow_plaintext)
-        use = _apply(entry, finding, variable, ref, client, style)
+        use, in_argv = _apply(entry, finding, variable, ref, client, style)
         if use == "run":
             bound.setdefault(id(entry), (entry, set()))[1].add(variable)
-        fixed.append(Fixed(finding, ref, use, variable))
+        fixed.append(Fixed(finding, ref, use, variable, None, in_argv))
     for entry, variables in bound.values():
         _finish_run(entry, variables)
     body = json.dumps(data, indent=indent, ensure_ascii=False)
@@ -340,7 +341,8 @@ def fix_file(path: Path, findings: list[Finding], destination: str, *, style: st
 
         moved = {stored_value(f.finding): marker(f.reference) for f in fixed}
         backup = write_backup(path, redact_config(path, text, moved).encode("utf-8"))
-        fixed = [Fixed(f.finding, f.reference, f.style, f.variable, backup) for f in fixed]
+        fixed = [Fixed(f.finding, f.reference, f.style, f.variable, backup, f.in_argv)
+                 for f in fixed]
         write_atomic(path, (body + ("\n" if text.endswith("\n") else "")).encode("utf-8"),
                      mode=os.stat(path).st_mode & 0o777 & ~0o077)
     return fixed
@@ -355,17 +357,21 @@ def _unique(variable: str, value: str, names: dict[str, str]) -> str:
 
 
 def _apply(entry: dict[str, Any], finding: Finding, variable: str, ref: str,
-           client: str | None, style: str) -> str:
-    """Make ``entry`` read ``variable`` instead of the value; "run" or "env-ref"."""
+           client: str | None, style: str) -> tuple[str, bool]:
+    """Make ``entry`` read ``variable`` instead of the value: "run" or "env-ref", and
+    whether the value will sit in the server's argv."""
     assert finding.candidate is not None
     value = stored_value(finding)
     syntax = SYNTAX.get(client or "", "${%s}")
     if finding.where == "args":
         index = int(finding.path.rpartition("[")[2].rstrip("]"))
         args = entry["args"]
-        args[index] = args[index].replace(value, _SENTINEL % variable)
+        # mcp-remote expands ${VAR} in --header itself, from run's environment: the value
+        # stays out of argv ($$ keeps run from expanding it first)
+        header = _mcp_remote_header(entry, index)
+        args[index] = args[index].replace(value, ("$" if header else "") + _SENTINEL % variable)
         _bind(entry, variable, ref)
-        return "run"
+        return "run", not header
     if finding.where == "env" and "command" in entry and \
             (style == "run" or client == "claude-desktop"):
         env = entry.get("env", {})
@@ -373,22 +379,31 @@ def _apply(entry: dict[str, Any], finding: Finding, variable: str, ref: str,
         if not env:
             entry.pop("env", None)
         _bind(entry, finding.candidate.name, ref)
-        return "run"
+        return "run", False
     if client == "claude-desktop" and finding.where in ("headers", "url"):
         _remote_through_run(entry)  # Desktop expands nothing: mcp-remote under run
-        if finding.where == "url":
-            return _apply_remote(entry, value, _SENTINEL % variable, variable, ref)
-        # mcp-remote expands ${VAR} in --header itself, from run's environment: the
-        # value stays out of argv ($$ keeps run from expanding it first)
-        return _apply_remote(entry, value, "$" + _SENTINEL % variable, variable, ref)
+        header = finding.where == "headers"
+        placeholder = ("$" if header else "") + _SENTINEL % variable
+        entry["args"] = [a.replace(value, placeholder) if isinstance(a, str) else a
+                         for a in entry["args"]]
+        _bind(entry, variable, ref)
+        return "run", not header
     if finding.where == "url":
         key = finding.path.rpartition(".")[2]
         entry[key] = entry[key].replace(value, syntax % variable)
-        return "env-ref"
+        return "env-ref", False
     table = entry[finding.where]
     table[finding.candidate.name] = table[finding.candidate.name].replace(
         value, syntax % variable)
-    return "env-ref"
+    return "env-ref", False
+
+
+def _mcp_remote_header(entry: dict[str, Any], index: int) -> bool:
+    """Whether ``args[index]`` is the value of an ``mcp-remote --header``."""
+    args = [a if isinstance(a, str) else "" for a in entry.get("args", [])]
+    program = [str(entry.get("command", "")), *args[:index]]
+    return index > 0 and args[index - 1] == "--header" and any(
+        re.search(r"(^|/)mcp-remote(@[^/]*)?$", word) for word in program)
 
 
 def _bind(entry: dict[str, Any], variable: str, ref: str) -> None:
@@ -432,14 +447,6 @@ def _remote_through_run(entry: dict[str, Any]) -> None:
         args += ["--header", f"{name}:{value}"]
     entry["command"] = "npx"
     entry["args"] = args[1:]
-
-
-def _apply_remote(entry: dict[str, Any], value: str, placeholder: str, variable: str,
-                  ref: str) -> str:
-    args = entry["args"]
-    entry["args"] = [a.replace(value, placeholder) if isinstance(a, str) else a for a in args]
-    _bind(entry, variable, ref)
-    return "run"
 
 
 def _indent(text: str) -> int | str:

@@ -13,13 +13,16 @@ and its exit code returned.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
 from .errors import McpKeysError, UsageError
 from .secrets import Secret, parse_reference, resolve
 from .secrets.reference import is_variable_name
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the launch path imports neither it nor re
+if TYPE_CHECKING:
+    import re
 
 MASK = b"****"
 
@@ -104,8 +107,8 @@ def expand_arguments(command: Sequence[str], resolved: Mapping[str, Secret]) -> 
     ``$${NAME}`` gives ``${NAME}`` (and ``escape_arguments`` undoes what this does). The
     value ends up in the child's argv, which other users on the host can read in
     ``/proc/PID/cmdline``: a variable is the better place when the program reads one."""
-    if not resolved or len(command) < 2:
-        return list(command)
+    if not resolved or not any("${" in arg for arg in command[1:]):
+        return list(command)  # the usual launch: no regex compiled, ``re`` not imported
     pattern = _placeholders(resolved)
 
     def replace(match: re.Match[str]) -> str:
@@ -125,6 +128,8 @@ def escape_arguments(arguments: Sequence[str], names: Iterable[str]) -> list[str
 
 
 def _placeholders(names: Iterable[str]) -> re.Pattern[str]:
+    import re
+
     alternatives = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
     return re.compile(r"(\$+)\{(" + (alternatives or r"(?!)") + r")\}")
 

@@ -343,3 +343,16 @@ def test_an_mcp_remote_header_is_left_for_mcp_remote_to_expand(home: Home) -> No
     report = json.loads(launched.stdout)
     assert report["argv"] == digest("Authorization:Bearer ${GH_HEADER}")
     assert report["sent"] == digest(f"Authorization:Bearer {token}"), "header differs"
+
+
+def test_a_launch_without_placeholders_does_not_import_re(home: Home) -> None:
+    def imported(*args: str) -> set[str]:
+        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "mcp_keys", "run",
+                               "--env", "KEY=env:SOURCE", "--", "true", *args],
+                              env={**home.env(), "SOURCE": "x" * 20}, capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 0
+        return {line.rpartition("|")[2].strip() for line in done.stderr.splitlines()}
+
+    assert "re" not in imported("--plain")  # the launch budget: no regex module
+    assert "re" in imported("--key=${KEY}")

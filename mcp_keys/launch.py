@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .errors import McpKeysError, UsageError
 from .secrets import Secret, parse_reference, resolve
 from .secrets.reference import is_variable_name
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the launch path imports neither it nor re
+if TYPE_CHECKING:
+    import re
 
 MASK = b"****"
 
@@ -95,16 +99,52 @@ def launch(pairs: Sequence[str], ref_file: str | None, mask: bool,
     raise AssertionError("unreachable")  # pragma: no cover - exec replaced the process
 
 
+def expand_arguments(command: Sequence[str], resolved: Mapping[str, Secret]) -> list[str]:
+    """``command`` with ``${NAME}`` in its arguments (not the program) replaced by the value
+    bound to ``NAME`` by ``--env`` in this same run; any other ``${...}`` is left as it is
+    (never the parent's environment: an argument cannot pull in an unrelated secret).
+    ``$${NAME}`` is the escape: one ``$`` is removed and the rest kept literally, so
+    ``$${NAME}`` gives ``${NAME}`` (and ``escape_arguments`` undoes what this does). The
+    value ends up in the child's argv, which other users on the host can read in
+    ``/proc/PID/cmdline``: a variable is the better place when the program reads one."""
+    if not resolved or not any("${" in arg for arg in command[1:]):
+        return list(command)  # the usual launch: no regex compiled, ``re`` not imported
+    pattern = _placeholders(resolved)
+
+    def replace(match: re.Match[str]) -> str:
+        dollars, name = match.group(1), match.group(2)
+        if len(dollars) > 1:
+            return dollars[1:] + "{" + name + "}"
+        return resolved[name].reveal()
+
+    return [command[0], *(pattern.sub(replace, arg) for arg in command[1:])]
+
+
+def escape_arguments(arguments: Sequence[str], names: Iterable[str]) -> list[str]:
+    """``arguments`` written so that ``expand_arguments`` with ``names`` bound gives them
+    back unchanged (one more ``$`` before each ``${NAME}``)."""
+    pattern = _placeholders(dict.fromkeys(names))
+    return [pattern.sub(lambda m: "$" + m.group(0), arg) for arg in arguments]
+
+
+def _placeholders(names: Iterable[str]) -> re.Pattern[str]:
+    import re
+
+    alternatives = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
+    return re.compile(r"(\$+)\{(" + (alternatives or r"(?!)") + r")\}")
+
+
 def exec_command(command: Sequence[str], resolved: Mapping[str, Secret]) -> None:
     """Replace this process with ``command`` (only returns by raising)."""
     if not command:
         raise UsageError("give the command to run after --, e.g. mcp-keys run --env "
                          "K=env:X -- npx -y @stripe/mcp")
     environment = child_environment(resolved)
+    argv = expand_arguments(command, resolved)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execvpe(command[0], list(command), environment)
+        os.execvpe(argv[0], argv, environment)
     except OSError as exc:
         raise McpKeysError(f"cannot run {command[0]}: {exc.strerror}") from None
 
@@ -119,7 +159,8 @@ def run_masked(command: Sequence[str], resolved: Mapping[str, Secret]) -> int:
         raise UsageError("give the command to run after --")
     needles = needles_for(resolved)
     try:
-        child = subprocess.Popen(list(command), env=child_environment(resolved),
+        child = subprocess.Popen(expand_arguments(command, resolved),
+                                 env=child_environment(resolved),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as exc:
         raise McpKeysError(f"cannot run {command[0]}: {exc.strerror}") from None

@@ -78,7 +78,7 @@ def test_scan_fix_keeps_a_redacted_backup_outside_the_project(setup: Setup) -> N
                    "env": {"STRIPE_SECRET_KEY": key}},
         "gh": {"url": "https://example.com/mcp", "headers": {"Authorization": f"Bearer {token}"}}}}
     config.write_text(json.dumps(original, indent=2) + "\n")
-    done = setup.cli("scan", str(config), "--fix", "--yes")
+    done = setup.cli("scan", str(config), "--fix", "--yes", "--allow-plaintext-keyring")
     assert done.returncode == 0, "scan --fix failed"
     for secret in (key, token):
         assert_absent(secret, setup.project_bytes(), "the project after --fix")
@@ -107,7 +107,7 @@ def test_a_secret_spelled_with_escapes_is_redacted_too(setup: Setup) -> None:
     config = setup.project / ".mcp.json"
     config.write_text('{"mcpServers": {"s": {"command": "x", "env": {"STRIPE_SECRET_KEY": "'
                       + spelled + '"}}}}\n')
-    done = setup.cli("scan", str(config), "--fix", "--yes")
+    done = setup.cli("scan", str(config), "--fix", "--yes", "--allow-plaintext-keyring")
     assert done.returncode == 0, "scan --fix failed"
     (backup,) = setup.backups.iterdir()
     text = backup.read_text()
@@ -304,8 +304,11 @@ def test_a_secret_left_in_the_file_is_redacted_in_the_fix_backup(setup: Setup) -
     config = setup.project / ".mcp.json"
     config.write_text(json.dumps({"mcpServers": {"s": {
         "command": "x", "args": [f"--token={left}"], "env": {"STRIPE_SECRET_KEY": moved}}}}))
-    done = setup.cli("scan", str(config), "--fix", "--yes")
-    assert done.returncode == 1, "the args secret is reported, not moved"
+    done = subprocess.run([sys.executable, "-m", "mcp_keys", "scan", str(config), "--fix",
+                           "--allow-plaintext-keyring"], cwd=setup.project, env=setup.env,
+                          input="n\ny\n", capture_output=True, text=True, timeout=120,
+                          check=False)  # the args secret is declined, the env one moved
+    assert done.returncode == 1, "the declined secret is reported, not moved"
     (backup,) = setup.backups.iterdir()
     for secret in (moved, left):
         assert_absent(secret, backup.read_bytes(), "the backup")

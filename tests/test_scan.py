@@ -158,7 +158,7 @@ def test_fix_moves_secrets_to_the_keychain_and_the_server_still_starts(
         machine: Machine) -> None:
     config = machine.home / ".config" / "Claude" / "claude_desktop_config.json"
     before = config.read_bytes()
-    done = machine.cli("scan", str(config), "--fix", "--yes")
+    done = machine.cli("scan", str(config), "--fix", "--yes", "--allow-plaintext-keyring")
     assert done.returncode == 0, done.stderr[-500:]
     machine.assert_no_leak(done.stdout, done.stderr, config.read_text())
     backups = Path(os.environ["XDG_STATE_HOME"]) / "mcp-keys" / "backups"
@@ -188,7 +188,8 @@ def test_a_fixed_entry_launches_a_real_stdio_server(machine: Machine) -> None:
     config.write_text(json.dumps({"mcpServers": {"stripe": {
         "command": sys.executable, "args": [str(server)],
         "env": {"STRIPE_SECRET_KEY": value}}}}, indent=2) + "\n")
-    assert machine.cli("scan", str(config), "--fix", "--yes").returncode == 0
+    assert machine.cli("scan", str(config), "--fix", "--yes",
+                       "--allow-plaintext-keyring").returncode == 0
     entry = json.loads(config.read_text())["mcpServers"]["stripe"]
 
     async def call() -> str:
@@ -281,6 +282,6 @@ def test_fix_writes_through_a_symlinked_config(machine: Machine) -> None:
     link = machine.home / ".claude.json"
     link.rename(real)
     link.symlink_to(real)
-    done = machine.cli("scan", str(link), "--fix", "--yes")
+    done = machine.cli("scan", str(link), "--fix", "--yes", "--allow-plaintext-keyring")
     assert done.returncode == 0, done.stderr[-300:]
     assert link.is_symlink() and machine.cli("scan", str(real)).returncode == 0

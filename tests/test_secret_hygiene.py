@@ -133,7 +133,8 @@ def test_no_upstream_secret_leaks_from_secret_run_or_scan(
                  ("scan", str(config), "--json"), ("scan", str(config), "--sarif"),
                  ("secret", "check", f"dotenv:{dotenv}#MISSING", values[0]),
                  ("run", "--env", f"X={values[0]}", "--", "true"),
-                 ("scan", str(config), "--fix", "--yes")]
+                 ("scan", str(config), "--fix", "--yes",
+                  "--allow-plaintext-keyring")]
     for args in commands:
         result = run(*args, input=values[1] + "\n" if "set" in args else None)
         outputs += [result.stdout, result.stderr]

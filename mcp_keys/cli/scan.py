@@ -12,7 +12,6 @@ from ..terminal import safe
 from . import store_location, store_option
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from ..scan import Finding
 
@@ -27,13 +26,15 @@ if TYPE_CHECKING:
 @click.option("--style", type=click.Choice(["run", "env-ref"]), default="run",
               show_default=True, help="--fix: launch through 'mcp-keys run', or ${VAR}.")
 @click.option("--yes", is_flag=True, help="--fix without asking for each finding.")
+@click.option("--allow-plaintext-keyring", is_flag=True,
+              help="--fix --to keyring: accept a keyring backend that stores in plaintext.")
 @click.option("--git-history", is_flag=True, help="Also scan the reachable commits.")
 @click.option("--max-commits", type=click.IntRange(min=1), default=1000, show_default=True)
 @store_option
 @click.pass_context
 def scan(ctx: click.Context, paths: tuple[str, ...], as_json: bool, sarif: bool, fix: bool,
-         destination: str, style: str, yes: bool, git_history: bool,
-         max_commits: int) -> None:
+         destination: str, style: str, yes: bool, allow_plaintext_keyring: bool,
+         git_history: bool, max_commits: int) -> None:
     """Find hard-coded secrets; exit 1 when something is found (a CI gate), 0 when clean.
 
     With no PATH: the MCP client configs you have (Claude Desktop, Claude Code, Cursor,
@@ -61,7 +62,7 @@ def scan(ctx: click.Context, paths: tuple[str, ...], as_json: bool, sarif: bool,
 
         findings += scan_history(Path.cwd(), max_commits=max_commits, store=store)
     if fix:
-        findings = _fix(findings, destination, style, yes)
+        findings = _fix(findings, destination, style, yes, allow_plaintext_keyring, store)
     if sarif:
         click.echo(json.dumps(sarif_log(findings), indent=2))
     elif as_json:
@@ -74,23 +75,15 @@ def scan(ctx: click.Context, paths: tuple[str, ...], as_json: bool, sarif: bool,
     sys.exit(1 if findings else 0)
 
 
-def _fix(findings: list[Finding], destination: str, style: str, yes: bool) -> list[Finding]:
+def _fix(findings: list[Finding], destination: str, style: str, yes: bool,
+         allow_plaintext: bool, store: str | None) -> list[Finding]:
     """Fix what can be fixed; return the findings that remain."""
-    from ..scan.fix import fix_file
+    from ..scan.fix import fix_findings
 
     def confirm(finding: Finding, where: str) -> bool:
         return yes or click.confirm(f"Move {safe(finding.path)} into {safe(where)}?",
                                     default=False, err=True)
 
-    by_file: dict[Path, list[Finding]] = {}
-    for finding in findings:
-        if finding.commit is None and finding.where in ("env", "headers"):
-            by_file.setdefault(finding.file, []).append(finding)
-    done = set()
-    for path, items in by_file.items():
-        for fixed in fix_file(path, items, destination, style=style, confirm=confirm):
-            done.add(id(fixed.finding))
-            click.echo(f"Fixed {safe(path)}: {safe(fixed.finding.path)} -> "
-                       f"{safe(fixed.reference)} ({fixed.style}); backup (secrets "
-                       f"redacted) in {safe(str(fixed.backup))}", err=True)
-    return [f for f in findings if id(f) not in done]
+    return fix_findings(findings, destination, style=style, confirm=confirm,
+                        say=lambda text: click.echo(safe(text), err=True),
+                        allow_plaintext=allow_plaintext, store=store)

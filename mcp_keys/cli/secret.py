@@ -72,7 +72,7 @@ def set_secret(ref: str) -> None:
         value = sys.stdin.readline(1024 * 1024).rstrip("\r\n")
     if not value:
         raise SecretError("no value on stdin: pipe it in (mcp-keys secret set REF < file)")
-    store(parsed, value)
+    store(parsed, value, allow_plaintext=True)  # the user named this keychain
     click.echo(f"Stored {safe(ref)} ({len(value)} characters).", err=True)
 
 

@@ -221,6 +221,31 @@ def _json_candidates(path: Path, text: str) -> Iterator[Candidate]:
                     yield Candidate(path, _line(text, None, value, anchor),
                                     f"{base}.args[{index}]", shown.lstrip("-"), secret,
                                     server, "args")
+            for key in ("url", "serverUrl"):  # a key in a remote server's URL
+                url = entry.get(key)
+                if not isinstance(url, str):
+                    continue
+                for name, secret in url_parts(url):
+                    yield Candidate(path, _line(text, key, url, anchor), f"{base}.{key}",
+                                    name, secret, server, "url")
+
+
+def url_parts(url: str) -> Iterator[tuple[str, str]]:
+    """``(name, text)`` for each part of ``url`` that could hold a key, as written: the
+    password of its user info, each path segment (name ``""``) and each query value."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    if ":" in userinfo:
+        yield "password", userinfo.partition(":")[2]
+    for segment in parts.path.split("/"):
+        if segment:
+            yield "", segment
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if value:
+            yield name, value
 
 
 def _offset(text: str, needle: str, start: int) -> int:

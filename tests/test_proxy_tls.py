@@ -117,6 +117,11 @@ def encoded(name: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
         return [(b"content-encoding", b"base64")], base64.b64encode(body)
     if name == "corrupt":
         return [(b"content-encoding", b"gzip")], b"not gzip at all " + body
+    if name == "gzip-members":  # two gzip members: a client reads both
+        import gzip
+
+        return ([(b"content-encoding", b"gzip")],
+                gzip.compress(b'{"a": 1}') + gzip.compress(body))
     raise AssertionError(name)
 
 
@@ -227,6 +232,84 @@ class Sink:
         self.listener.close()
 
 
+class Raw:
+    """A TLS upstream that writes scripted bytes, well-formed or not, once it got the
+    real credential (``/bearer/raw/NAME`` picks the script; anything else gets 401)."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = int(self.listener.getsockname()[1])
+        self.authorised = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError), connection:
+            connection.settimeout(30)
+            with self.context.wrap_socket(connection, server_side=True) as tls:
+                head = bytearray()
+                while b"\r\n\r\n" not in head and (chunk := tls.recv(65536)):
+                    head += chunk
+                lines = bytes(head).split(b"\r\n")
+                headers = {k.strip().lower(): v.strip() for k, _, v in
+                           (line.partition(b":") for line in lines[1:])}
+                if headers.get(b"authorization") != f"Bearer {SECRET}".encode():
+                    tls.sendall(b"HTTP/1.1 401 No\r\nContent-Length: 0\r\n\r\n")
+                    return
+                self.authorised += 1
+                name = lines[0].split(b" ")[1].rsplit(b"/", 1)[1].decode()
+                tls.sendall(raw_reply(name, headers))
+                with contextlib.suppress(OSError):  # let the proxy read it all first
+                    tls.settimeout(5)
+                    tls.recv(1)
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """An unmasked WebSocket frame (server to client) with a short payload."""
+    assert len(payload) < 126
+    return bytes([0x80 | opcode, len(payload)]) + payload
+
+
+def raw_reply(name: str, headers: dict[bytes, bytes]) -> bytes:
+    """The scripted bytes of ``/bearer/raw/NAME``: each quotes the credential somewhere a
+    proxy might pass on without reading it as a body or a header value."""
+    secret = SECRET.encode()
+    if name == "header-line":  # a header line without a colon
+        return b"HTTP/1.1 200 OK\r\nX-Echo " + secret + b"\r\n\r\n"
+    if name == "status-line":
+        return b"HTTP/1.1 2" + secret + b" OK\r\nContent-Length: 0\r\n\r\n"
+    if name == "cut-head":  # the connection closes in the middle of the head
+        return b"HTTP/1.1 200 OK\r\nX-Echo: " + secret + b"\r\n"
+    if name == "header-name":
+        return (b"HTTP/1.1 200 OK\r\nX-" + secret + b": 1\r\n"
+                b"Content-Length: 2\r\n\r\nok")
+    if name.startswith("ws-"):
+        import hashlib
+
+        accept = base64.b64encode(hashlib.sha1(
+            headers.get(b"sec-websocket-key", b"") +
+            b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        handshake = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept +
+                     b"\r\n\r\n")
+        if name == "ws-ping":
+            return handshake + ws_frame(0x9, b"p " + secret) + ws_frame(
+                0x8, (1000).to_bytes(2, "big"))
+        return handshake + ws_frame(0x8, (1000).to_bytes(2, "big") + b"bye " + secret)
+    raise AssertionError(name)
+
+
 # -- the attacking client -------------------------------------------------------------
 
 
@@ -271,7 +354,8 @@ def _parse(data: bytes) -> Reply:
 
 
 def probe(proxy_port: int, lines: list[str], *, connect: str | None = None,
-          tls: bool = False, sni: str | None = None, cafile: str | None = None) -> Reply:
+          tls: bool = False, sni: str | None = None, cafile: str | None = None,
+          close: bool = True) -> Reply:
     """One request through the proxy as a child could send it: an optional CONNECT,
     optional TLS with any SNI (verified against ``cafile`` when given), then ``lines``."""
     try:
@@ -300,7 +384,8 @@ def probe(proxy_port: int, lines: list[str], *, connect: str | None = None,
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             sock = context.wrap_socket(sock, server_hostname=sni)
-        sock.sendall(("\r\n".join([*lines, "Connection: close", "", ""])).encode())
+        ending = ["Connection: close"] if close else []
+        sock.sendall(("\r\n".join([*lines, *ending, "", ""])).encode())
         return _parse(_read_all(sock))
     except (OSError, ssl.SSLError) as exc:
         return Reply(0, [], b"", type(exc).__name__)
@@ -322,6 +407,7 @@ class Rig:
     edge_ca: str
     store: str
     proxy: Any  # the RunningProxy
+    raw: Raw
 
     def authorised(self) -> list[Seen]:
         return [s for s in self.edge.seen if s.headers.get("authorization") ==
@@ -346,14 +432,15 @@ SERVICES = {  # name: (base URL template, extra options)
     "edge": ("https://localhost:{edge}/bearer", ["--websocket", "allow"]),
     "sink": ("https://127.0.0.1:{sink}/bearer", []),
     "limited": ("https://127.0.0.1:{edge}/bearer", ["--rate-limit", "2/hour"]),
+    "raw": ("https://localhost:{raw}/bearer", ["--websocket", "allow"]),
 }
 
 
-def add_services(store: str, edge: int, sink: int, names: list[str]) -> None:
+def add_services(store: str, edge: int, sink: int, names: list[str], raw: int = 0) -> None:
     for name in names:
         url, extra = SERVICES[name]
         added = run_cli_process("--store", store, "service", "add", name, "--base-url",
-                                url.format(edge=edge, sink=sink), "--auth", "bearer",
+                                url.format(edge=edge, sink=sink, raw=raw), "--auth", "bearer",
                                 "--secret", "env:GW_SECRET", "--env",
                                 f"{name.upper()}_KEY", "--allow", "GET /bearer/**", *extra,
                                 env={"GW_SECRET": SECRET})
@@ -385,7 +472,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory, edge: Edge,
     keys.init()
     store = str(keys.store.path)
     sink = Sink()
-    add_services(store, edge.port, sink.port, list(SERVICES))
+    raw = Raw(edge_files[1], edge_files[2])
+    add_services(store, edge.port, sink.port, list(SERVICES), raw.port)
     key = keys.create("tls", scopes=[f"gateway:{name}" for name in SERVICES])
     saved = os.environ.get("GW_SECRET")
     os.environ["GW_SECRET"] = SECRET  # what the env: references read, in this process
@@ -403,10 +491,11 @@ def rig(tmp_path_factory: pytest.TempPathFactory, edge: Edge,
     proxy.start()
     try:
         yield Rig(proxy.port, edge, sink, keys, placeholders, str(authority.cert_path),
-                  edge_files[0], store, proxy)
+                  edge_files[0], store, proxy, raw)
     finally:
         proxy.stop()
         sink.close()
+        raw.listener.close()
         if saved is None:
             os.environ.pop("GW_SECRET", None)
         else:
@@ -750,3 +839,73 @@ def test_run_proxy_refuses_a_fronted_name(edge: Edge, edge_files: tuple[str, str
     assert len([s for s in edge.seen if s.headers.get("authorization") ==
                 f"Bearer {SECRET}"]) == 1
     assert set(edge.snis) <= {"localhost"}, sorted(map(str, set(edge.snis)))
+
+
+# -- variations: what the first fix let through ----------------------------------------
+
+
+def test_a_compressed_body_reaches_the_client_as_the_proxy_read_it(rig: Rig) -> None:
+    """A gzip body of two members: mitmproxy's decoder reads the first, a client reads
+    both. The body the client gets is the one the proxy read and scrubbed (decoded), so
+    no decoder of the client's can find more in it than the scrubber saw."""
+    import gzip
+
+    rig.reset()
+    reply = probe(rig.port, get(rig, "/bearer/enc/gzip-members"),
+                  connect=f"localhost:{rig.edge.port}", tls=True, sni="localhost",
+                  cafile=rig.ca)
+    body = reply.body
+    if "gzip" in (reply.header("content-encoding") or ""):
+        body = gzip.decompress(body)  # every member, as browsers and urllib3 do
+    assert_no_secret(reply.body, "the client (raw body)")
+    assert_no_secret(body, "the client (every gzip member)")
+    assert reply.status in (200, 502), (reply.status, reply.error)
+    assert len(rig.authorised()) == 1
+
+
+@pytest.mark.parametrize("name", ["header-line", "status-line", "cut-head"])
+def test_an_upstream_answer_the_proxy_cannot_parse_is_not_quoted(rig: Rig,
+                                                                   name: str) -> None:
+    """mitmproxy's own error page quotes the bytes of an answer it cannot parse (a
+    header line without a colon, a bad status line, a head cut short); after the
+    credential went out, none of that may reach the client: the flow is ended, audited."""
+    seen_before = rig.reset()
+    before = rig.raw.authorised
+    reply = probe(rig.port, get(rig, f"/bearer/raw/{name}", "raw",
+                                f"localhost:{rig.raw.port}"),
+                  connect=f"localhost:{rig.raw.port}", tls=True, sni="localhost",
+                  cafile=rig.ca)
+    assert rig.raw.authorised == before + 1, "the upstream was asked with the credential"
+    assert_no_secret(reply.body + str(reply.headers).encode(), f"the client ({name})")
+    assert reply.status in (0, 502), (reply.status, reply.error)
+    lines = rig.audit()[seen_before:]
+    assert [e.detail.get("decision") for e in lines] == ["upstream_error"], \
+        [e.detail for e in lines]
+    assert_no_secret(json.dumps([e.detail for e in lines]), "the audit")
+
+
+def test_a_secret_in_a_response_header_name_is_removed(rig: Rig) -> None:
+    """Header values are scrubbed; a header whose name quotes the credential is dropped."""
+    rig.reset()
+    reply = probe(rig.port, get(rig, "/bearer/raw/header-name", "raw",
+                                f"localhost:{rig.raw.port}"),
+                  connect=f"localhost:{rig.raw.port}", tls=True, sni="localhost",
+                  cafile=rig.ca)
+    assert_no_secret(str(reply.headers), "the client's response headers")
+    assert (reply.status, reply.body) == (200, b"ok"), (reply.status, reply.body[:200])
+
+
+@pytest.mark.parametrize("name", ["ws-close", "ws-ping"])
+def test_websocket_control_frames_are_scrubbed(rig: Rig, name: str) -> None:
+    """A close frame's reason and a ping's payload are relayed by mitmproxy without the
+    message hook; from a WebSocket service they are scrubbed too."""
+    rig.reset()
+    host = f"localhost:{rig.raw.port}"
+    reply = probe(rig.port, [f"GET /bearer/raw/{name} HTTP/1.1", f"Host: {host}",
+                             rig.bearer("raw"), "Upgrade: websocket",
+                             "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+                             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="],
+                  connect=host, tls=True, sni="localhost", cafile=rig.ca, close=False)
+    assert reply.status == 101, (reply.status, reply.error, reply.body[:200])
+    assert reply.body, "the frames after the handshake"
+    assert_no_secret(reply.body, f"the WebSocket client ({name})")

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 CALL = "mcp_keys"  # flow.metadata key: this addon's _Call
 log = logging.getLogger("mcp_keys.proxy")
+_CONTROL: dict[str, Scrubber] = {}  # client connection id -> its WebSocket's scrubber
 
 
 @dataclass(slots=True)
@@ -59,6 +60,38 @@ def _guarded(hook: Callable[[SwapAddon, Any], None]) -> Callable[[SwapAddon, Any
     return run
 
 
+def _guard_control_frames() -> bool:
+    """mitmproxy relays a WebSocket's pings, pongs and close frame itself, with no hook:
+    its sender is wrapped so that those going to a client whose WebSocket carried a
+    credential are scrubbed too. False if mitmproxy no longer has that sender (then no
+    WebSocket is allowed)."""
+    try:
+        from mitmproxy.proxy.layers import websocket
+    except ImportError:
+        return False
+    WebsocketConnection: Any = getattr(websocket, "WebsocketConnection", None)
+    send = getattr(WebsocketConnection, "send2", None)
+    events = getattr(getattr(websocket, "wsproto", None), "events", None)
+    if send is None or events is None:
+        return False
+    Ping, Pong, CloseConnection = events.Ping, events.Pong, events.CloseConnection
+    if getattr(send, "_mcp_keys", False):
+        return True
+
+    def send2(self: Any, event: Any) -> Any:
+        scrub = _CONTROL.get(getattr(self.conn, "id", ""))
+        if scrub is not None and isinstance(event, (Ping, Pong)):
+            event = type(event)(payload=scrub.data(bytes(event.payload))[:125])
+        elif scrub is not None and isinstance(event, CloseConnection) and event.reason:
+            reason = scrub.text(event.reason).encode()[:123]
+            event = CloseConnection(event.code, reason.decode("utf-8", "ignore"))
+        return send(self, event)
+
+    send2._mcp_keys = True  # type: ignore[attr-defined]
+    WebsocketConnection.send2 = send2
+    return True
+
+
 class SwapAddon:
     def __init__(self, gateway: Gateway, callers: CallerSource,
                  placeholders: dict[str, str]) -> None:
@@ -66,6 +99,7 @@ class SwapAddon:
         self.callers = callers
         self.placeholders = placeholders  # service name -> this run's placeholder
         self._broken: set[str] = set()  # client connections a connection hook failed on
+        self._control = _guard_control_frames()
 
     def __repr__(self) -> str:
         return f"SwapAddon({sorted(self.placeholders)})"
@@ -196,6 +230,9 @@ class SwapAddon:
             if upgrade is not None and not service.websocket:
                 raise Denied("denied", f"WebSocket upgrades to {service.name} are not "
                              "allowed (service edit --websocket allow)")
+            if upgrade is not None and not self._control:
+                raise Denied("denied", "this mitmproxy's WebSocket control frames "
+                             "cannot be scrubbed: WebSocket upgrades are refused")
             allowed, why = service.decide(request.method, path, caller.scopes)
             if not allowed:
                 raise Denied("denied", why)
@@ -274,13 +311,17 @@ class SwapAddon:
                        f"{call.detail.get('service')} was refused: {problem}")
             return
         scrub = call.scrub
+        # The client gets the body as the scrubber read it, decoded: a client's decoder
+        # may read more than mitmproxy's (a second gzip member), never more than this.
+        response.decode(strict=True)
         content = response.content or b""
-        cleaned = scrub.data(content)
-        if cleaned != content:
-            response.content = cleaned
+        response.content = scrub.data(content)
         response.headers.fields = tuple(
             (name, scrub.data(value)) for name, value in response.headers.fields
-            if name.lower() not in (b"set-cookie", b"set-cookie2"))
+            if name.lower() not in (b"set-cookie", b"set-cookie2")
+            and scrub.data(name) == name)  # a name that quotes the credential: dropped
+        if flow.websocket is not None:
+            _CONTROL[flow.client_conn.id] = scrub
         if response.trailers is not None:
             response.trailers.fields = tuple(
                 (name, scrub.data(value)) for name, value in response.trailers.fields)
@@ -305,12 +346,26 @@ class SwapAddon:
                 message.content = cleaned
 
     @_guarded
+    def websocket_end(self, flow: Any) -> None:
+        _CONTROL.pop(flow.client_conn.id, None)
+
+    @_guarded
     def error(self, flow: Any) -> None:
+        """After the credential went out, mitmproxy's error page would quote what the
+        upstream sent that it could not parse: the flow is killed instead (the client's
+        connection is closed without it), and audited."""
         call = flow.metadata.get(CALL)
-        if not isinstance(call, _Call) or call.scrub is None or "decision" in call.detail:
+        if not isinstance(call, _Call) or call.scrub is None:
             return
-        call.detail.update(decision="upstream_error", why=type(flow.error).__name__)
-        self._audit(call)
+        from mitmproxy.flow import Error
+
+        flow_error = getattr(flow.error, "msg", "")
+        flow.error = Error(Error.KILLED_MESSAGE)
+        if "decision" not in call.detail:
+            what = call.scrub.text(str(flow_error)).split(":", 1)[0][:80]
+            call.detail.update(decision="upstream_error", why=f"{what} (the client's "
+                               "connection was closed, the error text withheld)")
+            self._audit(call)
 
     # -- failure and audit ------------------------------------------------------------
 

@@ -135,6 +135,8 @@ class Edge(Upstream):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
             await self.websocket(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == "/bearer/range":
+            await self.ranged(scope, send)
         elif scope["type"] == "http" and scope["path"].startswith("/bearer/enc/"):
             headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
             self.seen.append(Seen("GET", scope["path"], [], headers, b""))
@@ -146,6 +148,23 @@ class Edge(Upstream):
                                                    *extra])
         else:
             await super().__call__(scope, receive, send)
+
+    async def ranged(self, scope: dict[str, Any], send: Any) -> None:
+        """The credential in a body served by byte ranges, as file servers do."""
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        self.seen.append(Seen("GET", scope["path"], [], headers, b""))
+        if headers.get("authorization") != f"Bearer {SECRET}":
+            await self.reply(send, 401, {"error": "bad credential"}, [])
+            return
+        body = f"token={SECRET}".encode()
+        wanted = headers.get("range", "")
+        if not wanted.startswith("bytes="):
+            await self.reply_raw(send, 200, body, [(b"accept-ranges", b"bytes")])
+            return
+        first, _, last = wanted[len("bytes="):].partition("-")
+        start, end = int(first), min(int(last), len(body) - 1)
+        await self.reply_raw(send, 206, body[start:end + 1], [
+            (b"content-range", f"bytes {start}-{end}/{len(body)}".encode())])
 
     async def websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
@@ -909,3 +928,61 @@ def test_websocket_control_frames_are_scrubbed(rig: Rig, name: str) -> None:
     assert reply.status == 101, (reply.status, reply.error, reply.body[:200])
     assert reply.body, "the frames after the handshake"
     assert_no_secret(reply.body, f"the WebSocket client ({name})")
+
+
+def test_a_secret_cannot_be_fetched_in_pieces(rig: Rig) -> None:
+    """Byte ranges would hand the client the credential in pieces, none of which the
+    scrubber can recognise: a service's requests go without ``Range``, so each answer is
+    whole (and scrubbed), and a partial answer is refused."""
+    rig.reset()
+    edge = f"localhost:{rig.edge.port}"
+    pieces = [probe(rig.port, [*get(rig, "/bearer/range"), f"Range: bytes={span}"],
+                    connect=edge, tls=True, sni="localhost", cafile=rig.ca)
+              for span in ("0-15", "16-99")]
+    joined = b"".join(reply.body for reply in pieces)
+    assert_no_secret(joined, "the client (the pieces put together)")
+    assert [reply.status for reply in pieces] == [200, 200], [r.status for r in pieces]
+    assert all(b"[redacted]" in reply.body for reply in pieces)
+    assert not any("range" in seen.headers for seen in rig.edge.seen)
+
+
+def test_a_partial_answer_is_refused() -> None:
+    """A 206 the proxy did not ask for is a piece of something it cannot see whole."""
+    from mitmproxy import http
+
+    from mcp_keys.gateway.interceptor.binding import unreadable
+
+    piece = http.Response.make(206, b"sk_te", {"Content-Range": "bytes 0-4/40"})
+    assert "partial" in str(unreadable(piece, websocket=False))
+
+
+def test_an_uninvited_protocol_switch_is_refused(rig: Rig) -> None:
+    """A WebSocket is relayed only when the request was an upgrade the service allows:
+    an upstream that switches on its own (no ``Upgrade`` asked for) is refused. (mitmproxy
+    then crashes on the frames that follow; its report, which quotes them, reaches no
+    handler of the root logger, where Python would print it to stderr.)"""
+    import logging
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.DEBUG)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(logging.Formatter().format(record))
+
+    kept = Keep()
+    logging.getLogger().addHandler(kept)
+    rig.reset()
+    host = f"localhost:{rig.raw.port}"
+    try:
+        reply = probe(rig.port, ["GET /bearer/raw/ws-close HTTP/1.1", f"Host: {host}",
+                                 rig.bearer("raw"), "Sec-WebSocket-Version: 13",
+                                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="],
+                      connect=host, tls=True, sni="localhost", cafile=rig.ca, close=False)
+    finally:
+        logging.getLogger().removeHandler(kept)
+    assert_no_secret(reply.body, "the client")
+    assert reply.status in (0, 502), (reply.status, reply.body[:200])
+    assert_no_secret("\n".join(kept.lines), "the log")
+    assert any("mitmproxy has crashed" in line for line in kept.lines), kept.lines[-5:]

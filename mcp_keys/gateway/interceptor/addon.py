@@ -15,13 +15,14 @@ import functools
 import json
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..hygiene import Refused, normalise_path
 from ..proxy import Denied
-from .binding import Target, binding_problem, unreadable
+from .binding import PIECEMEAL, Target, binding_problem, unreadable
 
 if TYPE_CHECKING:
     from ..model import Service
@@ -32,6 +33,32 @@ if TYPE_CHECKING:
 CALL = "mcp_keys"  # flow.metadata key: this addon's _Call
 log = logging.getLogger("mcp_keys.proxy")
 _CONTROL: dict[str, Scrubber] = {}  # client connection id -> its WebSocket's scrubber
+_USED: weakref.WeakSet[Scrubber] = weakref.WeakSet()  # every credential's, for the log
+
+
+class _MitmproxyLog(logging.Handler):
+    """mitmproxy's own log, kept off stderr: its crash reports quote what it crashed on
+    (an upstream's answer, say). Each warning or error becomes one ``mcp_keys.proxy``
+    line, scrubbed of every credential swapped in so far, without the exception's text."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record: say only that there was one
+            text = "(a message that could not be formatted)"
+        for scrub in list(_USED):
+            text = scrub.text(text)
+        if record.exc_info and record.exc_info[0] is not None:
+            text += f" ({record.exc_info[0].__name__})"
+        log.log(record.levelno, "mitmproxy: %s", text[:300])
+
+
+def _quiet_mitmproxy() -> None:
+    """Route mitmproxy's log through ``_MitmproxyLog`` (once per process)."""
+    logger = logging.getLogger("mitmproxy")
+    if not any(isinstance(h, _MitmproxyLog) for h in logger.handlers):
+        logger.addHandler(_MitmproxyLog(logging.WARNING))
+    logger.propagate = False
 
 
 @dataclass(slots=True)
@@ -43,6 +70,7 @@ class _Call:
     caller: Caller | None = None
     scrub: Scrubber | None = None  # set once the credential was swapped in
     refused: bool = False  # the response is this addon's refusal
+    websocket: bool = False  # the request was an allowed WebSocket upgrade
     broken: bool = False  # a hook failed: nothing more passes
 
 
@@ -100,6 +128,7 @@ class SwapAddon:
         self.placeholders = placeholders  # service name -> this run's placeholder
         self._broken: set[str] = set()  # client connections a connection hook failed on
         self._control = _guard_control_frames()
+        _quiet_mitmproxy()
 
     def __repr__(self) -> str:
         return f"SwapAddon({sorted(self.placeholders)})"
@@ -237,6 +266,7 @@ class SwapAddon:
             if not allowed:
                 raise Denied("denied", why)
             self.gateway._take(caller, service)
+            call.websocket = upgrade is not None
         except Denied as exc:
             status = {"rate_limited": 429, "bad_request": 400}.get(exc.decision, 403)
             self._deny(flow, call, exc.decision, status, str(exc))
@@ -252,6 +282,10 @@ class SwapAddon:
         query = request.path.partition("?")[2]
         request.path = path + ("?" + query if query else "")  # what the rules matched
         call.scrub = self.gateway.scrubber(service, secret)
+        _USED.add(call.scrub)
+        for name in PIECEMEAL:  # the answer comes whole, so the scrubber sees it whole
+            if name in request.headers:
+                del request.headers[name]
         self._swap(service, request, self.placeholders[service.name], secret)
 
     def _deny(self, flow: Any, call: _Call, decision: str, status: int, message: str,
@@ -305,7 +339,8 @@ class SwapAddon:
                          "response: refused")
             return
         response = flow.response
-        problem = unreadable(response, websocket=flow.websocket is not None)
+        problem = unreadable(response, websocket=flow.websocket is not None and
+                             call.websocket)
         if problem is not None:
             self._deny(flow, call, "upstream_error", 502, f"the response of "
                        f"{call.detail.get('service')} was refused: {problem}")
@@ -324,7 +359,8 @@ class SwapAddon:
             _CONTROL[flow.client_conn.id] = scrub
         if response.trailers is not None:
             response.trailers.fields = tuple(
-                (name, scrub.data(value)) for name, value in response.trailers.fields)
+                (name, scrub.data(value)) for name, value in response.trailers.fields
+                if scrub.data(name) == name)
         if response.reason:
             response.reason = scrub.text(response.reason)
         call.detail.update(decision="allowed", status=response.status_code,

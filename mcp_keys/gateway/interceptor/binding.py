@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..model import Service
 
 DECODABLE = frozenset({"gzip", "deflate", "br", "zstd"})  # one coding, which mitmproxy reads
+PIECEMEAL = ("range", "if-range")  # request headers that would split an answer in pieces
 FORWARDED_HOST = ("x-forwarded-host", "x-forwarded-server", "x-host", "x-original-host",
                   "x-http-host-override")
 
@@ -104,9 +105,12 @@ def binding_problem(flow: Any, target: Target) -> str | None:
 def unreadable(response: Any, *, websocket: bool) -> str | None:
     """Why the proxy cannot read this response to scrub it, or None: a coding it cannot
     decode (unknown, stacked, corrupt, or a compressed transfer coding), or a protocol
-    switch to anything but a WebSocket it relays message by message."""
+    switch to anything but a WebSocket it relays message by message, or a piece of an
+    answer (206: the rest, and so the whole credential, may come in another)."""
     if response.status_code == 101 and not websocket:
         return "a protocol switch the proxy cannot read"
+    if response.status_code == 206:
+        return "a partial answer (206) cannot be scrubbed whole"
     codings = [c.strip().lower() for v in response.headers.get_all("content-encoding")
                for c in v.split(",")]
     codings = [c for c in codings if c and c != "identity"]

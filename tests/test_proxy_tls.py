@@ -96,6 +96,10 @@ def edge_certificates(directory: Path) -> tuple[str, str, str]:
     return str(paths[0]), str(paths[1]), str(paths[2])
 
 
+CHARSETS = {"utf-16-le-json": "", "utf-32-be-json": "", "utf-16-bom": "",
+            "utf-7": "utf-7", "cp037": "cp037", "utf-16": "utf-16"}  # name: declared
+
+
 def encoded(name: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """The headers and body of ``/bearer/enc/NAME``: the credential echoed, encoded."""
     from mitmproxy.net.encoding import encode
@@ -117,6 +121,12 @@ def encoded(name: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
         return [(b"content-encoding", b"base64")], base64.b64encode(body)
     if name == "corrupt":
         return [(b"content-encoding", b"gzip")], b"not gzip at all " + body
+    if name in CHARSETS:  # the text in another character set, declared or not
+        declared = CHARSETS[name]
+        kind = b"application/json" + (b"; charset=" + declared.encode() if declared else b"")
+        bom = b"\xff\xfe" if name == "utf-16-bom" else b""
+        spelled = declared or name.removesuffix("-json").replace("-bom", "-le")
+        return [(b"content-type", kind)], bom + json.dumps({"token": SECRET}).encode(spelled)
     if name == "gzip-members":  # two gzip members: a client reads both
         import gzip
 
@@ -144,8 +154,9 @@ class Edge(Upstream):
                 await self.reply(send, 401, {"error": "bad credential"}, [])
                 return
             extra, body = encoded(scope["path"].rsplit("/", 1)[1])
-            await self.reply_raw(send, 200, body, [(b"content-type", b"application/json"),
-                                                   *extra])
+            typed = any(name == b"content-type" for name, _ in extra)
+            await self.reply_raw(send, 200, body, [
+                *([] if typed else [(b"content-type", b"application/json")]), *extra])
         else:
             await super().__call__(scope, receive, send)
 
@@ -986,3 +997,36 @@ def test_an_uninvited_protocol_switch_is_refused(rig: Rig) -> None:
     assert reply.status in (0, 502), (reply.status, reply.body[:200])
     assert_no_secret("\n".join(kept.lines), "the log")
     assert any("mitmproxy has crashed" in line for line in kept.lines), kept.lines[-5:]
+
+
+def as_read(reply: Reply) -> str:
+    """The body as a client reads it: in its declared character set, else as JSON
+    (which detects UTF-16 and UTF-32 by itself), else by its byte-order mark."""
+    kind = reply.header("content-type") or ""
+    declared = kind.partition("charset=")[2].strip()
+    if declared:
+        return reply.body.decode(declared, "replace")
+    if reply.body.startswith(b"\xff\xfe"):
+        return reply.body.decode("utf-16", "replace")
+    try:
+        return json.dumps(json.loads(reply.body))
+    except ValueError:
+        return reply.body.decode("latin-1")
+
+
+@pytest.mark.parametrize("name", sorted(CHARSETS))
+def test_a_body_in_another_character_set_is_scrubbed_or_refused(rig: Rig,
+                                                                 name: str) -> None:
+    """A byte-wise scrubber does not see the credential spelled in UTF-16, UTF-32, UTF-7
+    or EBCDIC: a character set declared that does not spell ASCII as ASCII is refused,
+    and the wide spellings a client detects unasked are scrubbed."""
+    rig.reset()
+    reply = probe(rig.port, get(rig, f"/bearer/enc/{name}"),
+                  connect=f"localhost:{rig.edge.port}", tls=True, sni="localhost",
+                  cafile=rig.ca)
+    assert len(rig.authorised()) == 1, "the upstream was asked with the credential"
+    assert_no_secret(as_read(reply), f"the client ({name})")
+    if CHARSETS[name]:
+        assert reply.status == 502 and b"character set" in reply.body, reply.status
+    else:
+        assert reply.status == 200 and "[redacted]" in as_read(reply), reply.status

@@ -17,12 +17,13 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..hygiene import Refused, normalise_path
 from ..proxy import Denied
-from .binding import PIECEMEAL, Target, binding_problem, unreadable
+from ..scrub import REDACTED, forms
+from .binding import PIECEMEAL, Target, binding_problem, unreadable, wide
 
 if TYPE_CHECKING:
     from ..model import Service
@@ -71,6 +72,16 @@ class _Call:
     scrub: Scrubber | None = None  # set once the credential was swapped in
     refused: bool = False  # the response is this addon's refusal
     websocket: bool = False  # the request was an allowed WebSocket upgrade
+    wide: list[tuple[bytes, bytes]] = field(default_factory=list)  # UTF-16/32 forms
+
+    def clean(self, data: bytes) -> bytes:
+        """``data`` scrubbed of the credential, in ASCII and in the wide encodings."""
+        assert self.scrub is not None
+        data = self.scrub.data(data)
+        for form, redacted in self.wide:
+            if form in data:
+                data = data.replace(form, redacted)
+        return data
     broken: bool = False  # a hook failed: nothing more passes
 
 
@@ -283,6 +294,7 @@ class SwapAddon:
         request.path = path + ("?" + query if query else "")  # what the rules matched
         call.scrub = self.gateway.scrubber(service, secret)
         _USED.add(call.scrub)
+        call.wide = wide(forms(secret), REDACTED)
         for name in PIECEMEAL:  # the answer comes whole, so the scrubber sees it whole
             if name in request.headers:
                 del request.headers[name]
@@ -350,7 +362,7 @@ class SwapAddon:
         # may read more than mitmproxy's (a second gzip member), never more than this.
         response.decode(strict=True)
         content = response.content or b""
-        response.content = scrub.data(content)
+        response.content = call.clean(content)
         response.headers.fields = tuple(
             (name, scrub.data(value)) for name, value in response.headers.fields
             if name.lower() not in (b"set-cookie", b"set-cookie2")
@@ -377,7 +389,7 @@ class SwapAddon:
             message.drop()
             return
         if not message.from_client:
-            cleaned = call.scrub.data(message.content)
+            cleaned = call.clean(message.content)
             if cleaned != message.content:
                 message.content = cleaned
 

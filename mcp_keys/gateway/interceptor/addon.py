@@ -362,7 +362,9 @@ class SwapAddon:
         # may read more than mitmproxy's (a second gzip member), never more than this.
         response.decode(strict=True)
         content = response.content or b""
-        response.content = call.clean(content)
+        cleaned = call.clean(content)
+        if cleaned != content:  # (an empty body, a HEAD's, keeps its Content-Length)
+            response.content = cleaned
         response.headers.fields = tuple(
             (name, scrub.data(value)) for name, value in response.headers.fields
             if name.lower() not in (b"set-cookie", b"set-cookie2")

@@ -68,8 +68,6 @@ def forge(authority: LocalCA, asked: str, *names: str, cn: str = "test leaf") ->
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([general_name(n) for n in names]),
-                           critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(
                 digital_signature=True, key_cert_sign=False, crl_sign=False,
@@ -80,8 +78,11 @@ def forge(authority: LocalCA, asked: str, *names: str, cn: str = "test leaf") ->
                            critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return Leaf(cert, key, asked)
+            )
+    if names:  # none: a leaf named by its common name alone
+        cert = cert.add_extension(x509.SubjectAlternativeName(
+            [general_name(n) for n in names]), critical=False)
+    return Leaf(cert.sign(ca_key, hashes.SHA256()), key, asked)
 
 
 def pem(value: Any) -> bytes:
@@ -191,6 +192,8 @@ FORGED = {
     "a name under the service's": (f"login.{SERVICE}", f"dns:login.{SERVICE}"),
     "a wildcard under the service's": (f"login.{SERVICE}", f"dns:*.{SERVICE}"),
     "an IPv4-mapped IPv6 address": ("::ffff:203.0.113.7", "ip:::ffff:203.0.113.7"),
+    "a common name alone (no SAN)": ("bank.example",),
+    "a common name alone under the service's": (f"login.{SERVICE}",),
 }
 
 
@@ -199,7 +202,8 @@ def test_a_stolen_ca_key_certifies_no_other_name(tmp_path: Path, what: str) -> N
     authority = LocalCA(tmp_path / "store")
     authority.create([SERVICE])
     asked, *names = FORGED[what]
-    assert verdicts(authority, forge(authority, asked, *names), tmp_path) == {False}, \
+    cn = asked if not names else "test leaf"
+    assert verdicts(authority, forge(authority, asked, *names, cn=cn), tmp_path) == {False}, \
         f"a leaf for {what} signed with the CA's key was accepted by some verifier"
     assert accepted(authority, forge(authority, SERVICE, f"dns:{SERVICE}"), tmp_path), \
         "the service's own name must still pass"

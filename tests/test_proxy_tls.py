@@ -1030,3 +1030,16 @@ def test_a_body_in_another_character_set_is_scrubbed_or_refused(rig: Rig,
         assert reply.status == 502 and b"character set" in reply.body, reply.status
     else:
         assert reply.status == 200 and "[redacted]" in as_read(reply), reply.status
+
+
+def test_websockets_are_refused_if_control_frames_cannot_be_scrubbed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control-frame scrubbing wraps a mitmproxy internal; should a mitmproxy lack it,
+    the addon knows (and then refuses every WebSocket upgrade)."""
+    from mitmproxy.proxy.layers import websocket
+
+    from mcp_keys.gateway.interceptor.addon import _guard_control_frames
+
+    assert _guard_control_frames()
+    monkeypatch.delattr(websocket.WebsocketConnection, "send2")
+    assert not _guard_control_frames()

@@ -92,6 +92,10 @@ def edge_certificates(directory: Path) -> tuple[str, str, str]:
     return str(paths[0]), str(paths[1]), str(paths[2])
 
 
+CHARSETS = {"utf-16-le-json": "", "utf-32-be-json": "", "utf-16-bom": "",
+            "utf-7": "utf-7", "cp037": "cp037", "utf-16": "utf-16"}  # name: declared
+
+
 def encoded(name: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """The headers and body of ``/bearer/enc/NAME``: the credential echoed, encoded."""
     from mitmproxy.net.encoding import encode
@@ -113,6 +117,17 @@ def encoded(name: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
         return [(b"content-encoding", b"base64")], base64.b64encode(body)
     if name == "corrupt":
         return [(b"content-encoding", b"gzip")], b"not gzip at all " + body
+    if name in CHARSETS:  # the text in another character set, declared or not
+        declared = CHARSETS[name]
+        kind = b"application/json" + (b"; charset=" + declared.encode() if declared else b"")
+        bom = b"\xff\xfe" if name == "utf-16-bom" else b""
+        spelled = declared or name.removesuffix("-json").replace("-bom", "-le")
+        return [(b"content-type", kind)], bom + json.dumps({"token": SECRET}).encode(spelled)
+    if name == "gzip-members":  # two gzip members: a client reads both
+        import gzip
+
+        return ([(b"content-encoding", b"gzip")],
+                gzip.compress(b'{"a": 1}') + gzip.compress(body))
     raise AssertionError(name)
 
 
@@ -126,6 +141,8 @@ class Edge(Upstream):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
             await self.websocket(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == "/bearer/range":
+            await self.ranged(scope, send)
         elif scope["type"] == "http" and scope["path"].startswith("/bearer/enc/"):
             headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
             self.seen.append(Seen("GET", scope["path"], [], headers, b""))
@@ -133,10 +150,28 @@ class Edge(Upstream):
                 await self.reply(send, 401, {"error": "bad credential"}, [])
                 return
             extra, body = encoded(scope["path"].rsplit("/", 1)[1])
-            await self.reply_raw(send, 200, body, [(b"content-type", b"application/json"),
-                                                   *extra])
+            typed = any(name == b"content-type" for name, _ in extra)
+            await self.reply_raw(send, 200, body, [
+                *([] if typed else [(b"content-type", b"application/json")]), *extra])
         else:
             await super().__call__(scope, receive, send)
+
+    async def ranged(self, scope: dict[str, Any], send: Any) -> None:
+        """The credential in a body served by byte ranges, as file servers do."""
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        self.seen.append(Seen("GET", scope["path"], [], headers, b""))
+        if headers.get("authorization") != f"Bearer {SECRET}":
+            await self.reply(send, 401, {"error": "bad credential"}, [])
+            return
+        body = f"token={SECRET}".encode()
+        wanted = headers.get("range", "")
+        if not wanted.startswith("bytes="):
+            await self.reply_raw(send, 200, body, [(b"accept-ranges", b"bytes")])
+            return
+        first, _, last = wanted[len("bytes="):].partition("-")
+        start, end = int(first), min(int(last), len(body) - 1)
+        await self.reply_raw(send, 206, body[start:end + 1], [
+            (b"content-range", f"bytes {start}-{end}/{len(body)}".encode())])
 
     async def websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
@@ -223,6 +258,84 @@ class Sink:
         self.listener.close()
 
 
+class Raw:
+    """A TLS upstream that writes scripted bytes, well-formed or not, once it got the
+    real credential (``/bearer/raw/NAME`` picks the script; anything else gets 401)."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = int(self.listener.getsockname()[1])
+        self.authorised = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError), connection:
+            connection.settimeout(30)
+            with self.context.wrap_socket(connection, server_side=True) as tls:
+                head = bytearray()
+                while b"\r\n\r\n" not in head and (chunk := tls.recv(65536)):
+                    head += chunk
+                lines = bytes(head).split(b"\r\n")
+                headers = {k.strip().lower(): v.strip() for k, _, v in
+                           (line.partition(b":") for line in lines[1:])}
+                if headers.get(b"authorization") != f"Bearer {SECRET}".encode():
+                    tls.sendall(b"HTTP/1.1 401 No\r\nContent-Length: 0\r\n\r\n")
+                    return
+                self.authorised += 1
+                name = lines[0].split(b" ")[1].rsplit(b"/", 1)[1].decode()
+                tls.sendall(raw_reply(name, headers))
+                with contextlib.suppress(OSError):  # let the proxy read it all first
+                    tls.settimeout(5)
+                    tls.recv(1)
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """An unmasked WebSocket frame (server to client) with a short payload."""
+    assert len(payload) < 126
+    return bytes([0x80 | opcode, len(payload)]) + payload
+
+
+def raw_reply(name: str, headers: dict[bytes, bytes]) -> bytes:
+    """The scripted bytes of ``/bearer/raw/NAME``: each quotes the credential somewhere a
+    proxy might pass on without reading it as a body or a header value."""
+    secret = SECRET.encode()
+    if name == "header-line":  # a header line without a colon
+        return b"HTTP/1.1 200 OK\r\nX-Echo " + secret + b"\r\n\r\n"
+    if name == "status-line":
+        return b"HTTP/1.1 2" + secret + b" OK\r\nContent-Length: 0\r\n\r\n"
+    if name == "cut-head":  # the connection closes in the middle of the head
+        return b"HTTP/1.1 200 OK\r\nX-Echo: " + secret + b"\r\n"
+    if name == "header-name":
+        return (b"HTTP/1.1 200 OK\r\nX-" + secret + b": 1\r\n"
+                b"Content-Length: 2\r\n\r\nok")
+    if name.startswith("ws-"):
+        import hashlib
+
+        accept = base64.b64encode(hashlib.sha1(
+            headers.get(b"sec-websocket-key", b"") +
+            b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        handshake = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept +
+                     b"\r\n\r\n")
+        if name == "ws-ping":
+            return handshake + ws_frame(0x9, b"p " + secret) + ws_frame(
+                0x8, (1000).to_bytes(2, "big"))
+        return handshake + ws_frame(0x8, (1000).to_bytes(2, "big") + b"bye " + secret)
+    raise AssertionError(name)
+
+
 # -- the attacking client -------------------------------------------------------------
 
 
@@ -267,7 +380,8 @@ def _parse(data: bytes) -> Reply:
 
 
 def probe(proxy_port: int, lines: list[str], *, connect: str | None = None,
-          tls: bool = False, sni: str | None = None, cafile: str | None = None) -> Reply:
+          tls: bool = False, sni: str | None = None, cafile: str | None = None,
+          close: bool = True) -> Reply:
     """One request through the proxy as a child could send it: an optional CONNECT,
     optional TLS with any SNI (verified against ``cafile`` when given), then ``lines``."""
     try:
@@ -296,7 +410,8 @@ def probe(proxy_port: int, lines: list[str], *, connect: str | None = None,
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             sock = context.wrap_socket(sock, server_hostname=sni)
-        sock.sendall(("\r\n".join([*lines, "Connection: close", "", ""])).encode())
+        ending = ["Connection: close"] if close else []
+        sock.sendall(("\r\n".join([*lines, *ending, "", ""])).encode())
         return _parse(_read_all(sock))
     except (OSError, ssl.SSLError) as exc:
         return Reply(0, [], b"", type(exc).__name__)
@@ -318,6 +433,7 @@ class Rig:
     edge_ca: str
     store: str
     proxy: Any  # the RunningProxy
+    raw: Raw
 
     def authorised(self) -> list[Seen]:
         return [s for s in self.edge.seen if s.headers.get("authorization") ==
@@ -342,14 +458,15 @@ SERVICES = {  # name: (base URL template, extra options)
     "edge": ("https://localhost:{edge}/bearer", ["--websocket", "allow"]),
     "sink": ("https://127.0.0.1:{sink}/bearer", []),
     "limited": ("https://127.0.0.1:{edge}/bearer", ["--rate-limit", "2/hour"]),
+    "raw": ("https://localhost:{raw}/bearer", ["--websocket", "allow"]),
 }
 
 
-def add_services(store: str, edge: int, sink: int, names: list[str]) -> None:
+def add_services(store: str, edge: int, sink: int, names: list[str], raw: int = 0) -> None:
     for name in names:
         url, extra = SERVICES[name]
         added = run_cli_process("--store", store, "service", "add", name, "--base-url",
-                                url.format(edge=edge, sink=sink), "--auth", "bearer",
+                                url.format(edge=edge, sink=sink, raw=raw), "--auth", "bearer",
                                 "--secret", "env:GW_SECRET", "--env",
                                 f"{name.upper()}_KEY", "--allow", "GET /bearer/**", *extra,
                                 env={"GW_SECRET": SECRET})
@@ -381,7 +498,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory, edge: Edge,
     keys.init()
     store = str(keys.store.path)
     sink = Sink()
-    add_services(store, edge.port, sink.port, list(SERVICES))
+    raw = Raw(edge_files[1], edge_files[2])
+    add_services(store, edge.port, sink.port, list(SERVICES), raw.port)
     key = keys.create("tls", scopes=[f"gateway:{name}" for name in SERVICES])
     saved = os.environ.get("GW_SECRET")
     os.environ["GW_SECRET"] = SECRET  # what the env: references read, in this process
@@ -399,10 +517,11 @@ def rig(tmp_path_factory: pytest.TempPathFactory, edge: Edge,
     proxy.start()
     try:
         yield Rig(proxy.port, edge, sink, keys, placeholders, str(authority.cert_path),
-                  edge_files[0], store, proxy)
+                  edge_files[0], store, proxy, raw)
     finally:
         proxy.stop()
         sink.close()
+        raw.listener.close()
         if saved is None:
             os.environ.pop("GW_SECRET", None)
         else:
@@ -746,3 +865,177 @@ def test_run_proxy_refuses_a_fronted_name(edge: Edge, edge_files: tuple[str, str
     assert len([s for s in edge.seen if s.headers.get("authorization") ==
                 f"Bearer {SECRET}"]) == 1
     assert set(edge.snis) <= {"localhost"}, sorted(map(str, set(edge.snis)))
+
+
+# -- variations: what the first fix let through ----------------------------------------
+
+
+def test_a_compressed_body_reaches_the_client_as_the_proxy_read_it(rig: Rig) -> None:
+    """A gzip body of two members: mitmproxy's decoder reads the first, a client reads
+    both. The body the client gets is the one the proxy read and scrubbed (decoded), so
+    no decoder of the client's can find more in it than the scrubber saw."""
+    import gzip
+
+    rig.reset()
+    reply = probe(rig.port, get(rig, "/bearer/enc/gzip-members"),
+                  connect=f"localhost:{rig.edge.port}", tls=True, sni="localhost",
+                  cafile=rig.ca)
+    body = reply.body
+    if "gzip" in (reply.header("content-encoding") or ""):
+        body = gzip.decompress(body)  # every member, as browsers and urllib3 do
+    assert_no_secret(reply.body, "the client (raw body)")
+    assert_no_secret(body, "the client (every gzip member)")
+    assert reply.status in (200, 502), (reply.status, reply.error)
+    assert len(rig.authorised()) == 1
+
+
+@pytest.mark.parametrize("name", ["header-line", "status-line", "cut-head"])
+def test_an_upstream_answer_the_proxy_cannot_parse_is_not_quoted(rig: Rig,
+                                                                   name: str) -> None:
+    """mitmproxy's own error page quotes the bytes of an answer it cannot parse (a
+    header line without a colon, a bad status line, a head cut short); after the
+    credential went out, none of that may reach the client: the flow is ended, audited."""
+    seen_before = rig.reset()
+    before = rig.raw.authorised
+    reply = probe(rig.port, get(rig, f"/bearer/raw/{name}", "raw",
+                                f"localhost:{rig.raw.port}"),
+                  connect=f"localhost:{rig.raw.port}", tls=True, sni="localhost",
+                  cafile=rig.ca)
+    assert rig.raw.authorised == before + 1, "the upstream was asked with the credential"
+    assert_no_secret(reply.body + str(reply.headers).encode(), f"the client ({name})")
+    assert reply.status in (0, 502), (reply.status, reply.error)
+    lines = rig.audit()[seen_before:]
+    assert [e.detail.get("decision") for e in lines] == ["upstream_error"], \
+        [e.detail for e in lines]
+    assert_no_secret(json.dumps([e.detail for e in lines]), "the audit")
+
+
+def test_a_secret_in_a_response_header_name_is_removed(rig: Rig) -> None:
+    """Header values are scrubbed; a header whose name quotes the credential is dropped."""
+    rig.reset()
+    reply = probe(rig.port, get(rig, "/bearer/raw/header-name", "raw",
+                                f"localhost:{rig.raw.port}"),
+                  connect=f"localhost:{rig.raw.port}", tls=True, sni="localhost",
+                  cafile=rig.ca)
+    assert_no_secret(str(reply.headers), "the client's response headers")
+    assert (reply.status, reply.body) == (200, b"ok"), (reply.status, reply.body[:200])
+
+
+@pytest.mark.parametrize("name", ["ws-close", "ws-ping"])
+def test_websocket_control_frames_are_scrubbed(rig: Rig, name: str) -> None:
+    """A close frame's reason and a ping's payload are relayed by mitmproxy without the
+    message hook; from a WebSocket service they are scrubbed too."""
+    rig.reset()
+    host = f"localhost:{rig.raw.port}"
+    reply = probe(rig.port, [f"GET /bearer/raw/{name} HTTP/1.1", f"Host: {host}",
+                             rig.bearer("raw"), "Upgrade: websocket",
+                             "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+                             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="],
+                  connect=host, tls=True, sni="localhost", cafile=rig.ca, close=False)
+    assert reply.status == 101, (reply.status, reply.error, reply.body[:200])
+    assert reply.body, "the frames after the handshake"
+    assert_no_secret(reply.body, f"the WebSocket client ({name})")
+
+
+def test_a_secret_cannot_be_fetched_in_pieces(rig: Rig) -> None:
+    """Byte ranges would hand the client the credential in pieces, none of which the
+    scrubber can recognise: a service's requests go without ``Range``, so each answer is
+    whole (and scrubbed), and a partial answer is refused."""
+    rig.reset()
+    edge = f"localhost:{rig.edge.port}"
+    pieces = [probe(rig.port, [*get(rig, "/bearer/range"), f"Range: bytes={span}"],
+                    connect=edge, tls=True, sni="localhost", cafile=rig.ca)
+              for span in ("0-15", "16-99")]
+    joined = b"".join(reply.body for reply in pieces)
+    assert_no_secret(joined, "the client (the pieces put together)")
+    assert [reply.status for reply in pieces] == [200, 200], [r.status for r in pieces]
+    assert all(b"[redacted]" in reply.body for reply in pieces)
+    assert not any("range" in seen.headers for seen in rig.edge.seen)
+
+
+def test_a_partial_answer_is_refused() -> None:
+    """A 206 the proxy did not ask for is a piece of something it cannot see whole."""
+    from mitmproxy import http
+
+    from mcp_keys.gateway.interceptor.binding import unreadable
+
+    piece = http.Response.make(206, b"sk_te", {"Content-Range": "bytes 0-4/40"})
+    assert "partial" in str(unreadable(piece, websocket=False))
+
+
+def test_an_uninvited_protocol_switch_is_refused(rig: Rig) -> None:
+    """A WebSocket is relayed only when the request was an upgrade the service allows:
+    an upstream that switches on its own (no ``Upgrade`` asked for) is refused. (mitmproxy
+    then crashes on the frames that follow; its report, which quotes them, reaches no
+    handler of the root logger, where Python would print it to stderr.)"""
+    import logging
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.DEBUG)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(logging.Formatter().format(record))
+
+    kept = Keep()
+    logging.getLogger().addHandler(kept)
+    rig.reset()
+    host = f"localhost:{rig.raw.port}"
+    try:
+        reply = probe(rig.port, ["GET /bearer/raw/ws-close HTTP/1.1", f"Host: {host}",
+                                 rig.bearer("raw"), "Sec-WebSocket-Version: 13",
+                                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="],
+                      connect=host, tls=True, sni="localhost", cafile=rig.ca, close=False)
+    finally:
+        logging.getLogger().removeHandler(kept)
+    assert_no_secret(reply.body, "the client")
+    assert reply.status in (0, 502), (reply.status, reply.body[:200])
+    assert_no_secret("\n".join(kept.lines), "the log")
+    assert any("mitmproxy has crashed" in line for line in kept.lines), kept.lines[-5:]
+
+
+def as_read(reply: Reply) -> str:
+    """The body as a client reads it: in its declared character set, else as JSON
+    (which detects UTF-16 and UTF-32 by itself), else by its byte-order mark."""
+    kind = reply.header("content-type") or ""
+    declared = kind.partition("charset=")[2].strip()
+    if declared:
+        return reply.body.decode(declared, "replace")
+    if reply.body.startswith(b"\xff\xfe"):
+        return reply.body.decode("utf-16", "replace")
+    try:
+        return json.dumps(json.loads(reply.body))
+    except ValueError:
+        return reply.body.decode("latin-1")
+
+
+@pytest.mark.parametrize("name", sorted(CHARSETS))
+def test_a_body_in_another_character_set_is_scrubbed_or_refused(rig: Rig,
+                                                                 name: str) -> None:
+    """A byte-wise scrubber does not see the credential spelled in UTF-16, UTF-32, UTF-7
+    or EBCDIC: a character set declared that does not spell ASCII as ASCII is refused,
+    and the wide spellings a client detects unasked are scrubbed."""
+    rig.reset()
+    reply = probe(rig.port, get(rig, f"/bearer/enc/{name}"),
+                  connect=f"localhost:{rig.edge.port}", tls=True, sni="localhost",
+                  cafile=rig.ca)
+    assert len(rig.authorised()) == 1, "the upstream was asked with the credential"
+    assert_no_secret(as_read(reply), f"the client ({name})")
+    if CHARSETS[name]:
+        assert reply.status == 502 and b"character set" in reply.body, reply.status
+    else:
+        assert reply.status == 200 and "[redacted]" in as_read(reply), reply.status
+
+
+def test_websockets_are_refused_if_control_frames_cannot_be_scrubbed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control-frame scrubbing wraps a mitmproxy internal; should a mitmproxy lack it,
+    the addon knows (and then refuses every WebSocket upgrade)."""
+    from mitmproxy.proxy.layers import websocket
+
+    from mcp_keys.gateway.interceptor.addon import _guard_control_frames
+
+    assert _guard_control_frames()
+    monkeypatch.delattr(websocket.WebsocketConnection, "send2")
+    assert not _guard_control_frames()

@@ -15,13 +15,15 @@ import functools
 import json
 import logging
 import time
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..hygiene import Refused, normalise_path
 from ..proxy import Denied
-from .binding import Target, binding_problem, unreadable
+from ..scrub import REDACTED, forms
+from .binding import PIECEMEAL, Target, binding_problem, unreadable, wide
 
 if TYPE_CHECKING:
     from ..model import Service
@@ -31,6 +33,33 @@ if TYPE_CHECKING:
 
 CALL = "mcp_keys"  # flow.metadata key: this addon's _Call
 log = logging.getLogger("mcp_keys.proxy")
+_CONTROL: dict[str, Scrubber] = {}  # client connection id -> its WebSocket's scrubber
+_USED: weakref.WeakSet[Scrubber] = weakref.WeakSet()  # every credential's, for the log
+
+
+class _MitmproxyLog(logging.Handler):
+    """mitmproxy's own log, kept off stderr: its crash reports quote what it crashed on
+    (an upstream's answer, say). Each warning or error becomes one ``mcp_keys.proxy``
+    line, scrubbed of every credential swapped in so far, without the exception's text."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record: say only that there was one
+            text = "(a message that could not be formatted)"
+        for scrub in list(_USED):
+            text = scrub.text(text)
+        if record.exc_info and record.exc_info[0] is not None:
+            text += f" ({record.exc_info[0].__name__})"
+        log.log(record.levelno, "mitmproxy: %s", text[:300])
+
+
+def _quiet_mitmproxy() -> None:
+    """Route mitmproxy's log through ``_MitmproxyLog`` (once per process)."""
+    logger = logging.getLogger("mitmproxy")
+    if not any(isinstance(h, _MitmproxyLog) for h in logger.handlers):
+        logger.addHandler(_MitmproxyLog(logging.WARNING))
+    logger.propagate = False
 
 
 @dataclass(slots=True)
@@ -42,6 +71,17 @@ class _Call:
     caller: Caller | None = None
     scrub: Scrubber | None = None  # set once the credential was swapped in
     refused: bool = False  # the response is this addon's refusal
+    websocket: bool = False  # the request was an allowed WebSocket upgrade
+    wide: list[tuple[bytes, bytes]] = field(default_factory=list)  # UTF-16/32 forms
+
+    def clean(self, data: bytes) -> bytes:
+        """``data`` scrubbed of the credential, in ASCII and in the wide encodings."""
+        assert self.scrub is not None
+        data = self.scrub.data(data)
+        for form, redacted in self.wide:
+            if form in data:
+                data = data.replace(form, redacted)
+        return data
     broken: bool = False  # a hook failed: nothing more passes
 
 
@@ -59,6 +99,38 @@ def _guarded(hook: Callable[[SwapAddon, Any], None]) -> Callable[[SwapAddon, Any
     return run
 
 
+def _guard_control_frames() -> bool:
+    """mitmproxy relays a WebSocket's pings, pongs and close frame itself, with no hook:
+    its sender is wrapped so that those going to a client whose WebSocket carried a
+    credential are scrubbed too. False if mitmproxy no longer has that sender (then no
+    WebSocket is allowed)."""
+    try:
+        from mitmproxy.proxy.layers import websocket
+    except ImportError:
+        return False
+    WebsocketConnection: Any = getattr(websocket, "WebsocketConnection", None)
+    send = getattr(WebsocketConnection, "send2", None)
+    events = getattr(getattr(websocket, "wsproto", None), "events", None)
+    if send is None or events is None:
+        return False
+    Ping, Pong, CloseConnection = events.Ping, events.Pong, events.CloseConnection
+    if getattr(send, "_mcp_keys", False):
+        return True
+
+    def send2(self: Any, event: Any) -> Any:
+        scrub = _CONTROL.get(getattr(self.conn, "id", ""))
+        if scrub is not None and isinstance(event, (Ping, Pong)):
+            event = type(event)(payload=scrub.data(bytes(event.payload))[:125])
+        elif scrub is not None and isinstance(event, CloseConnection) and event.reason:
+            reason = scrub.text(event.reason).encode()[:123]
+            event = CloseConnection(event.code, reason.decode("utf-8", "ignore"))
+        return send(self, event)
+
+    send2._mcp_keys = True  # type: ignore[attr-defined]
+    WebsocketConnection.send2 = send2
+    return True
+
+
 class SwapAddon:
     def __init__(self, gateway: Gateway, callers: CallerSource,
                  placeholders: dict[str, str]) -> None:
@@ -66,6 +138,8 @@ class SwapAddon:
         self.callers = callers
         self.placeholders = placeholders  # service name -> this run's placeholder
         self._broken: set[str] = set()  # client connections a connection hook failed on
+        self._control = _guard_control_frames()
+        _quiet_mitmproxy()
 
     def __repr__(self) -> str:
         return f"SwapAddon({sorted(self.placeholders)})"
@@ -196,10 +270,14 @@ class SwapAddon:
             if upgrade is not None and not service.websocket:
                 raise Denied("denied", f"WebSocket upgrades to {service.name} are not "
                              "allowed (service edit --websocket allow)")
+            if upgrade is not None and not self._control:
+                raise Denied("denied", "this mitmproxy's WebSocket control frames "
+                             "cannot be scrubbed: WebSocket upgrades are refused")
             allowed, why = service.decide(request.method, path, caller.scopes)
             if not allowed:
                 raise Denied("denied", why)
             self.gateway._take(caller, service)
+            call.websocket = upgrade is not None
         except Denied as exc:
             status = {"rate_limited": 429, "bad_request": 400}.get(exc.decision, 403)
             self._deny(flow, call, exc.decision, status, str(exc))
@@ -215,6 +293,11 @@ class SwapAddon:
         query = request.path.partition("?")[2]
         request.path = path + ("?" + query if query else "")  # what the rules matched
         call.scrub = self.gateway.scrubber(service, secret)
+        _USED.add(call.scrub)
+        call.wide = wide(forms(secret), REDACTED)
+        for name in PIECEMEAL:  # the answer comes whole, so the scrubber sees it whole
+            if name in request.headers:
+                del request.headers[name]
         self._swap(service, request, self.placeholders[service.name], secret)
 
     def _deny(self, flow: Any, call: _Call, decision: str, status: int, message: str,
@@ -268,22 +351,30 @@ class SwapAddon:
                          "response: refused")
             return
         response = flow.response
-        problem = unreadable(response, websocket=flow.websocket is not None)
+        problem = unreadable(response, websocket=flow.websocket is not None and
+                             call.websocket)
         if problem is not None:
             self._deny(flow, call, "upstream_error", 502, f"the response of "
                        f"{call.detail.get('service')} was refused: {problem}")
             return
         scrub = call.scrub
+        # The client gets the body as the scrubber read it, decoded: a client's decoder
+        # may read more than mitmproxy's (a second gzip member), never more than this.
+        response.decode(strict=True)
         content = response.content or b""
-        cleaned = scrub.data(content)
-        if cleaned != content:
+        cleaned = call.clean(content)
+        if cleaned != content:  # (an empty body, a HEAD's, keeps its Content-Length)
             response.content = cleaned
         response.headers.fields = tuple(
             (name, scrub.data(value)) for name, value in response.headers.fields
-            if name.lower() not in (b"set-cookie", b"set-cookie2"))
+            if name.lower() not in (b"set-cookie", b"set-cookie2")
+            and scrub.data(name) == name)  # a name that quotes the credential: dropped
+        if flow.websocket is not None:
+            _CONTROL[flow.client_conn.id] = scrub
         if response.trailers is not None:
             response.trailers.fields = tuple(
-                (name, scrub.data(value)) for name, value in response.trailers.fields)
+                (name, scrub.data(value)) for name, value in response.trailers.fields
+                if scrub.data(name) == name)
         if response.reason:
             response.reason = scrub.text(response.reason)
         call.detail.update(decision="allowed", status=response.status_code,
@@ -300,17 +391,31 @@ class SwapAddon:
             message.drop()
             return
         if not message.from_client:
-            cleaned = call.scrub.data(message.content)
+            cleaned = call.clean(message.content)
             if cleaned != message.content:
                 message.content = cleaned
 
     @_guarded
+    def websocket_end(self, flow: Any) -> None:
+        _CONTROL.pop(flow.client_conn.id, None)
+
+    @_guarded
     def error(self, flow: Any) -> None:
+        """After the credential went out, mitmproxy's error page would quote what the
+        upstream sent that it could not parse: the flow is killed instead (the client's
+        connection is closed without it), and audited."""
         call = flow.metadata.get(CALL)
-        if not isinstance(call, _Call) or call.scrub is None or "decision" in call.detail:
+        if not isinstance(call, _Call) or call.scrub is None:
             return
-        call.detail.update(decision="upstream_error", why=type(flow.error).__name__)
-        self._audit(call)
+        from mitmproxy.flow import Error
+
+        flow_error = getattr(flow.error, "msg", "")
+        flow.error = Error(Error.KILLED_MESSAGE)
+        if "decision" not in call.detail:
+            what = call.scrub.text(str(flow_error)).split(":", 1)[0][:80]
+            call.detail.update(decision="upstream_error", why=f"{what} (the client's "
+                               "connection was closed, the error text withheld)")
+            self._audit(call)
 
     # -- failure and audit ------------------------------------------------------------
 

@@ -8,7 +8,9 @@ and the ``:authority``), so a child cannot front another name on the same addres
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
+import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -17,6 +19,9 @@ if TYPE_CHECKING:
     from ..model import Service
 
 DECODABLE = frozenset({"gzip", "deflate", "br", "zstd"})  # one coding, which mitmproxy reads
+ASCII_PROBE = string.ascii_letters + string.digits + "-_.~+/=:%"  # what secrets are made of
+WIDE = ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")  # what clients detect unasked
+PIECEMEAL = ("range", "if-range")  # request headers that would split an answer in pieces
 FORWARDED_HOST = ("x-forwarded-host", "x-forwarded-server", "x-host", "x-original-host",
                   "x-http-host-override")
 
@@ -104,9 +109,12 @@ def binding_problem(flow: Any, target: Target) -> str | None:
 def unreadable(response: Any, *, websocket: bool) -> str | None:
     """Why the proxy cannot read this response to scrub it, or None: a coding it cannot
     decode (unknown, stacked, corrupt, or a compressed transfer coding), or a protocol
-    switch to anything but a WebSocket it relays message by message."""
+    switch to anything but a WebSocket it relays message by message, or a piece of an
+    answer (206: the rest, and so the whole credential, may come in another)."""
     if response.status_code == 101 and not websocket:
         return "a protocol switch the proxy cannot read"
+    if response.status_code == 206:
+        return "a partial answer (206) cannot be scrubbed whole"
     codings = [c.strip().lower() for v in response.headers.get_all("content-encoding")
                for c in v.split(",")]
     codings = [c for c in codings if c and c != "identity"]
@@ -120,7 +128,32 @@ def unreadable(response: Any, *, websocket: bool) -> str | None:
         response.get_content(strict=True)
     except ValueError:
         return f"its {codings[0] if codings else 'body'} encoding is corrupt"
+    return _charset_problem(response)
+
+
+def _charset_problem(response: Any) -> str | None:
+    """Why the body's declared character set hides the credential from a byte-wise
+    scrubber (it does not spell ASCII as ASCII: UTF-7, UTF-16, EBCDIC...), or None."""
+    for value in response.headers.get_all("content-type"):
+        for param in value.split(";")[1:]:
+            key, _, name = param.partition("=")
+            if key.strip().lower() != "charset":
+                continue
+            name = name.strip().strip('"').strip("'")
+            try:
+                same = ASCII_PROBE.encode(codecs.lookup(name).name) == ASCII_PROBE.encode()
+            except (LookupError, UnicodeError, ValueError):
+                same = False
+            if not same:
+                return f"character set {name[:40]!r} cannot be read to scrub it"
     return None
+
+
+def wide(forms: list[str], redacted: str) -> list[tuple[bytes, bytes]]:
+    """Each form of a credential and its replacement in the wide encodings a client may
+    detect without being told (a UTF-16 BOM, JSON's UTF-16/32 detection)."""
+    return [(form.encode(encoding), redacted.encode(encoding))
+            for form in forms for encoding in WIDE]
 
 
 def _unverified_upstream() -> bool:

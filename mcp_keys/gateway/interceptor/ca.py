@@ -7,9 +7,11 @@ checks them (OpenSSL does). RFC 5280 leaves a name type without a permitted subt
 unconstrained, so every type a TLS client may check is closed: IPv4 and IPv6 addresses
 are excluded whole (unless a service is an address: then only those addresses are
 permitted), and URIs and e-mail addresses may only name the reserved ``invalid`` host
-(RFC 6761), which no real site has. It is regenerated when its constraints differ from
-these (the hosts changed, or it was made by an older version) or it nears expiry. Leaf
-certificates are minted in memory, never written.
+(RFC 6761), which no real site has. A DNS constraint also permits the names under it, so
+those are excluded (``.host``), unless another service's host is one of them. It is
+regenerated when its constraints differ from these (the hosts changed, or it was made by
+an older version) or it nears expiry. Leaf certificates are minted in memory, never
+written.
 """
 
 from __future__ import annotations
@@ -81,6 +83,11 @@ def name_constraints(hosts: list[str]) -> Any:
                 if version not in families]
     permitted = [name for h in wanted for name in _constraints(h)] + [
         x509.UniformResourceIdentifier(NOWHERE), x509.RFC822Name(NOWHERE)]
+    # A DNS constraint permits every name under it too (RFC 5280); ".host" excludes just
+    # those (OpenSSL, BoringSSL, Go). Kept when another service's host is under it.
+    dns = [n.value for n in permitted if isinstance(n, x509.DNSName)]
+    excluded += [x509.DNSName("." + name) for name in dns
+                 if not any(other.endswith("." + name) for other in dns)]
     return x509.NameConstraints(permitted_subtrees=permitted,
                                 excluded_subtrees=excluded or None)
 

@@ -718,6 +718,32 @@ def test_an_undecodable_path_is_refused_audited_and_counted(rig: Rig) -> None:
     assert all(e.detail.get("service") == "limited" and e.key_id for e in lines)
 
 
+@pytest.mark.parametrize("override", [
+    ["X-HTTP-Method-Override: DELETE"], ["x-http-method: DELETE"], ["X-Method-Override: PUT"],
+    ["X-Original-URL: /bearer/admin"], "query", "body"])
+def test_a_method_or_path_override_is_refused(rig: Rig, override: list[str] | str) -> None:
+    """The rules decide on the method and path the proxy sees; a request that asks the
+    upstream to act as another method or path is refused (400), audited, never sent."""
+    seen_before = rig.reset()
+    edge = f"localhost:{rig.edge.port}"
+    if override == "query":
+        lines = get(rig, "/bearer/things/1?_method=DELETE")
+    elif override == "body":
+        body = "_method=DELETE"
+        lines = ["POST /bearer/things/1 HTTP/1.1", f"Host: {edge}", rig.bearer("edge"),
+                 "Content-Type: application/x-www-form-urlencoded",
+                 f"Content-Length: {len(body)}", "Connection: close", "", body]
+    else:
+        assert isinstance(override, list)
+        lines = [*get(rig, "/bearer/things/1"), *override]
+    reply = probe(rig.port, lines, connect=edge, tls=True, sni="localhost", cafile=rig.ca,
+                  close=override != "body")
+    assert reply.status == 400 and b"override" in reply.body, (reply.status, reply.body[:200])
+    assert not rig.authorised(), "nothing with the credential reached the upstream"
+    (line,) = rig.audit()[seen_before:]
+    assert line.detail["decision"] == "bad_request", line.detail
+
+
 # -- item 5: WebSocket messages --------------------------------------------------------
 
 

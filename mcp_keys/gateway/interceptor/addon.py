@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..hygiene import Refused, normalise_path
+from ..hygiene import Refused, check_overrides, normalise_path
 from ..proxy import Denied
 from ..scrub import REDACTED, forms
 from .binding import PIECEMEAL, Target, binding_problem, unreadable, wide
@@ -263,6 +263,11 @@ class SwapAddon:
                     "the path is not percent-encoded UTF-8"
                 raise Denied("bad_request", f"refused: {reason}") from None
             call.detail["path"] = path
+            try:  # a method or path override would make the upstream act on another rule
+                check_overrides(request.headers.keys(), request.query.keys(),
+                                request.content or b"")
+            except Refused as exc:
+                raise Denied("bad_request", f"refused: {exc}") from None
             upgrade = request.headers.get("upgrade")
             if upgrade is not None and upgrade.lower() != "websocket":
                 raise Denied("denied", f"protocol upgrades ({upgrade[:40]!r}) are not "

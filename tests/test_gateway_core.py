@@ -143,6 +143,8 @@ HOSTILE: list[tuple[str, dict[str, Any]]] = [
     ("empty segment", {"path": "/things//x"}),
     ("not a string", {"path": ["/things"]}),
     ("huge path", {"path": "/" + "a" * 5000}),
+    ("path not UTF-8", {"path": "/things/%ff"}),
+    ("overlong UTF-8 in path", {"path": "/things/%c0%ae%c0%ae/admin"}),
     ("Host header", {"headers": {"Host": "evil.example"}}),
     ("Authorization header", {"headers": {"Authorization": "Bearer other"}}),
     ("Cookie header", {"headers": {"Cookie": "a=b"}}),

@@ -87,7 +87,10 @@ def normalise_path(path: object) -> str:
         for _ in range(4):  # decode until stable: %252e%252e is '..' too
             if decoded == previous:
                 break
-            previous, decoded = decoded, unquote(decoded, errors="strict")
+            try:
+                previous, decoded = decoded, unquote(decoded, errors="strict")
+            except UnicodeDecodeError:  # %ff: what would the upstream make of it?
+                raise Refused("path is not percent-encoded UTF-8") from None
         else:
             raise Refused("path is encoded more than three times over")
         if decoded != previous:

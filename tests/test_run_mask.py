@@ -9,6 +9,7 @@ import json
 import os
 import secrets as random_source
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -159,3 +160,59 @@ def test_a_finished_line_is_not_held_back() -> None:
     held = masker.feed(b"prefix " + secret[:10].encode())
     assert held == b"prefix ", "only what could start the secret waits"
     assert masker.feed(secret[10:].encode() + b"!") == MASK + b"!"
+
+
+# what the gateway's scrubber finds and the old list of needles did not
+GATEWAY_SPELLINGS: dict[str, Callable[[str], str]] = {
+    "upper": str.upper, "HEX": lambda s: s.encode().hex().upper(),
+    "hex-colons": lambda s: ":".join(f"{b:02x}" for b in s.encode()),
+    "html": lambda s: "".join(f"&#{ord(c)};" for c in s),
+    "\\x": lambda s: "".join(f"\\x{ord(c):02x}" for c in s),
+    "%25": lambda s: "".join(f"%25{ord(c):02X}" for c in s),
+    "base64 after a byte": lambda s: base64.b64encode(b"x" + s.encode()).decode(),
+    "utf-16": lambda s: s.encode("utf-16-le").decode("latin-1"),
+}
+
+
+def test_run_mask_masks_every_spelling_the_gateway_scrubs_written_byte_by_byte() -> None:
+    """The child prints the value in each spelling the gateway decodes, one byte per
+    write: none gets through, and the text around them does."""
+    value = random_source.token_urlsafe(24)
+    shown = {name: spell(value) for name, spell in GATEWAY_SPELLINGS.items()}
+    script = ("import os, sys\ntext = sys.stdin.read().encode('latin-1')\n"
+              "for i in range(len(text)):\n    os.write(1, text[i:i + 1])\n")
+    text = "".join(f"<{name}: {form} |>\n" for name, form in shown.items())
+    done = run_cli_process("run", "--mask", "--env", "TOKEN=env:SOURCE", "--",
+                           sys.executable, "-c", script, env={"SOURCE": value}, input=text)
+    assert done.returncode == 0, "run --mask failed"
+    for name, form in shown.items():
+        assert form not in done.stdout, f"the {name} spelling got through"
+        assert f"<{name}: " in done.stdout, f"the text around the {name} spelling was lost"
+    assert_absent(value, done.stdout + done.stderr, "masked output")
+
+
+def test_each_long_line_of_a_pem_printed_alone_is_masked_in_every_spelling() -> None:
+    secret = pem()
+    masker = Masker([secret])
+    lines = [line for line in secret.splitlines() if len(line) >= 16]
+    stream = "".join(f"{i}: {line.lower()} {json.dumps(line)}\n" for i, line in enumerate(lines))
+    out = b"".join(masker.feed(bytes([b])) for b in stream.encode()) + masker.close()
+    assert all(line.lower().encode() not in out.lower() for line in lines), "a line survived"
+    assert out.count(MASK) == 2 * len(lines), "a line was not masked in both spellings"
+
+
+def test_the_hold_back_stays_bounded_and_a_line_after_it_goes_out() -> None:
+    """However many starts of the secret arrive, at most twice the scrubber's lookahead
+    waits; once what follows shows it is no secret, all of it goes out."""
+    secret = random_source.token_hex(24)
+    masker = Masker([secret])
+    bound = 2 * masker.scrubber.lookahead
+    fed, written = 0, 0
+    for _ in range(3000):
+        piece = secret[:40].encode()
+        fed += len(piece)
+        written += len(masker.feed(piece))
+        assert fed - written <= bound, "the hold-back grew past its bound"
+    rest = masker.feed(b' {"id": 2}\n')
+    assert rest == secret[:40].encode() + b' {"id": 2}\n', "the held tail was not written"
+    assert masker.close() == b"", "something was still held"

@@ -380,3 +380,17 @@ def test_a_pem_printed_line_by_line_stripped_or_as_crlf_hex_is_redacted() -> Non
     for name, form in shown.items():
         out = scrub.text(f"<{form}>")
         assert form not in out and out.startswith(f"<{REDACTED}"), f"{name} survived"
+
+
+def test_a_url_secret_redacts_its_password_not_its_scheme() -> None:
+    """A secret that is a URL with a password (a database URL run --mask hides) is not
+    split at its first ':': its scheme stays readable everywhere, its password does not."""
+    from mcp_keys.gateway.scrub import REDACTED, Scrubber
+
+    password = os.urandom(12).hex()
+    scrub = Scrubber([f"postgres://app:{password}@db.internal/prod"])
+    shown = scrub.text(f"postgres driver, see https://x; auth failed for {password}!")
+    assert shown == f"postgres driver, see https://x; auth failed for {REDACTED}!", \
+        "the scheme was redacted or the password was not"
+    assert Scrubber(["alice:" + password]).text(f"alice {password}") == \
+        f"{REDACTED} {REDACTED}", "user:password halves are no longer redacted"

@@ -176,7 +176,7 @@ def _base64_cores(raw: bytes) -> set[bytes]:
 def forms(value: str) -> list[Form]:
     """Every spelling of ``value`` the view can hold, longest first."""
     found: set[Form] = set()
-    parts = {value, *value.split(":", 1)} if ":" in value else {value}
+    parts = _halves(value)
     for part in parts:
         if len(part) < MIN_SCRUB:
             continue
@@ -194,6 +194,20 @@ def _encoded(raw: bytes) -> set[Form]:
     return {tuple(atom for i, b in enumerate(raw) for atom in (
         ((_SEPARATORS,) if i else ()) + _literal(f"{b:02x}".encode()))),
         *(_literal(core) for core in _base64_cores(raw))}
+
+
+def _halves(value: str) -> set[str]:
+    """``value`` and what of it is secret alone: each side of ``user:password``; of a URL
+    (``postgres://app:pw@db/x``) its password, never its scheme (``postgres``)."""
+    if "://" not in value:
+        return {value, *value.split(":", 1)} if ":" in value else {value}
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(value).password
+    except ValueError:  # not a URL after all: the whole value is the secret
+        password = None
+    return {value, password} if password else {value}
 
 
 def _alone(value: str) -> set[Form]:

@@ -267,8 +267,6 @@ class Scrubber:
                        for form in self._forms), default=0)
         self.lookahead = longest * _WIDEST  # bytes of data a whole form can take
         self._longest = longest
-        self._starts = {b"%", b"\\", b"&", b"\x00"} | {  # where a form can begin
-            spelling[:1] for form in self._forms for spelling in form[0]}
         self._regex = re.compile(b"|".join(_pattern(f) for f in self._forms)) \
             if self._forms else None
 
@@ -307,20 +305,6 @@ class Scrubber:
             last = end
         return b"".join([*out, value[last:]])
 
-    def _tail_start(self, kept: bytes) -> int | None:
-        """Where the tail of ``kept`` that could begin a secret starts, if one does."""
-        base = max(0, len(kept) - self.lookahead)
-        region = kept[base:]
-        partial = _PARTIAL_ESCAPE.search(region)
-        whole = region[:partial.start()] if partial else region
-        for at in range(len(whole)):
-            if whole[at:at + 1].lower() not in self._starts:
-                continue
-            text = _View.of(whole[at:]).text
-            if text and any(_prefix_of(text, form) for form in self._forms):
-                return base + at
-        return base + len(whole) if partial else None
-
     def cut(self, value: bytes, limit: int, more: bool = False) -> tuple[bytes, bool]:
         """``value`` scrubbed, then at most ``limit`` bytes of it, and whether anything
         was cut. Read ``limit + lookahead`` bytes (``more`` if there were more still): a
@@ -332,9 +316,8 @@ class Scrubber:
         marker = self._marker
         kept = clean[:limit]
         straddling = clean.find(marker, max(0, limit - len(marker) + 1), limit + len(marker))
-        start = straddling if 0 <= straddling < limit else (
-            self._tail_start(kept) if self._forms else None)
-        if start is None:
+        start = straddling if 0 <= straddling < limit else self.tail(kept)
+        if start >= len(kept):
             return kept, True
         return kept[:max(0, min(start, limit - len(marker)))] + marker, True
 
@@ -366,10 +349,9 @@ class Scrubber:
         whole = region[:partial.start()] if partial else region
         view, end = _View.of(whole), len(whole)
         for level, text in view.texts():
-            begins = [self._begins(text)]
-            if level is not None and level.tokens is not _BLANKS:
-                cut = _PARTIAL_ESCAPE.search(text)  # %25 then 41: a level ends in %
-                begins.append(cut.start() if cut else None)
+            cut = _PARTIAL_ESCAPE.search(text)  # %25 then 41: a level ends in %
+            begins = (self._begins(text[:cut.start()] if cut else text),
+                      cut.start() if cut else None)
             for at in begins:
                 if at is not None:
                     end = min(end, view.data_span(at, len(text), level)[0])

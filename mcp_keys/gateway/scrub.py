@@ -8,7 +8,11 @@ lower-case spelling (bytes optionally separated by ``:``, ``-`` or a space); and
 base64, standard and URL-safe, of those three spellings at each of the three alignments
 it can have inside a larger blob. Whatever the view matches is replaced, in the original
 bytes, with ``[redacted]``. So case, escapes and line breaks cannot hide a secret, and
-``cut`` scrubs before it truncates and redacts a tail that could begin a secret.
+``cut`` scrubs before it truncates and redacts a tail that could begin a secret. A
+multi-line secret (a PEM) is also looked for line by line, stripped, and with CRLF or LF
+line ends. ``stream`` serves a filter that sees the data in pieces (``mcp-keys run
+--mask``, the one other user of this matcher): it holds back only a tail that could
+still become a secret.
 """
 
 from __future__ import annotations

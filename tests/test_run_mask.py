@@ -217,3 +217,19 @@ def test_the_hold_back_stays_bounded_and_a_line_after_it_goes_out() -> None:
     rest = masker.feed(b' {"id": 2}\n')
     assert rest == secret[:40].encode() + b' {"id": 2}\n', "the held tail was not written"
     assert masker.close() == b"", "something was still held"
+
+
+def test_a_read_that_ends_inside_an_escape_masks_as_the_whole_stream_does() -> None:
+    """A read that ends inside an escape (``\\xab`` | ``c``, or ``%25`` | ``AB`` of an
+    escape of an escape) does not change how the rest decodes: a secret that repeats
+    itself is masked where masking the whole stream masks it."""
+    secret = "abc" * 4 + "ab"
+    escaped = "".join(f"\\x{ord(c):02x}" for c in secret).encode()
+    cases = [(b"\\xabc" + escaped + b"!", [1, 2, 5, 8]),
+             (b"%25ABCABCABC\x00" + secret.encode() + b"!", [3, 4, 6, 9])]
+    whole = Scrubber([secret], marker=MASK.decode())
+    for stream, cuts in cases:
+        masker = Masker([secret])
+        out = b"".join(masker.feed(stream[start:end]) for start, end in zip(
+            [0, *cuts], [*cuts, len(stream)], strict=True)) + masker.close()
+        assert out == whole.data(stream), "the output depends on where a read ended"

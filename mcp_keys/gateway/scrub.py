@@ -40,6 +40,7 @@ _PARTIAL_ESCAPE = re.compile(  # the start of an escape, cut off at the end of t
     rb"|&(?:#(?:[xX][0-9a-fA-F]{0,6}|[0-9]{0,7})|[a-zA-Z]{0,4})?)\Z")
 _DEPTH = 3  # decodings of decodings: %2573 is 's' too
 MIN_LINE = 16  # a line of a multi-line secret (a PEM) this long is redacted on its own too
+_RESYNC = 2 * _WIDEST * _DEPTH  # bytes a stream's cut may move back to split no escape
 _HEAD = 8  # atoms of a form that find where a tail could begin it (``Scrubber.tail``)
 
 Form = tuple[tuple[bytes, ...], ...]  # each position: the bytes the view may hold there
@@ -161,6 +162,15 @@ class _View:
         for each in reversed(self.levels[:depth]):
             start, end = each.data_span(start, end)
         return start, end
+
+
+def _splits_cleanly(data: bytes, end: int) -> bool:
+    """Whether every level of the view of ``data`` is that of ``data[:end]`` followed by
+    that of ``data[end:]``: ``end`` cuts no escape, at any depth (``%25`` | ``41``)."""
+    views = [_View.of(part).levels for part in (data, data[:end], data[end:])]
+    whole, head, rest = ([levels[min(k, len(levels) - 1)].text for k in range(_DEPTH)]
+                         for levels in views)
+    return all(w == h + r for w, h, r in zip(whole, head, rest, strict=True))
 
 
 def _literal(text: bytes) -> Form:
@@ -335,9 +345,13 @@ class Scrubber:
         Whatever the pieces, the output is what ``data`` of the whole stream gives."""
         found = self._found(data)
         end = self.tail(data)
-        for start, stop in found:
-            if start < end < stop:
-                end = start
+        for _ in range(_RESYNC):
+            for start, stop in found:
+                if start < end < stop:
+                    end = start
+            if end in (0, len(data)) or _splits_cleanly(data, end):
+                break
+            end -= 1  # inside an escape (of an escape): the rest would decode otherwise
         return self._redacted(data[:end], [span for span in found if span[1] <= end]), end
 
     def tail(self, data: bytes) -> int:

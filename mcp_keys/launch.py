@@ -5,9 +5,9 @@ with its name and exit 1. Then the command replaces this process (``exec``): it 
 stdin, stdout and stderr untouched (an MCP stdio server runs through it), receives
 signals as if started directly, and its exit code is ``run``'s. With ``mask``, the
 command runs as a child whose stdout and stderr pass through a filter that replaces the
-resolved values, in every spelling ``secretforms`` knows, with ``****`` (for servers that
-echo their configuration), however the output is split into reads; signals are forwarded
-and its exit code returned.
+resolved values, in every spelling the gateway's scrubber finds (``gateway.scrub``), with
+``****`` (for servers that echo their configuration), however the output is split into
+reads; signals are forwarded and its exit code returned.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from .secrets.reference import is_variable_name
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the launch path imports neither it nor re
 if TYPE_CHECKING:
     import re
+
+    from .gateway.scrub import Scrubber
 
 MASK = b"****"
 
@@ -157,7 +159,6 @@ def run_masked(command: Sequence[str], resolved: Mapping[str, Secret]) -> int:
 
     if not command:
         raise UsageError("give the command to run after --")
-    needles = needles_for(resolved)
     try:
         child = subprocess.Popen(expand_arguments(command, resolved),
                                  env=child_environment(resolved),
@@ -171,8 +172,10 @@ def run_masked(command: Sequence[str], resolved: Mapping[str, Secret]) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, forward)
-    pumps = [threading.Thread(target=_pump, args=(pipe, out.fileno(), needles), daemon=True)
-             for pipe, out in ((child.stdout, sys.stdout), (child.stderr, sys.stderr))]
+    scrubber = Masker(values_for(resolved)).scrubber  # one for both streams; built while
+    pumps = [  # the child starts (its output waits in the pipes)
+        threading.Thread(target=_pump, args=(pipe, out.fileno(), scrubber), daemon=True)
+        for pipe, out in ((child.stdout, sys.stdout), (child.stderr, sys.stderr))]
     for pump in pumps:
         pump.start()
     code = child.wait()
@@ -181,81 +184,43 @@ def run_masked(command: Sequence[str], resolved: Mapping[str, Secret]) -> int:
     return code if code >= 0 else 128 - code
 
 
-def needles_for(resolved: Mapping[str, Secret]) -> list[bytes]:
-    """Every spelling of every resolved value (see ``secretforms``), as bytes."""
-    from .secretforms import forms
-
-    return sorted({form.encode() for secret in resolved.values() if len(secret) >= 4
-                   for form in forms(secret.reveal())}, key=len, reverse=True)
-
-
-_HEAD = 8
+def values_for(resolved: Mapping[str, Secret]) -> list[str]:
+    """The resolved values to mask (one shorter than 4 characters would mask ordinary
+    text, so it is not)."""
+    return [secret.reveal() for secret in resolved.values() if len(secret) >= 4]
 
 
 class Masker:
-    """Replaces needles in a byte stream that arrives in pieces of any size.
+    """Replaces the given secrets, in every spelling the gateway's ``Scrubber`` finds, with
+    ``****`` in a byte stream that arrives in pieces of any size.
 
     ``feed`` returns what can be written now: everything except a tail that could still
-    grow into a needle (at most ``len(longest needle) - 1`` bytes, and only when that
-    tail is the start of one, so a finished line is not held up). ``close`` returns the
-    rest. Whatever the chunking, the output is what masking the whole stream gives."""
+    grow into a secret (only when that tail is the start of one, so a finished line is not
+    held up unless a secret could go on past its line break; at most about twice the
+    scrubber's ``lookahead``). ``close`` returns the rest. Whatever the chunking, the
+    output is what ``Scrubber.data`` gives for the whole stream."""
 
-    def __init__(self, needles: list[bytes]) -> None:
-        import re
+    def __init__(self, values: Sequence[str] | Scrubber) -> None:
+        from .gateway.scrub import Scrubber
 
-        self._needles = sorted(set(needles), key=len, reverse=True)
-        self._pattern = re.compile(b"|".join(re.escape(n) for n in self._needles)) \
-            if self._needles else None
-        # the first bytes of every needle, by length: a cheap test before the exact one
-        self._heads = {k: {n[:k] for n in self._needles} for k in range(1, _HEAD + 1)}
-        self._longest = max((len(n) for n in self._needles), default=0)
+        self.scrubber = values if isinstance(values, Scrubber) else Scrubber(
+            list(values), marker=MASK.decode())  # a Scrubber: one for stdout and stderr
         self._pending = b""
 
-    def _hold(self, data: bytes) -> int:
-        """Where the tail that could be the start of a needle begins (``len`` if none)."""
-        for start in range(max(0, len(data) - self._longest + 1), len(data)):
-            head = data[start:start + _HEAD]
-            if head in self._heads[len(head)]:
-                tail = data[start:]
-                if any(len(n) > len(tail) and n.startswith(tail) for n in self._needles):
-                    return start
-        return len(data)
-
-    def _masked(self, data: bytes, end: int) -> tuple[bytes, int]:
-        """``data[:end]`` masked, and how far that really went (a needle found across
-        ``end`` is held back whole)."""
-        assert self._pattern is not None
-        out: list[bytes] = []
-        done = 0
-        for match in self._pattern.finditer(data):
-            if match.start() >= end:
-                break
-            if match.end() > end:
-                end = match.start()
-                break
-            out += [data[done:match.start()], MASK]
-            done = match.end()
-        out.append(data[done:end])
-        return b"".join(out), end
-
     def feed(self, chunk: bytes) -> bytes:
-        if self._pattern is None:
-            return chunk
         data = self._pending + chunk
-        out, end = self._masked(data, self._hold(data))
+        out, end = self.scrubber.stream(data)
         self._pending = data[end:]
         return out
 
     def close(self) -> bytes:
         data, self._pending = self._pending, b""
-        if self._pattern is None:
-            return data
-        return self._masked(data, len(data))[0]
+        return self.scrubber.data(data)
 
 
-def _pump(source: object, fd: int, needles: list[bytes]) -> None:
+def _pump(source: object, fd: int, scrubber: Scrubber) -> None:
     """Copy ``source`` to ``fd`` through a ``Masker``."""
-    masker = Masker(needles)
+    masker = Masker(scrubber)
     read = source.read1  # type: ignore[attr-defined]
     while True:
         chunk = read(65536)
@@ -267,12 +232,6 @@ def _pump(source: object, fd: int, needles: list[bytes]) -> None:
     rest = masker.close()
     if rest:
         _write_all(fd, rest)
-
-
-def mask(data: bytes, needles: list[bytes]) -> bytes:
-    """``data`` with every needle replaced (the whole of it at once)."""
-    masker = Masker(needles)
-    return masker.feed(data) + masker.close()
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -361,3 +361,36 @@ def test_any_key_in_any_form_amid_any_text_is_redacted() -> None:
         assert key.lower() not in shown.lower().replace("\x00", ""), "the key survived"
 
     check()
+
+
+def test_a_pem_printed_line_by_line_stripped_or_as_crlf_hex_is_redacted() -> None:
+    """A multi-line secret (a PEM): each long line on its own, and the hex and base64 of
+    the value stripped or with CRLF line ends, are redacted like the whole of it (base64
+    but for its last characters, which depend on what follows)."""
+    from mcp_keys.gateway.scrub import REDACTED, Scrubber
+
+    body = base64.b64encode(os.urandom(240)).decode()
+    pem = ("-----BEGIN PRIVATE KEY-----\n" + "\n".join(body[i:i + 64] for i in range(
+        0, len(body), 64)) + "\n-----END PRIVATE KEY-----\n")
+    crlf = pem.replace("\n", "\r\n")
+    shown = {f"line {i}": line for i, line in enumerate(pem.splitlines())}
+    shown |= {"hex of CRLF": crlf.encode().hex(), "hex stripped": pem.strip().encode().hex(),
+              "base64 of CRLF": base64.b64encode(crlf.encode()).decode()}
+    scrub = Scrubber([pem])
+    for name, form in shown.items():
+        out = scrub.text(f"<{form}>")
+        assert form not in out and out.startswith(f"<{REDACTED}"), f"{name} survived"
+
+
+def test_a_url_secret_redacts_its_password_not_its_scheme() -> None:
+    """A secret that is a URL with a password (a database URL run --mask hides) is not
+    split at its first ':': its scheme stays readable everywhere, its password does not."""
+    from mcp_keys.gateway.scrub import REDACTED, Scrubber
+
+    password = os.urandom(12).hex()
+    scrub = Scrubber([f"postgres://app:{password}@db.internal/prod"])
+    shown = scrub.text(f"postgres driver, see https://x; auth failed for {password}!")
+    assert shown == f"postgres driver, see https://x; auth failed for {REDACTED}!", \
+        "the scheme was redacted or the password was not"
+    assert Scrubber(["alice:" + password]).text(f"alice {password}") == \
+        f"{REDACTED} {REDACTED}", "user:password halves are no longer redacted"

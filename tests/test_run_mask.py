@@ -4,18 +4,20 @@ or line by line, on stdout and on stderr."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets as random_source
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mcp_keys.launch import MASK, Masker, mask
-from mcp_keys.secretforms import forms
+from mcp_keys.gateway.scrub import Scrubber
+from mcp_keys.launch import MASK, Masker
 from tests.conftest import assert_absent, run_cli_process
 
 
@@ -109,27 +111,44 @@ def test_the_cli_masks_a_single_line_value_and_passes_other_output() -> None:
     assert_absent(value, done.stdout + done.stderr, "masked output")
 
 
+def printed(secret: str) -> list[bytes]:
+    """How programs print ``secret``: raw, stripped, with CRLF, JSON-escaped, URL-encoded,
+    hex, base64 (standard and URL-safe), and each long line of it alone."""
+    found = set()
+    for base in {secret, secret.strip(), secret.replace("\n", "\r\n")}:
+        raw = base.encode()
+        found |= {base, json.dumps(base)[1:-1], quote(base, safe=""), quote_plus(base),
+                  raw.hex(), raw.hex().upper(), base64.b64encode(raw).decode(),
+                  base64.urlsafe_b64encode(raw).decode()}
+    found |= {line for line in secret.splitlines() if len(line) >= 16}
+    return sorted((form.encode() for form in found), key=len, reverse=True)
+
+
 STREAM_PIECES = st.lists(st.one_of(
     st.binary(max_size=20), st.sampled_from([b"\n", b"-----", b"\\n", b"\r\n", b'"'])),
     max_size=8)
 
 
+CHUNKED = "-----BEGIN K-----\n" + random_source.token_hex(20) + "\nabc\n-----END K-----\n"
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.data())
 def test_any_chunking_masks_as_the_whole_stream_does(data: st.DataObject) -> None:
-    secret = "-----BEGIN K-----\n" + random_source.token_hex(20) + "\nabc\n-----END K-----\n"
-    needles = sorted({f.encode() for f in forms(secret)}, key=len, reverse=True)
+    secret = CHUNKED  # one per run: its scrubber is compiled once, not per example
+    needles = printed(secret) + [spell(secret).encode("latin-1")
+                                 for spell in GATEWAY_SPELLINGS.values()]
     pieces = data.draw(st.lists(st.one_of(
         STREAM_PIECES.map(b"".join), st.sampled_from(needles),
         st.sampled_from(needles).map(lambda n: n[: len(n) // 2])), max_size=8))
     stream = b"".join(pieces)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
-    masker = Masker(needles)
+    masker = Masker([secret])
     out = b""
     for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
         out += masker.feed(stream[start:end])
     out += masker.close()
-    whole = mask(stream, needles)
+    whole = Scrubber([secret], marker=MASK.decode()).data(stream)
     assert out == whole, "the output depends on how it was split"
     for needle in needles:
         assert needle not in whole, "a spelling survived masking"
@@ -137,8 +156,80 @@ def test_any_chunking_masks_as_the_whole_stream_does(data: st.DataObject) -> Non
 
 def test_a_finished_line_is_not_held_back() -> None:
     secret = random_source.token_hex(24)
-    masker = Masker([f.encode() for f in forms(secret)])
+    masker = Masker([secret])
     assert masker.feed(b'{"jsonrpc": "2.0", "id": 1}\n') == b'{"jsonrpc": "2.0", "id": 1}\n'
     held = masker.feed(b"prefix " + secret[:10].encode())
     assert held == b"prefix ", "only what could start the secret waits"
     assert masker.feed(secret[10:].encode() + b"!") == MASK + b"!"
+
+
+# what the gateway's scrubber finds and the old list of needles did not
+GATEWAY_SPELLINGS: dict[str, Callable[[str], str]] = {
+    "upper": str.upper, "HEX": lambda s: s.encode().hex().upper(),
+    "hex-colons": lambda s: ":".join(f"{b:02x}" for b in s.encode()),
+    "html": lambda s: "".join(f"&#{ord(c)};" for c in s),
+    "\\x": lambda s: "".join(f"\\x{ord(c):02x}" for c in s),
+    "%25": lambda s: "".join(f"%25{ord(c):02X}" for c in s),
+    "base64 after a byte": lambda s: base64.b64encode(b"x" + s.encode()).decode(),
+    "utf-16": lambda s: s.encode("utf-16-le").decode("latin-1"),
+}
+
+
+def test_run_mask_masks_every_spelling_the_gateway_scrubs_written_byte_by_byte() -> None:
+    """The child prints the value in each spelling the gateway decodes, one byte per
+    write: none gets through, and the text around them does."""
+    value = random_source.token_urlsafe(24)
+    shown = {name: spell(value) for name, spell in GATEWAY_SPELLINGS.items()}
+    script = ("import os, sys\ntext = sys.stdin.read().encode('latin-1')\n"
+              "for i in range(len(text)):\n    os.write(1, text[i:i + 1])\n")
+    text = "".join(f"<{name}: {form} |>\n" for name, form in shown.items())
+    done = run_cli_process("run", "--mask", "--env", "TOKEN=env:SOURCE", "--",
+                           sys.executable, "-c", script, env={"SOURCE": value}, input=text)
+    assert done.returncode == 0, "run --mask failed"
+    for name, form in shown.items():
+        assert form not in done.stdout, f"the {name} spelling got through"
+        assert f"<{name}: " in done.stdout, f"the text around the {name} spelling was lost"
+    assert_absent(value, done.stdout + done.stderr, "masked output")
+
+
+def test_each_long_line_of_a_pem_printed_alone_is_masked_in_every_spelling() -> None:
+    secret = pem()
+    masker = Masker([secret])
+    lines = [line for line in secret.splitlines() if len(line) >= 16]
+    stream = "".join(f"{i}: {line.lower()} {json.dumps(line)}\n" for i, line in enumerate(lines))
+    out = b"".join(masker.feed(bytes([b])) for b in stream.encode()) + masker.close()
+    assert all(line.lower().encode() not in out.lower() for line in lines), "a line survived"
+    assert out.count(MASK) == 2 * len(lines), "a line was not masked in both spellings"
+
+
+def test_the_hold_back_stays_bounded_and_a_line_after_it_goes_out() -> None:
+    """However many starts of the secret arrive, at most twice the scrubber's lookahead
+    waits; once what follows shows it is no secret, all of it goes out."""
+    secret = random_source.token_hex(24)
+    masker = Masker([secret])
+    bound = 2 * masker.scrubber.lookahead
+    fed, written = 0, 0
+    for _ in range(3000):
+        piece = secret[:40].encode()
+        fed += len(piece)
+        written += len(masker.feed(piece))
+        assert fed - written <= bound, "the hold-back grew past its bound"
+    rest = masker.feed(b' {"id": 2}\n')
+    assert rest == secret[:40].encode() + b' {"id": 2}\n', "the held tail was not written"
+    assert masker.close() == b"", "something was still held"
+
+
+def test_a_read_that_ends_inside_an_escape_masks_as_the_whole_stream_does() -> None:
+    """A read that ends inside an escape (``\\xab`` | ``c``, or ``%25`` | ``AB`` of an
+    escape of an escape) does not change how the rest decodes: a secret that repeats
+    itself is masked where masking the whole stream masks it."""
+    secret = "abc" * 4 + "ab"
+    escaped = "".join(f"\\x{ord(c):02x}" for c in secret).encode()
+    cases = [(b"\\xabc" + escaped + b"!", [1, 2, 5, 8]),
+             (b"%25ABCABCABC\x00" + secret.encode() + b"!", [3, 4, 6, 9])]
+    whole = Scrubber([secret], marker=MASK.decode())
+    for stream, cuts in cases:
+        masker = Masker([secret])
+        out = b"".join(masker.feed(stream[start:end]) for start, end in zip(
+            [0, *cuts], [*cuts, len(stream)], strict=True)) + masker.close()
+        assert out == whole.data(stream), "the output depends on where a read ended"

@@ -8,7 +8,11 @@ lower-case spelling (bytes optionally separated by ``:``, ``-`` or a space); and
 base64, standard and URL-safe, of those three spellings at each of the three alignments
 it can have inside a larger blob. Whatever the view matches is replaced, in the original
 bytes, with ``[redacted]``. So case, escapes and line breaks cannot hide a secret, and
-``cut`` scrubs before it truncates and redacts a tail that could begin a secret.
+``cut`` scrubs before it truncates and redacts a tail that could begin a secret. A
+multi-line secret (a PEM) is also looked for line by line, stripped, and with CRLF or LF
+line ends. ``stream`` serves a filter that sees the data in pieces (``mcp-keys run
+--mask``, the one other user of this matcher): it holds back only a tail that could
+still become a secret.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ _PARTIAL_ESCAPE = re.compile(  # the start of an escape, cut off at the end of t
     rb"|\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u?[0-9a-fA-F]{0,3})?|\\r?\\?"
     rb"|&(?:#(?:[xX][0-9a-fA-F]{0,6}|[0-9]{0,7})|[a-zA-Z]{0,4})?)\Z")
 _DEPTH = 3  # decodings of decodings: %2573 is 's' too
+MIN_LINE = 16  # a line of a multi-line secret (a PEM) this long is redacted on its own too
+_RESYNC = 2 * _WIDEST * _DEPTH  # bytes a stream's cut may move back to split no escape
+_HEAD = 8  # atoms of a form that find where a tail could begin it (``Scrubber.tail``)
 
 Form = tuple[tuple[bytes, ...], ...]  # each position: the bytes the view may hold there
 
@@ -157,6 +164,15 @@ class _View:
         return start, end
 
 
+def _splits_cleanly(data: bytes, end: int) -> bool:
+    """Whether every level of the view of ``data`` is that of ``data[:end]`` followed by
+    that of ``data[end:]``: ``end`` cuts no escape, at any depth (``%25`` | ``41``)."""
+    views = [_View.of(part).levels for part in (data, data[:end], data[end:])]
+    whole, head, rest = ([levels[min(k, len(levels) - 1)].text for k in range(_DEPTH)]
+                         for levels in views)
+    return all(w == h + r for w, h, r in zip(whole, head, rest, strict=True))
+
+
 def _literal(text: bytes) -> Form:
     return tuple((bytes([b]),) for b in text)
 
@@ -174,7 +190,7 @@ def _base64_cores(raw: bytes) -> set[bytes]:
 def forms(value: str) -> list[Form]:
     """Every spelling of ``value`` the view can hold, longest first."""
     found: set[Form] = set()
-    parts = {value, *value.split(":", 1)} if ":" in value else {value}
+    parts = _halves(value)
     for part in parts:
         if len(part) < MIN_SCRUB:
             continue
@@ -182,11 +198,50 @@ def forms(value: str) -> list[Form]:
             found |= {_literal(spelling.encode().lower()),
                       _literal(_View.of(spelling.encode()).text)}  # if it holds escapes
         for variant in {part, part.upper(), part.lower()}:
-            raw = variant.encode()
-            found.add(tuple(atom for i, b in enumerate(raw) for atom in (
-                ((_SEPARATORS,) if i else ()) + _literal(f"{b:02x}".encode()))))
-            found |= {_literal(core) for core in _base64_cores(raw)}
+            found |= _encoded(variant.encode())
+    found |= _alone(value)
     return sorted(found, key=len, reverse=True)
+
+
+def _encoded(raw: bytes) -> set[Form]:
+    """``raw`` as hex (bytes optionally separated) and as base64 at any alignment."""
+    return {tuple(atom for i, b in enumerate(raw) for atom in (
+        ((_SEPARATORS,) if i else ()) + _literal(f"{b:02x}".encode()))),
+        *(_literal(core) for core in _base64_cores(raw))}
+
+
+def _halves(value: str) -> set[str]:
+    """``value`` and what of it is secret alone: each side of ``user:password``; of a URL
+    (``postgres://app:pw@db/x``) its password, never its scheme (``postgres``)."""
+    if "://" not in value:
+        return {value, *value.split(":", 1)} if ":" in value else {value}
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(value).password
+    except ValueError:  # not a URL after all: the whole value is the secret
+        password = None
+    return {value, password} if password else {value}
+
+
+def _alone(value: str) -> set[Form]:
+    """The forms of what a program may print for ``value`` besides the value itself: the
+    value stripped of the whitespace a file gave it, with its line ends as CRLF or LF
+    (which hex and base64 keep), and each long line of a multi-line value (a PEM printed
+    line by line)."""
+    variants = {value, value.strip()}
+    variants |= {v.replace("\r\n", "\n").replace("\n", "\r\n") for v in variants}
+    variants |= {v.replace("\r\n", "\n") for v in variants}
+    found: set[Form] = set()
+    for variant in variants - {value}:
+        raw = variant.encode()
+        found |= _encoded(raw) | {_literal(raw.lower()), _literal(_View.of(raw).text)}
+    if "\n" in value.strip():
+        for line in value.splitlines():
+            if len(line.strip()) >= MIN_LINE:
+                spelling = line.strip().encode()
+                found |= {_literal(spelling.lower()), _literal(_View.of(spelling).text)}
+    return found
 
 
 def _pattern(form: Form) -> bytes:
@@ -219,13 +274,13 @@ def _prefix_of(text: bytes, form: Form) -> bool:
 class Scrubber:
     """Replaces every form of the given secrets."""
 
-    def __init__(self, values: list[str]) -> None:
+    def __init__(self, values: list[str], marker: str = REDACTED) -> None:
         self._forms = sorted({f for v in values for f in forms(v)}, key=len, reverse=True)
+        self._marker = marker.encode()
         longest = max((sum(max(len(s) for s in atom) for atom in form)
                        for form in self._forms), default=0)
         self.lookahead = longest * _WIDEST  # bytes of data a whole form can take
-        self._starts = {b"%", b"\\", b"&", b"\x00"} | {  # where a form can begin
-            spelling[:1] for form in self._forms for spelling in form[0]}
+        self._longest = longest
         self._regex = re.compile(b"|".join(_pattern(f) for f in self._forms)) \
             if self._forms else None
 
@@ -238,35 +293,31 @@ class Scrubber:
         return self.data(value.encode("utf-8", "surrogatepass")).decode("utf-8", "replace")
 
     def data(self, value: bytes) -> bytes:
+        found = self._found(value)
+        return self._redacted(value, found) if found else value
+
+    def _found(self, value: bytes) -> list[tuple[int, int]]:
+        """The spans of ``value`` to redact, in order; overlapping matches of two levels
+        joined into their union."""
         if self._regex is None:
-            return value
+            return []
         view = _View.of(value)
-        found = sorted(view.data_span(*m.span(), level) for level, text in view.texts()
-                       for m in self._regex.finditer(text))
-        if not found:
-            return value
+        found: list[tuple[int, int]] = []
+        for start, end in sorted(view.data_span(*m.span(), level)
+                                 for level, text in view.texts()
+                                 for m in self._regex.finditer(text)):
+            if found and start < found[-1][1]:
+                found[-1] = (found[-1][0], max(end, found[-1][1]))
+            else:
+                found.append((start, end))
+        return found
+
+    def _redacted(self, value: bytes, found: list[tuple[int, int]]) -> bytes:
         out, last = [], 0
         for start, end in found:
-            if start >= last:
-                out += [value[last:start], REDACTED.encode()]
-                last = end
-            elif end > last:  # overlapping matches of two levels: redact their union
-                last = end
+            out += [value[last:start], self._marker]
+            last = end
         return b"".join([*out, value[last:]])
-
-    def _tail_start(self, kept: bytes) -> int | None:
-        """Where the tail of ``kept`` that could begin a secret starts, if one does."""
-        base = max(0, len(kept) - self.lookahead)
-        region = kept[base:]
-        partial = _PARTIAL_ESCAPE.search(region)
-        whole = region[:partial.start()] if partial else region
-        for at in range(len(whole)):
-            if whole[at:at + 1].lower() not in self._starts:
-                continue
-            text = _View.of(whole[at:]).text
-            if text and any(_prefix_of(text, form) for form in self._forms):
-                return base + at
-        return base + len(whole) if partial else None
 
     def cut(self, value: bytes, limit: int, more: bool = False) -> tuple[bytes, bool]:
         """``value`` scrubbed, then at most ``limit`` bytes of it, and whether anything
@@ -276,11 +327,75 @@ class Scrubber:
         clean = self.data(value)
         if len(clean) <= limit and not more:
             return clean, False
-        marker = REDACTED.encode()
+        marker = self._marker
         kept = clean[:limit]
         straddling = clean.find(marker, max(0, limit - len(marker) + 1), limit + len(marker))
-        start = straddling if 0 <= straddling < limit else (
-            self._tail_start(kept) if self._forms else None)
-        if start is None:
+        start = straddling if 0 <= straddling < limit else self.tail(kept)
+        if start >= len(kept):
             return kept, True
         return kept[:max(0, min(start, limit - len(marker)))] + marker, True
+
+    # Streaming: a filter that sees the data in pieces (``run --mask``) writes what no
+    # later byte can change and holds back the rest, at most about 2 x ``lookahead`` bytes.
+
+    def stream(self, data: bytes) -> tuple[bytes, int]:
+        """The scrubbed start of ``data`` that no later byte can change, and where the
+        rest begins (hold ``data[end:]`` back and put it before the next piece): the tail
+        that could still grow into a secret, and a redaction that tail could widen, wait.
+        Whatever the pieces, the output is what ``data`` of the whole stream gives."""
+        found = self._found(data)
+        end = self.tail(data)
+        for _ in range(_RESYNC):
+            for start, stop in found:
+                if start < end < stop:
+                    end = start
+            if end in (0, len(data)) or _splits_cleanly(data, end):
+                break
+            end -= 1  # inside an escape (of an escape): the rest would decode otherwise
+        return self._redacted(data[:end], [span for span in found if span[1] <= end]), end
+
+    def tail(self, data: bytes) -> int:
+        """Where the tail of ``data`` that more bytes could make (part of) a secret
+        begins, at any level of decoding: the start of a form, or of an escape, cut off
+        at the end; ``len(data)`` when there is none (a line break is no end: a secret
+        may be printed across lines)."""
+        if not self._forms:
+            return len(data)
+        base = max(0, len(data) - self.lookahead)
+        region = data[base:]
+        partial = _PARTIAL_ESCAPE.search(region)
+        whole = region[:partial.start()] if partial else region
+        view, end = _View.of(whole), len(whole)
+        for level, text in view.texts():
+            cut = _PARTIAL_ESCAPE.search(text)  # %25 then 41: a level ends in %
+            begins = (self._begins(text[:cut.start()] if cut else text),
+                      cut.start() if cut else None)
+            for at in begins:
+                if at is not None:
+                    end = min(end, view.data_span(at, len(text), level)[0])
+        return base + end
+
+    def _begins(self, text: bytes) -> int | None:
+        """The first place from which ``text`` (a view) is the start of a form."""
+        heads, reach, by_first = self._heads
+        low = max(0, len(text) - self._longest)
+        places = {m.start() + low for m in heads.finditer(text[low:])}
+        places.update(range(max(low, len(text) - reach), len(text)))
+        for at in sorted(places):
+            rest = text[at:]
+            if any(_prefix_of(rest, form) for form in by_first.get(text[at], ())):
+                return at
+        return None
+
+    @functools.cached_property
+    def _heads(self) -> tuple[re.Pattern[bytes], int, dict[int, list[Form]]]:
+        """Where the first ``_HEAD`` atoms of a form match (a cheap test before
+        ``_prefix_of``), the most bytes they take, and the forms by their first byte."""
+        heads = {_pattern(form[:_HEAD]) for form in self._forms}
+        reach = max(sum(max(len(s) for s in atom) for atom in form[:_HEAD])
+                    for form in self._forms)
+        by_first: dict[int, list[Form]] = {}
+        for form in self._forms:
+            for first in {spelling[0] for spelling in form[0] if spelling}:
+                by_first.setdefault(first, []).append(form)
+        return re.compile(b"(?=" + b"|".join(sorted(heads)) + b")"), reach, by_first

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..hygiene import Refused, check_overrides, normalise_path
 from ..proxy import Denied
-from ..scrub import REDACTED, forms
+from ..scrub import REDACTED
 from .binding import PIECEMEAL, Target, binding_problem, unreadable, wide
 
 if TYPE_CHECKING:
@@ -75,13 +75,14 @@ class _Call:
     wide: list[tuple[bytes, bytes]] = field(default_factory=list)  # UTF-16/32 forms
 
     def clean(self, data: bytes) -> bytes:
-        """``data`` scrubbed of the credential, in ASCII and in the wide encodings."""
+        """``data`` scrubbed of the credential: its wide spellings first become the marker
+        in their own encoding (so a UTF-16 body still reads as one), then the scrubber
+        takes every spelling it knows, wide ones included."""
         assert self.scrub is not None
-        data = self.scrub.data(data)
         for form, redacted in self.wide:
             if form in data:
                 data = data.replace(form, redacted)
-        return data
+        return self.scrub.data(data)
     broken: bool = False  # a hook failed: nothing more passes
 
 
@@ -299,7 +300,7 @@ class SwapAddon:
         request.path = path + ("?" + query if query else "")  # what the rules matched
         call.scrub = self.gateway.scrubber(service, secret)
         _USED.add(call.scrub)
-        call.wide = wide(forms(secret), REDACTED)
+        call.wide = wide([secret], REDACTED)
         for name in PIECEMEAL:  # the answer comes whole, so the scrubber sees it whole
             if name in request.headers:
                 del request.headers[name]

@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 
     from .pg_audit import PgAuditLog
 
-SCHEMA_VERSION = 4  # 2: api_keys.resources (keys bound to MCP server URLs); 3: audit_head
-# and the audit append functions (pg_audit); 4: key_changes (the change log)
+SCHEMA_VERSION = 5  # 2: api_keys.resources (keys bound to MCP server URLs); 3: audit_head
+# and the audit append functions (pg_audit); 4: key_changes (the change log); 5:
+# audit_inbox, where servers' lines wait so that no server ever holds the audit head
 CHANNEL = "mcp_keys"
 _COLUMNS = ("id, name, description, digest, scopes, created_at, expires_at, revoked_at, "
             "revoke_reason, rotated_from, rotated_to, expiry_recorded_at, resources")
@@ -83,6 +84,26 @@ CREATE TABLE key_changes (
 INSERT INTO key_changes (seq, ids) SELECT change_seq + 1, NULL FROM store_state;
 INSERT INTO schema_version VALUES (4);
 """
+# -- settings a role may change for its own sessions --------------------------------------
+# Any role may ``ALTER ROLE <itself> SET`` a default for its sessions, including the
+# sessions of every other server sharing it: a compromised server could point the other
+# validators' search_path away from the store (or at tables it made), make their sessions
+# read-only (no audit line), time them out or change how times read. Such per-role
+# defaults are replaced on every connection; what the URL sets (``options``), the
+# database's defaults and the server's configuration stand.
+_PINNED = {"search_path": '"$user", public', "default_transaction_read_only": "off",
+           "lock_timeout": "0",
+           "idle_in_transaction_session_timeout": "0", "idle_session_timeout": "0",
+           "transaction_timeout": "0", "default_transaction_isolation": "read committed",
+           "DateStyle": "ISO, MDY", "IntervalStyle": "postgres", "TimeZone": "UTC"}
+_PIN_SETTINGS = """
+SELECT pg_catalog.count(pg_catalog.set_config(s.name, p.value, false))
+FROM ROWS FROM (pg_catalog.unnest(%s::pg_catalog.text[]),
+               pg_catalog.unnest(%s::pg_catalog.text[])) AS p(name, value)
+JOIN pg_catalog.pg_settings AS s
+  ON pg_catalog.lower(s.name) OPERATOR(pg_catalog.=) pg_catalog.lower(p.name)
+WHERE s.source OPERATOR(pg_catalog.=) ANY (ARRAY['user', 'database user']::pg_catalog.text[])
+"""  # every name qualified: the search_path in force may be the one being replaced
 CHANGES_KEPT = 1000  # a validator further behind than this reloads everything
 CHANGE_SEQ = "SELECT coalesce(max(seq), 0) FROM key_changes"
 
@@ -113,14 +134,23 @@ INSERT INTO schema_version VALUES (2);
 def _migrate_to_3(conn: psycopg.Connection[Any]) -> None:
     """The audit head in its own table; servers append only through
     ``server_audit_append``."""
-    from .pg_audit import create_audit_head, install_append_functions
+    from .pg_audit import create_audit_head
 
-    create_audit_head(conn)
-    install_append_functions(conn)
+    create_audit_head(conn)  # the functions come with schema 5, which replaces them
     conn.execute("INSERT INTO schema_version VALUES (3)")
 
 
-_STEPS: dict[int, Callable[[psycopg.Connection[Any]], None]] = {3: _migrate_to_3}
+def _migrate_to_5(conn: psycopg.Connection[Any]) -> None:
+    """Servers' lines wait in ``audit_inbox``; only operators take the audit head."""
+    from .pg_audit import create_audit_inbox, install_append_functions
+
+    create_audit_inbox(conn)
+    install_append_functions(conn)
+    conn.execute("INSERT INTO schema_version VALUES (5)")
+
+
+_STEPS: dict[int, Callable[[psycopg.Connection[Any]], None]] = {3: _migrate_to_3,
+                                                                5: _migrate_to_5}
 
 
 def require_psycopg() -> Any:
@@ -211,6 +241,13 @@ class PostgresStore:
             extra |= {"application_name": "mcp-keys-watch", "keepalives": 1,
                       "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
                       "tcp_user_timeout": 10000, "options": "-c statement_timeout=5000"}
+        # statement_timeout at startup, so no role default can time out the first query;
+        # after the URL's own options (a schema), never instead of them.
+        from psycopg.conninfo import conninfo_to_dict
+
+        own = conninfo_to_dict(self.url).get("options")
+        pinned = extra.pop("options", "-c statement_timeout=0")
+        extra["options"] = f"{own} {pinned}" if own else pinned
         failure: Exception
         try:
             conn = DeadlineConnection.connect(self.url, autocommit=True, **extra)
@@ -221,8 +258,14 @@ class PostgresStore:
         except driver.Error as exc:
             failure = self.error(exc, "connect")
         else:
-            connected: psycopg.Connection[Any] = conn
-            return connected
+            try:
+                conn.execute(_PIN_SETTINGS, (list(_PINNED), list(_PINNED.values())))
+            except driver.Error as exc:
+                conn.close()
+                failure = self.error(exc, "connect")
+            else:
+                connected: psycopg.Connection[Any] = conn
+                return connected
         raise failure  # outside the handler: the driver's exception is not its context
 
     @contextlib.contextmanager
@@ -268,7 +311,12 @@ class PostgresStore:
 
     def initialize(self) -> bool:
         """Create the schema, or migrate an older one, under an advisory lock; ``True``
-        when it was created. A newer schema is refused."""
+        when it was created. A newer schema is refused. The current schema is left alone
+        without taking the lock: any role that can connect may hold an advisory lock, and
+        ``create`` comes here on every call."""
+        with self._connection() as conn:
+            if self.schema_version(conn) == SCHEMA_VERSION:
+                return False
         with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('mcp_keys_schema'))")
             version = self.schema_version(conn)

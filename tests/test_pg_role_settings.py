@@ -47,13 +47,17 @@ def test_a_search_path_the_server_role_sets_cannot_shadow_the_keys(
     "DateStyle = 'SQL, DMY'",  # times the driver cannot read
     "statement_timeout = 1",  # the audit connection times out
     "lock_timeout = 1",
+    "client_encoding = 'SQL_ASCII'",  # bytes the driver cannot decode
+    "idle_in_transaction_session_timeout = 1",
+    "idle_session_timeout = 1",  # (PostgreSQL 14+) a session ended before its first query
+    "default_transaction_isolation = serializable",
 ])
 def test_a_default_the_server_role_sets_cannot_stop_validators_or_their_audit(
         deployed: Deployment, setting: str) -> None:  # noqa: F811 - the fixture
     import psycopg
 
     admin = KeyManager(deployed.admin)
-    kept = admin.create("kept")
+    kept = admin.create("ключ-é ☃")
     doomed = admin.create("doomed")
     with psycopg.connect(deployed.server, autocommit=True) as conn:
         conn.execute(f"ALTER ROLE {deployed.server_role} SET {setting}")

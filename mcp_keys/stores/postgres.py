@@ -96,6 +96,7 @@ _PINNED = {"search_path": '"$user", public', "default_transaction_read_only": "o
            "idle_in_transaction_session_timeout": "0", "idle_session_timeout": "0",
            "transaction_timeout": "0", "default_transaction_isolation": "read committed",
            "DateStyle": "ISO, MDY", "IntervalStyle": "postgres", "TimeZone": "UTC"}
+_UNKNOWN_IDLE = 'unrecognized configuration parameter "idle_session_timeout"'
 _PIN_SETTINGS = """
 SELECT pg_catalog.count(pg_catalog.set_config(s.name, p.value, false))
 FROM ROWS FROM (pg_catalog.unnest(%s::pg_catalog.text[]),
@@ -234,39 +235,54 @@ class PostgresStore:
             raise UsageError(self.problem)
         from .pg_deadline import DeadlineConnection
 
+        failure: Exception | None = None
+        for idle_pin in (True, False):  # idle_session_timeout is PostgreSQL 14+
+            try:
+                conn = DeadlineConnection.connect(
+                    self.url, autocommit=True, **self._startup(watch, deadline, idle_pin))
+                conn.deadline = deadline
+            except driver.ProgrammingError as exc:
+                failure = UsageError(self.scrub(f"invalid PostgreSQL URL {self.display}: "
+                                                f"{' '.join(str(exc).split())}"))
+            except driver.Error as exc:
+                failure = self.error(exc, "connect")
+                if idle_pin and _UNKNOWN_IDLE in str(exc):
+                    continue
+            else:
+                try:
+                    conn.execute(_PIN_SETTINGS, (list(_PINNED), list(_PINNED.values())))
+                except driver.Error as exc:
+                    conn.close()
+                    failure = self.error(exc, "connect")
+                else:
+                    connected: psycopg.Connection[Any] = conn
+                    return connected
+            break
+        assert failure is not None
+        raise failure  # outside the handler: the driver's exception is not its context
+
+    def _startup(self, watch: bool, deadline: float, idle_pin: bool) -> dict[str, Any]:
+        """Connection parameters beyond the URL's. The settings a role's own defaults must
+        not decide before the first query (its timeouts, the encoding) are set at startup,
+        after the URL's own ``options`` (a schema), never instead of them."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        named = conninfo_to_dict(self.url)
         extra: dict[str, Any] = {}
-        if "connect_timeout" not in self.url:
+        if "connect_timeout" not in named:
             extra["connect_timeout"] = max(2, min(10, round(deadline)))
+        if "client_encoding" not in named:
+            extra["client_encoding"] = "UTF8"
+        pinned = f"-c statement_timeout={5000 if watch else 0}"
+        if idle_pin:
+            pinned += " -c idle_session_timeout=0"
+        own = named.get("options")
+        extra["options"] = f"{own} {pinned}" if own else pinned
         if watch:
             extra |= {"application_name": "mcp-keys-watch", "keepalives": 1,
                       "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
-                      "tcp_user_timeout": 10000, "options": "-c statement_timeout=5000"}
-        # statement_timeout at startup, so no role default can time out the first query;
-        # after the URL's own options (a schema), never instead of them.
-        from psycopg.conninfo import conninfo_to_dict
-
-        own = conninfo_to_dict(self.url).get("options")
-        pinned = extra.pop("options", "-c statement_timeout=0")
-        extra["options"] = f"{own} {pinned}" if own else pinned
-        failure: Exception
-        try:
-            conn = DeadlineConnection.connect(self.url, autocommit=True, **extra)
-            conn.deadline = deadline
-        except driver.ProgrammingError as exc:
-            failure = UsageError(self.scrub(f"invalid PostgreSQL URL {self.display}: "
-                                            f"{' '.join(str(exc).split())}"))
-        except driver.Error as exc:
-            failure = self.error(exc, "connect")
-        else:
-            try:
-                conn.execute(_PIN_SETTINGS, (list(_PINNED), list(_PINNED.values())))
-            except driver.Error as exc:
-                conn.close()
-                failure = self.error(exc, "connect")
-            else:
-                connected: psycopg.Connection[Any] = conn
-                return connected
-        raise failure  # outside the handler: the driver's exception is not its context
+                      "tcp_user_timeout": 10000}
+        return extra
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:

@@ -71,3 +71,28 @@ def test_a_default_the_server_role_sets_cannot_stop_validators_or_their_audit(
                  f"the refusal's audit line ({setting})")
     finally:
         check.close()
+
+
+def test_a_schema_named_in_the_url_is_the_one_validators_read(pg_url: str) -> None:
+    """What the docs advise instead of a role's search_path: ``options`` in the URL. The
+    validator's own startup options come after it, never instead of it."""
+    import uuid
+
+    import psycopg
+
+    schema = f"mcp_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = f"{pg_url}?options=-csearch_path%3D{schema}"
+    admin = KeyManager(url)
+    admin.init()
+    issued = admin.create("svc")
+    check = Validator(url, refresh_interval=0, max_stale=0)
+    try:
+        assert check.validate(issued.key).valid
+        admin.revoke(issued.record.id)
+        assert check.validate(issued.key).reason is Reason.REVOKED
+    finally:
+        check.close()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
     from .pg_audit import PgAuditLog
 
+log = logging.getLogger("mcp_keys")
 SCHEMA_VERSION = 5  # 2: api_keys.resources (keys bound to MCP server URLs); 3: audit_head
 # and the audit append functions (pg_audit); 4: key_changes (the change log); 5:
 # audit_inbox, where servers' lines wait so that no server ever holds the audit head
@@ -110,15 +112,28 @@ CHANGE_SEQ = "SELECT coalesce(max(seq), 0) FROM key_changes"
 
 
 def record_change(conn: psycopg.Connection[Any], ids: list[str] | None) -> int:
-    """Append one change (under the ``store_state`` row lock, so writers are serialised),
-    prune what no validator needs, and wake the listeners; returns the new counter."""
+    """Append one change (under the ``store_state`` row lock, so writers are serialised)
+    and prune what no validator needs; returns the new counter. Listeners are woken by
+    ``wake`` once the change is committed, never inside the writer's transaction: any
+    role may fill the notification queue (a session that LISTENs and never ends its
+    transaction), and a NOTIFY that cannot be queued fails the transaction it is in."""
     row = conn.execute("INSERT INTO key_changes (seq, ids) SELECT coalesce(max(seq), 0) + 1, "
                        "%s FROM key_changes RETURNING seq", (ids,)).fetchone()
     assert row is not None
     seq = int(row[0])
     conn.execute("DELETE FROM key_changes WHERE seq <= %s", (seq - CHANGES_KEPT,))
-    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"seq": seq})))
     return seq
+
+
+def wake(conn: psycopg.Connection[Any], seq: int) -> None:
+    """Wake listening validators after a committed change; if that fails, they still
+    read the change on their next heartbeat (``pg_watch.HEARTBEAT``), so it is a warning."""
+    driver = require_psycopg()
+    try:
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"seq": seq})))
+    except driver.Error as exc:
+        log.warning("mcp-keys could not wake validators (they read change %d on their next "
+                    "heartbeat): %s", seq, " ".join(str(exc).split()) or type(exc).__name__)
 # -- end of the change log ------------------------------------------------------------
 # Each step takes the schema from the version before it to its own, in the transaction
 # that holds the schema lock. An older mcp-keys refuses the newer schema (fail closed).
@@ -351,8 +366,13 @@ class PostgresStore:
                 return True
             if version < SCHEMA_VERSION:
                 self.migrated_from = version
-                record_change(conn, None)
-            return False
+                seq: int | None = record_change(conn, None)
+            else:
+                seq = None
+        if seq is not None:
+            with self._connection() as conn:
+                wake(conn, seq)
+        return False
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
@@ -387,12 +407,15 @@ class PostgresStore:
     def transaction(self, *, create: bool = False) -> Iterator[PgTransaction]:
         if create:
             self.initialize()
-        with self._connection() as conn, conn.transaction():
-            self.ready(conn)
-            conn.execute("SELECT change_seq FROM store_state FOR UPDATE")
-            txn = PgTransaction(conn)
-            yield txn
-            txn.announce()
+        with self._connection() as conn:
+            with conn.transaction():
+                self.ready(conn)
+                conn.execute("SELECT change_seq FROM store_state FOR UPDATE")
+                txn = PgTransaction(conn)
+                yield txn
+                txn.announce()
+            if txn.seq is not None:
+                wake(conn, txn.seq)
 
     def audit_log(self) -> PgAuditLog:
         from .pg_audit import PgAuditLog
@@ -496,13 +519,15 @@ class PgTransaction:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
         self.keys = PgRecords(conn)
+        self.seq: int | None = None  # the change this transaction recorded, if any
 
     def commit_with(self, action: Callable[[], None]) -> None:
         """Run ``action`` before the transaction commits: if it fails, nothing commits."""
         action()
 
     def announce(self) -> None:
-        """Record what changed in ``key_changes`` and wake listening validators."""
+        """Record what changed in ``key_changes`` (``wake`` follows the commit)."""
         changed = sorted(self.keys.changed)
         if changed:
-            record_change(self._conn, changed if len(changed) <= _NOTIFY_IDS_MAX else None)
+            self.seq = record_change(self._conn,
+                                     changed if len(changed) <= _NOTIFY_IDS_MAX else None)

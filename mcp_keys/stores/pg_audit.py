@@ -138,9 +138,10 @@ BEGIN
         RAISE EXCEPTION 'mcp-keys: an audit event needs an event, an actor, a time and an '
                         'object for detail' USING ERRCODE = 'check_violation';
     END IF;
-    BEGIN  -- servers' lines waiting before this one (a role without the grant skips them)
+    BEGIN  -- servers' lines waiting before this one; whatever fails there (a role without
+        -- the grant, a line that cannot be chained) never keeps this line out
         PERFORM {schema}.audit_chain({chain_batch});
-    EXCEPTION WHEN insufficient_privilege THEN
+    EXCEPTION WHEN OTHERS THEN
         NULL;
     END;
     RETURN {schema}.audit_chain_line(p_event, p_key_id, p_name, p_actor, session_user::text,

@@ -6,6 +6,7 @@ per run); then the server role attacks the trail directly and through the functi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 from mcp_keys import KeyManager, Reason, Validator
 from mcp_keys.audit import line_hash
 from mcp_keys.audit_verify import verify
-from tests.conftest import postgres_server
+from tests.conftest import postgres_server, wait_for
 from tests.test_deployment import block
 
 ROLES = ("mcp_keys_owner", "mcp_keys_admin", "mcp_keys_server")
@@ -72,9 +73,11 @@ def refused(url: str, statement: str, params: tuple[Any, ...] = ()) -> str:
 
 
 def rows(url: str) -> list[tuple[int, str, str]]:
+    """The chained trail, after chaining what servers left waiting (``url`` may)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT audit_chain(100000)")
         return [(int(s), str(line), str(h)) for s, line, h in conn.execute(
             "SELECT seq, line, hash FROM audit_events ORDER BY seq").fetchall()]
 
@@ -99,6 +102,16 @@ def test_the_server_role_cannot_write_the_trail_or_the_head(deployed: Deployment
         "delete lines": ("DELETE FROM audit_events", ()),
         "append any event with the admin's function": (
             "SELECT audit_append('revoke', NULL, NULL, 'x', '{}', now())", ()),
+        "key-share the head": ("SELECT seq FROM audit_head FOR KEY SHARE", ()),
+        "share the head": ("SELECT seq FROM audit_head FOR SHARE", ()),
+        "key-share the keys": ("SELECT id FROM api_keys FOR KEY SHARE", ()),
+        "key-share the changes": ("SELECT seq FROM key_changes FOR KEY SHARE", ()),
+        "read the inbox": ("SELECT * FROM audit_inbox", ()),
+        "key-share the inbox": ("SELECT id FROM audit_inbox FOR KEY SHARE", ()),
+        "empty the inbox": ("DELETE FROM audit_inbox", ()),
+        "chain the inbox": ("SELECT audit_chain(1)", ()),
+        "chain a line of its own": (
+            "SELECT audit_chain_line('revoke', NULL, NULL, 'x', 'root', '{}', now())", ()),
     }
     for what, (statement, params) in attacks.items():
         assert refused(deployed.server, statement, params) == "42501", what
@@ -254,10 +267,14 @@ def test_a_role_that_cannot_read_the_trail_gets_one_line(deployed: Deployment) -
         assert "cannot read the audit trail" in result.stderr, result.stderr
 
 
-def test_a_server_holding_the_head_cannot_hold_up_a_revoke(deployed: Deployment) -> None:
-    """A server that appends and keeps its transaction open holds the audit head: the
-    revoke still lands (key changes lock another row), its line waits at most the lock
-    timeout and then fails loudly, and the chain is intact once the server lets go."""
+@pytest.mark.parametrize("hold", ["open transaction", "one long statement"])
+def test_a_server_holding_its_append_open_cannot_keep_a_revoke_out_of_the_trail(
+        deployed: Deployment, hold: str) -> None:
+    """A server that appends and then keeps its transaction open (or its statement
+    running) holds nothing an operator waits for: the revoke's line is chained at once,
+    with no warning, and the server's line is chained after it once it commits."""
+    import threading
+
     import psycopg
 
     from mcp_keys.errors import set_warning_sink
@@ -267,18 +284,79 @@ def test_a_server_holding_the_head_cannot_hold_up_a_revoke(deployed: Deployment)
     warnings: list[str] = []
     set_warning_sink(warnings.append)
     holder = psycopg.connect(deployed.server)  # not autocommit: the transaction stays open
+    append = ("SELECT server_audit_append('validation_failed', %s, NULL, 'x', "
+              "'{\"reason\": \"UNKNOWN\"}')")
+    sleeper: threading.Thread | None = None
     try:
-        holder.execute("SELECT server_audit_append('validation_failed', NULL, NULL, 'x', "
-                       "'{}')")
+        if hold == "open transaction":
+            holder.execute(append, (issued.record.id,))
+        else:  # the append and a sleep in one statement, ended by cancelling it
+            holder.autocommit = True
+            statement = append.replace("')", "'), pg_sleep(600)", 1)
+            sleeper = threading.Thread(target=quietly, args=(holder, statement,
+                                                             issued.record.id), daemon=True)
+            sleeper.start()
+            wait_for(lambda: sleeping(deployed.root, deployed.server_role), 10,
+                     "the server's statement to sleep after its append")
         admin.revoke(issued.record.id, reason="compromised")
-        check = Validator(deployed.server, refresh_interval=0, audit_failures=False)
-        assert check.validate(issued.key).reason is Reason.REVOKED, "the revoke landed"
-        check.close()
-        assert any("could not write audit log" in w and "lock" in w for w in warnings), \
-            warnings
+        revokes = admin.audit.read(event="revoke").events
+        assert [e.key_id for e in revokes] == [issued.record.id], "the revoke is chained"
+        assert not warnings, warnings
     finally:
         set_warning_sink(None)
-        holder.rollback()
+        if sleeper is not None:
+            holder.cancel()
+            sleeper.join(10)
+        else:
+            holder.commit()
         holder.close()
-    admin.revoke(admin.create("next").record.id)
+    trail = [json.loads(line)["event"] for _, line, _ in rows(deployed.root)]
+    if hold == "open transaction":
+        assert trail[-2:] == ["revoke", "validation_failed"], trail
     assert verify(admin.audit).ok
+
+
+def quietly(conn: Any, statement: str, key_id: str) -> None:
+    """Run ``statement`` until it is cancelled."""
+    import psycopg
+
+    with contextlib.suppress(psycopg.Error):
+        conn.execute(statement, (key_id,))
+
+
+def sleeping(root: str, role: str) -> bool:
+    """Whether a session of ``role`` sleeps in ``pg_sleep`` (its append made before)."""
+    import psycopg
+
+    with psycopg.connect(root, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND "
+                            "wait_event = 'PgSleep'", (role,)).fetchone() == (1,)
+
+
+def test_an_admin_without_the_inbox_grants_still_chains_its_own_lines(
+        deployed: Deployment) -> None:
+    """A store migrated to schema 5 before the new GRANTs ran: the operator's lines are
+    still written; the servers' lines wait until a role that may chain them does."""
+    import psycopg
+
+    from mcp_keys.errors import set_warning_sink
+
+    admin_role = deployed.server_role.replace("server", "admin")
+    with psycopg.connect(deployed.root, autocommit=True) as conn:
+        conn.execute(f"REVOKE ALL ON audit_inbox FROM {admin_role}")
+        conn.execute(f"REVOKE ALL ON FUNCTION audit_chain(integer) FROM {admin_role}")
+    with psycopg.connect(deployed.server, autocommit=True) as conn:
+        conn.execute("SELECT server_audit_append('gateway_call', NULL, NULL, 'x', '{}')")
+    warnings: list[str] = []
+    set_warning_sink(warnings.append)
+    try:
+        admin = KeyManager(deployed.admin)
+        issued = admin.create("svc")
+        admin.revoke(issued.record.id)
+        assert [e.event for e in admin.audit.read().events][-2:] == ["create", "revoke"]
+    finally:
+        set_warning_sink(None)
+    assert not warnings, warnings
+    assert [json.loads(line)["event"] for _, line, _ in rows(deployed.root)][-1] == \
+        "gateway_call", "chained by a role that may"
+    assert verify(KeyManager(deployed.admin).audit).ok

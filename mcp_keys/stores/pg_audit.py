@@ -2,16 +2,18 @@
 
 Each row keeps a chained JSON line and the SHA-256 of its UTF-8 bytes, so ``audit``,
 ``audit verify`` and ``migrate`` treat it like the file log. The database, not the client,
-chains a new line: ``audit_append`` locks the ``audit_head`` row (the newest ``seq`` and
-hash), builds the line with ``jsonb_build_object`` (``seq``, ``prev``, ``ts`` and the
-writing database ``role`` filled in there), hashes it with ``sha256()`` and moves the
-head, so the chain stays linear whichever host writes. The head has its own table: no
-server can hold the lock that key changes take (``store_state``), and an append waits for
-the head at most ``lock_timeout``, so a server's open transaction never holds up a revoke.
-Servers hold neither ``INSERT`` on the trail nor ``UPDATE`` on the head: they append
-through ``server_audit_append``, a ``SECURITY DEFINER`` function that takes only the
-events a server writes, so a compromised server can neither forge an operator's event nor
-rewind the head to drop later lines.
+chains a new line: ``audit_chain_line`` locks the ``audit_head`` row (the newest ``seq``
+and hash), builds the line with ``jsonb_build_object`` (``seq``, ``prev``, ``ts`` and the
+writing database ``role`` filled in there), hashes it with ``sha256()`` and moves the head,
+so the chain stays linear whichever host writes. Only operators (``audit_append``, with
+their own rights) take the head. Servers hold neither ``INSERT`` on the trail nor
+``UPDATE`` on the head: they append through ``server_audit_append``, a ``SECURITY
+DEFINER`` function that takes only the events a server writes and puts them in
+``audit_inbox`` (numbered, stamped with the time and role there), which no server can
+lock, read or change. The next operator's append, or an operator's read of the trail,
+chains the waiting lines. So a compromised server can neither forge an operator's event,
+rewind the head, nor keep an operator's line out of the trail by holding a lock: a
+transaction it leaves open holds only its own inbox row, which nobody waits for.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ SERVER_EVENTS = ("validation_failed", "gateway_call", "gateway_exec", "proxy_blo
 _VALIDATION_DETAIL = ("reason", "suppressed", "class")
 _MAX_DETAIL = 65536  # bytes of a server event's detail: no trail flooding by one call
 _LOCK_TIMEOUT = "5s"  # an append waits this long for the head, then fails (and says so)
+CHAIN_BATCH = 1000  # servers' waiting lines one operator's append (or read) chains
 
 
 class _Database(Protocol):
@@ -70,8 +73,9 @@ ALTER TABLE store_state DROP COLUMN IF EXISTS audit_seq, DROP COLUMN IF EXISTS a
 # bytes, which is what ``convert_to(line, 'UTF8')`` hashes here. ``ts`` is written as
 # Python's ``isoformat`` writes it (microseconds only when not zero, ``Z`` for UTC).
 _APPEND_FUNCTIONS = """
-CREATE OR REPLACE FUNCTION audit_append(p_event text, p_key_id text, p_name text,
-                                        p_actor text, p_detail jsonb, p_ts timestamptz)
+CREATE OR REPLACE FUNCTION audit_chain_line(p_event text, p_key_id text, p_name text,
+                                            p_actor text, p_role text, p_detail jsonb,
+                                            p_ts timestamptz)
 RETURNS bigint LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '{lock_timeout}' AS $f$
 DECLARE
@@ -81,11 +85,6 @@ DECLARE
     v_hash text;
     v_utc timestamp := p_ts AT TIME ZONE 'UTC';
 BEGIN
-    IF p_event IS NULL OR p_actor IS NULL OR p_ts IS NULL
-            OR (p_detail IS NOT NULL AND jsonb_typeof(p_detail) <> 'object') THEN
-        RAISE EXCEPTION 'mcp-keys: an audit event needs an event, an actor, a time and an '
-                        'object for detail' USING ERRCODE = 'check_violation';
-    END IF;
     SELECT seq, hash INTO STRICT v_seq, v_prev FROM {schema}.audit_head FOR UPDATE;
     v_seq := v_seq + 1;
     v_line := jsonb_build_object(
@@ -94,11 +93,59 @@ BEGIN
               || CASE WHEN date_trunc('second', v_utc) = v_utc THEN ''
                       ELSE to_char(v_utc, '.US') END || 'Z',
         'event', p_event, 'key_id', p_key_id, 'name', p_name, 'actor', p_actor,
-        'role', session_user::text, 'detail', coalesce(p_detail, '{{}}'::jsonb))::text;
+        'role', p_role, 'detail', coalesce(p_detail, '{{}}'::jsonb))::text;
     v_hash := encode(sha256(convert_to(v_line, 'UTF8')), 'hex');
     INSERT INTO {schema}.audit_events (seq, line, hash) VALUES (v_seq, v_line, v_hash);
     UPDATE {schema}.audit_head SET seq = v_seq, hash = v_hash;
     RETURN v_seq;
+END
+$f$;
+REVOKE ALL ON FUNCTION audit_chain_line(text, text, text, text, text, jsonb, timestamptz)
+    FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION audit_chain(p_limit integer)
+RETURNS integer LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '{lock_timeout}' AS $f$
+DECLARE
+    v_rows {schema}.audit_inbox[];
+    v_row {schema}.audit_inbox;
+BEGIN
+    PERFORM 1 FROM {schema}.audit_head FOR UPDATE;
+    WITH gone AS (
+        DELETE FROM {schema}.audit_inbox WHERE id IN (
+            SELECT id FROM {schema}.audit_inbox ORDER BY id LIMIT p_limit)
+        RETURNING *)
+    SELECT array_agg(gone ORDER BY gone.id) INTO v_rows FROM gone;
+    IF v_rows IS NULL THEN
+        RETURN 0;
+    END IF;
+    FOREACH v_row IN ARRAY v_rows LOOP
+        PERFORM {schema}.audit_chain_line(v_row.event, v_row.key_id, v_row.name,
+                                          v_row.actor, v_row.role, v_row.detail, v_row.ts);
+    END LOOP;
+    RETURN cardinality(v_rows);
+END
+$f$;
+REVOKE ALL ON FUNCTION audit_chain(integer) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION audit_append(p_event text, p_key_id text, p_name text,
+                                        p_actor text, p_detail jsonb, p_ts timestamptz)
+RETURNS bigint LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '{lock_timeout}' AS $f$
+BEGIN
+    IF p_event IS NULL OR p_actor IS NULL OR p_ts IS NULL
+            OR (p_detail IS NOT NULL AND jsonb_typeof(p_detail) <> 'object') THEN
+        RAISE EXCEPTION 'mcp-keys: an audit event needs an event, an actor, a time and an '
+                        'object for detail' USING ERRCODE = 'check_violation';
+    END IF;
+    BEGIN  -- servers' lines waiting before this one; whatever fails there (a role without
+        -- the grant, a line that cannot be chained) never keeps this line out
+        PERFORM {schema}.audit_chain({chain_batch});
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+    RETURN {schema}.audit_chain_line(p_event, p_key_id, p_name, p_actor, session_user::text,
+                                     p_detail, p_ts);
 END
 $f$;
 REVOKE ALL ON FUNCTION audit_append(text, text, text, text, jsonb, timestamptz) FROM PUBLIC;
@@ -106,6 +153,8 @@ REVOKE ALL ON FUNCTION audit_append(text, text, text, text, jsonb, timestamptz) 
 CREATE OR REPLACE FUNCTION server_audit_append(p_event text, p_key_id text, p_name text,
                                                p_actor text, p_detail jsonb)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    v_id bigint;
 BEGIN
     IF p_event IS NULL OR p_event NOT IN ({events}) THEN
         RAISE EXCEPTION 'mcp-keys: a server may append only {names} events'
@@ -122,17 +171,40 @@ BEGIN
         RAISE EXCEPTION 'mcp-keys: a malformed % event from a server was refused', p_event
             USING ERRCODE = 'check_violation';
     END IF;
-    RETURN {schema}.audit_append(p_event, p_key_id, p_name, p_actor, p_detail,
-                                 clock_timestamp());
+    -- Into the inbox, never the head: no lock a caller could keep by leaving its
+    -- transaction open. The next operator's append (or read of the trail) chains it.
+    INSERT INTO {schema}.audit_inbox (event, key_id, name, actor, role, detail, ts)
+    VALUES (p_event, p_key_id, p_name, p_actor, session_user::text,
+            coalesce(p_detail, '{{}}'::jsonb), clock_timestamp())
+    RETURNING id INTO v_id;
+    RETURN v_id;
 END
 $f$;
 REVOKE ALL ON FUNCTION server_audit_append(text, text, text, text, jsonb) FROM PUBLIC;
+"""
+# -- schema version 5: servers' lines wait in an inbox (no server holds the head) --------
+_INBOX_TABLE = """
+CREATE TABLE audit_inbox (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event text NOT NULL,
+    key_id text,
+    name text,
+    actor text NOT NULL,
+    role text NOT NULL,
+    detail jsonb NOT NULL,
+    ts timestamptz NOT NULL
+);
 """
 
 
 def create_audit_head(conn: psycopg.Connection[Any]) -> None:
     """Move the audit head from ``store_state`` into ``audit_head`` (schema 3)."""
     conn.execute(_HEAD_TABLE)
+
+
+def create_audit_inbox(conn: psycopg.Connection[Any]) -> None:
+    """The table servers' lines wait in until an operator's append chains them (schema 5)."""
+    conn.execute(_INBOX_TABLE)
 
 
 def install_append_functions(conn: psycopg.Connection[Any]) -> None:
@@ -151,6 +223,7 @@ def install_append_functions(conn: psycopg.Connection[Any]) -> None:
     text = _APPEND_FUNCTIONS.format(
         schema=sql.Identifier(row[0]).as_string(conn), events=listed(SERVER_EVENTS),
         names="/".join(SERVER_EVENTS), max_detail=_MAX_DETAIL, lock_timeout=_LOCK_TIMEOUT,
+        chain_batch=CHAIN_BATCH,
         validation_detail=listed(_VALIDATION_DETAIL))
     conn.execute(text.encode())
 
@@ -258,8 +331,24 @@ class PgAuditLog(TrailReader):
                 failure = self.store.error(exc, "read the audit trail")
         raise failure  # outside the handler: the driver's exception is not its context
 
+    def chain_waiting(self) -> None:
+        """Chain the servers' lines waiting in ``audit_inbox`` (schema 5), if this role may
+        (an operator's); a server role reads the trail as chained so far."""
+        import psycopg
+
+        with self._lock:
+            try:
+                conn = self._connection()
+                while conn.execute("SELECT audit_chain(%s)", (CHAIN_BATCH,)).fetchone() == (
+                        CHAIN_BATCH,):
+                    pass
+            except psycopg.Error:
+                pass  # not allowed to (a server role) or unreachable: _query says which
+
     def lines(self) -> Iterator[tuple[str, int, bytes]]:
-        """Every row in ``seq`` order, fetched in batches (never the whole trail at once)."""
+        """Every row in ``seq`` order, fetched in batches (never the whole trail at once),
+        after chaining the lines servers left waiting."""
+        self.chain_waiting()
         last = None
         number = 0
         while True:
@@ -277,6 +366,7 @@ class PgAuditLog(TrailReader):
                 last = seq
 
     def head(self) -> tuple[int, str] | None:
+        """The newest chained line (not chaining: ``verify`` reads it after ``lines``)."""
         rows = self._query("SELECT seq, hash FROM audit_head")
         if not rows or int(rows[0][0]) == 0:
             return None

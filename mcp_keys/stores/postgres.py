@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -30,8 +31,10 @@ if TYPE_CHECKING:
 
     from .pg_audit import PgAuditLog
 
-SCHEMA_VERSION = 4  # 2: api_keys.resources (keys bound to MCP server URLs); 3: audit_head
-# and the audit append functions (pg_audit); 4: key_changes (the change log)
+log = logging.getLogger("mcp_keys")
+SCHEMA_VERSION = 5  # 2: api_keys.resources (keys bound to MCP server URLs); 3: audit_head
+# and the audit append functions (pg_audit); 4: key_changes (the change log); 5:
+# audit_inbox, where servers' lines wait so that no server ever holds the audit head
 CHANNEL = "mcp_keys"
 _COLUMNS = ("id, name, description, digest, scopes, created_at, expires_at, revoked_at, "
             "revoke_reason, rotated_from, rotated_to, expiry_recorded_at, resources")
@@ -83,20 +86,54 @@ CREATE TABLE key_changes (
 INSERT INTO key_changes (seq, ids) SELECT change_seq + 1, NULL FROM store_state;
 INSERT INTO schema_version VALUES (4);
 """
+# -- settings a role may change for its own sessions --------------------------------------
+# Any role may ``ALTER ROLE <itself> SET`` a default for its sessions, including the
+# sessions of every other server sharing it: a compromised server could point the other
+# validators' search_path away from the store (or at tables it made), make their sessions
+# read-only (no audit line), time them out or change how times read. Such per-role
+# defaults are replaced on every connection; what the URL sets (``options``), the
+# database's defaults and the server's configuration stand.
+_PINNED = {"search_path": '"$user", public', "default_transaction_read_only": "off",
+           "lock_timeout": "0",
+           "idle_in_transaction_session_timeout": "0", "idle_session_timeout": "0",
+           "transaction_timeout": "0", "default_transaction_isolation": "read committed",
+           "DateStyle": "ISO, MDY", "IntervalStyle": "postgres", "TimeZone": "UTC"}
+_UNKNOWN_IDLE = 'unrecognized configuration parameter "idle_session_timeout"'
+_PIN_SETTINGS = """
+SELECT pg_catalog.count(pg_catalog.set_config(s.name, p.value, false))
+FROM ROWS FROM (pg_catalog.unnest(%s::pg_catalog.text[]),
+               pg_catalog.unnest(%s::pg_catalog.text[])) AS p(name, value)
+JOIN pg_catalog.pg_settings AS s
+  ON pg_catalog.lower(s.name) OPERATOR(pg_catalog.=) pg_catalog.lower(p.name)
+WHERE s.source OPERATOR(pg_catalog.=) ANY (ARRAY['user', 'database user']::pg_catalog.text[])
+"""  # every name qualified: the search_path in force may be the one being replaced
 CHANGES_KEPT = 1000  # a validator further behind than this reloads everything
 CHANGE_SEQ = "SELECT coalesce(max(seq), 0) FROM key_changes"
 
 
 def record_change(conn: psycopg.Connection[Any], ids: list[str] | None) -> int:
-    """Append one change (under the ``store_state`` row lock, so writers are serialised),
-    prune what no validator needs, and wake the listeners; returns the new counter."""
+    """Append one change (under the ``store_state`` row lock, so writers are serialised)
+    and prune what no validator needs; returns the new counter. Listeners are woken by
+    ``wake`` once the change is committed, never inside the writer's transaction: any
+    role may fill the notification queue (a session that LISTENs and never ends its
+    transaction), and a NOTIFY that cannot be queued fails the transaction it is in."""
     row = conn.execute("INSERT INTO key_changes (seq, ids) SELECT coalesce(max(seq), 0) + 1, "
                        "%s FROM key_changes RETURNING seq", (ids,)).fetchone()
     assert row is not None
     seq = int(row[0])
     conn.execute("DELETE FROM key_changes WHERE seq <= %s", (seq - CHANGES_KEPT,))
-    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"seq": seq})))
     return seq
+
+
+def wake(conn: psycopg.Connection[Any], seq: int) -> None:
+    """Wake listening validators after a committed change; if that fails, they still
+    read the change on their next heartbeat (``pg_watch.HEARTBEAT``), so it is a warning."""
+    driver = require_psycopg()
+    try:
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"seq": seq})))
+    except driver.Error as exc:
+        log.warning("mcp-keys could not wake validators (they read change %d on their next "
+                    "heartbeat): %s", seq, " ".join(str(exc).split()) or type(exc).__name__)
 # -- end of the change log ------------------------------------------------------------
 # Each step takes the schema from the version before it to its own, in the transaction
 # that holds the schema lock. An older mcp-keys refuses the newer schema (fail closed).
@@ -113,14 +150,23 @@ INSERT INTO schema_version VALUES (2);
 def _migrate_to_3(conn: psycopg.Connection[Any]) -> None:
     """The audit head in its own table; servers append only through
     ``server_audit_append``."""
-    from .pg_audit import create_audit_head, install_append_functions
+    from .pg_audit import create_audit_head
 
-    create_audit_head(conn)
-    install_append_functions(conn)
+    create_audit_head(conn)  # the functions come with schema 5, which replaces them
     conn.execute("INSERT INTO schema_version VALUES (3)")
 
 
-_STEPS: dict[int, Callable[[psycopg.Connection[Any]], None]] = {3: _migrate_to_3}
+def _migrate_to_5(conn: psycopg.Connection[Any]) -> None:
+    """Servers' lines wait in ``audit_inbox``; only operators take the audit head."""
+    from .pg_audit import create_audit_inbox, install_append_functions
+
+    create_audit_inbox(conn)
+    install_append_functions(conn)
+    conn.execute("INSERT INTO schema_version VALUES (5)")
+
+
+_STEPS: dict[int, Callable[[psycopg.Connection[Any]], None]] = {3: _migrate_to_3,
+                                                                5: _migrate_to_5}
 
 
 def require_psycopg() -> Any:
@@ -204,26 +250,54 @@ class PostgresStore:
             raise UsageError(self.problem)
         from .pg_deadline import DeadlineConnection
 
+        failure: Exception | None = None
+        for idle_pin in (True, False):  # idle_session_timeout is PostgreSQL 14+
+            try:
+                conn = DeadlineConnection.connect(
+                    self.url, autocommit=True, **self._startup(watch, deadline, idle_pin))
+                conn.deadline = deadline
+            except driver.ProgrammingError as exc:
+                failure = UsageError(self.scrub(f"invalid PostgreSQL URL {self.display}: "
+                                                f"{' '.join(str(exc).split())}"))
+            except driver.Error as exc:
+                failure = self.error(exc, "connect")
+                if idle_pin and _UNKNOWN_IDLE in str(exc):
+                    continue
+            else:
+                try:
+                    conn.execute(_PIN_SETTINGS, (list(_PINNED), list(_PINNED.values())))
+                except driver.Error as exc:
+                    conn.close()
+                    failure = self.error(exc, "connect")
+                else:
+                    connected: psycopg.Connection[Any] = conn
+                    return connected
+            break
+        assert failure is not None
+        raise failure  # outside the handler: the driver's exception is not its context
+
+    def _startup(self, watch: bool, deadline: float, idle_pin: bool) -> dict[str, Any]:
+        """Connection parameters beyond the URL's. The settings a role's own defaults must
+        not decide before the first query (its timeouts, the encoding) are set at startup,
+        after the URL's own ``options`` (a schema), never instead of them."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        named = conninfo_to_dict(self.url)
         extra: dict[str, Any] = {}
-        if "connect_timeout" not in self.url:
+        if "connect_timeout" not in named:
             extra["connect_timeout"] = max(2, min(10, round(deadline)))
+        if "client_encoding" not in named:
+            extra["client_encoding"] = "UTF8"
+        pinned = f"-c statement_timeout={5000 if watch else 0}"
+        if idle_pin:
+            pinned += " -c idle_session_timeout=0"
+        own = named.get("options")
+        extra["options"] = f"{own} {pinned}" if own else pinned
         if watch:
             extra |= {"application_name": "mcp-keys-watch", "keepalives": 1,
                       "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
-                      "tcp_user_timeout": 10000, "options": "-c statement_timeout=5000"}
-        failure: Exception
-        try:
-            conn = DeadlineConnection.connect(self.url, autocommit=True, **extra)
-            conn.deadline = deadline
-        except driver.ProgrammingError as exc:
-            failure = UsageError(self.scrub(f"invalid PostgreSQL URL {self.display}: "
-                                            f"{' '.join(str(exc).split())}"))
-        except driver.Error as exc:
-            failure = self.error(exc, "connect")
-        else:
-            connected: psycopg.Connection[Any] = conn
-            return connected
-        raise failure  # outside the handler: the driver's exception is not its context
+                      "tcp_user_timeout": 10000}
+        return extra
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -268,7 +342,12 @@ class PostgresStore:
 
     def initialize(self) -> bool:
         """Create the schema, or migrate an older one, under an advisory lock; ``True``
-        when it was created. A newer schema is refused."""
+        when it was created. A newer schema is refused. The current schema is left alone
+        without taking the lock: any role that can connect may hold an advisory lock, and
+        ``create`` comes here on every call."""
+        with self._connection() as conn:
+            if self.schema_version(conn) == SCHEMA_VERSION:
+                return False
         with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('mcp_keys_schema'))")
             version = self.schema_version(conn)
@@ -287,8 +366,13 @@ class PostgresStore:
                 return True
             if version < SCHEMA_VERSION:
                 self.migrated_from = version
-                record_change(conn, None)
-            return False
+                seq: int | None = record_change(conn, None)
+            else:
+                seq = None
+        if seq is not None:
+            with self._connection() as conn:
+                wake(conn, seq)
+        return False
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
@@ -323,12 +407,15 @@ class PostgresStore:
     def transaction(self, *, create: bool = False) -> Iterator[PgTransaction]:
         if create:
             self.initialize()
-        with self._connection() as conn, conn.transaction():
-            self.ready(conn)
-            conn.execute("SELECT change_seq FROM store_state FOR UPDATE")
-            txn = PgTransaction(conn)
-            yield txn
-            txn.announce()
+        with self._connection() as conn:
+            with conn.transaction():
+                self.ready(conn)
+                conn.execute("SELECT change_seq FROM store_state FOR UPDATE")
+                txn = PgTransaction(conn)
+                yield txn
+                txn.announce()
+            if txn.seq is not None:
+                wake(conn, txn.seq)
 
     def audit_log(self) -> PgAuditLog:
         from .pg_audit import PgAuditLog
@@ -432,13 +519,15 @@ class PgTransaction:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
         self.keys = PgRecords(conn)
+        self.seq: int | None = None  # the change this transaction recorded, if any
 
     def commit_with(self, action: Callable[[], None]) -> None:
         """Run ``action`` before the transaction commits: if it fails, nothing commits."""
         action()
 
     def announce(self) -> None:
-        """Record what changed in ``key_changes`` and wake listening validators."""
+        """Record what changed in ``key_changes`` (``wake`` follows the commit)."""
         changed = sorted(self.keys.changed)
         if changed:
-            record_change(self._conn, changed if len(changed) <= _NOTIFY_IDS_MAX else None)
+            self.seq = record_change(self._conn,
+                                     changed if len(changed) <= _NOTIFY_IDS_MAX else None)

@@ -358,8 +358,10 @@ def _line(text: str, name: str | None, value: str, anchor: int) -> int:
         position = match.start() if match else -1
     if position < 0:
         position = _offset(text, encoded, anchor)
-    if position == anchor and encoded not in text:  # inside JSON held in a string
-        position = _offset(text, json.dumps(encoded)[1:-1], anchor)
+    for needle in (json.dumps(encoded)[1:-1], encoded[1:-1]):  # JSON in a string; --k=v
+        if position != anchor or encoded in text:
+            break
+        position = _offset(text, needle, anchor)
     return text.count("\n", 0, position) + 1
 
 

@@ -63,12 +63,15 @@ PROVIDERS: list[tuple[str, str]] = [
     ("atlassian-api-token", r"ATATT3[0-9A-Za-z_=-]{150,}"),
     ("postman-api-key", r"PMAK-[0-9a-f]{24}-[0-9a-f]{34}" + _E),
     ("sentry-token", r"sntr[ysu]s?_[0-9A-Za-z+/=_]{40,}"),
+    ("grafana-token", r"glsa_[0-9A-Za-z]{32}_[0-9a-f]{8}" + _E),
     ("figma-token", r"figd_[0-9A-Za-z_-]{40,}"),
     ("telegram-bot-token", r"\d{8,10}:AA[0-9A-Za-z_-]{33}" + _E),
     ("jwt", r"eyJ[0-9A-Za-z_-]{10,}\.eyJ[0-9A-Za-z_-]{10,}\.[0-9A-Za-z_-]{20,}"),
     ("private-key", r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----"),
     ("mcp-keys-key", tokens.TOKEN_SEARCH.pattern),
 ]
+# Keys that are public by design (they ship in web pages): never a finding.
+PUBLIC_PREFIXES = ("pk_live_", "pk_test_")
 _KINDS = [kind for kind, _ in PROVIDERS]
 _FORMATS = re.compile("|".join(f"(?P<k{n}>{_B}{pattern})"
                                for n, (_, pattern) in enumerate(PROVIDERS)))
@@ -171,6 +174,8 @@ def looks_random(value: str, *, password: bool = False) -> bool:
     """Whether ``value`` reads as a generated secret rather than a word, name, path, URL,
     date, version or identifier; ``password`` allows shorter, human-made values."""
     if len(value) < (MIN_PASSWORD_LENGTH if password else MIN_GENERIC_LENGTH):
+        return False
+    if value.startswith(PUBLIC_PREFIXES):
         return False
     if any(c.isspace() for c in value) or _NOT_RANDOM.match(value) or is_placeholder(value):
         return False

@@ -45,6 +45,7 @@ KIND_TEXT = {
     "postman-api-key": "a Postman API key",
     "sentry-token": "a Sentry token",
     "figma-token": "a Figma token",
+    "grafana-token": "a Grafana service account token",
     "telegram-bot-token": "a Telegram bot token",
     "jwt": "a JSON Web Token",
     "private-key": "a private key",

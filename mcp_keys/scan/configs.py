@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import McpKeysError
+from .detectors import is_secret_name
 
 SKIP_DIRS = {".git", "node_modules", ".venv", "venv", "__pycache__", ".mcp-keys", ".tox"}
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -240,7 +241,7 @@ def _json_candidates(path: Path, text: str) -> Iterator[Candidate]:
     """Every string of the document (and of JSON held in a string), under the name of the
     field it sits in; an ``args`` item under the flag before it (``--api-key VALUE``,
     ``--api-key=VALUE``); and the text of every comment."""
-    from .detectors import worth_a_look
+    from .detectors import find_formats, worth_a_look
 
     if not worth_a_look(text):
         return  # nothing a detector could report: no parse
@@ -251,7 +252,7 @@ def _json_candidates(path: Path, text: str) -> Iterator[Candidate]:
         return
     entries = {id(entry): server for _, table in server_tables(data)
                for server, entry in table.items() if isinstance(entry, dict)}
-    walker = _Walker(path, entries)
+    walker = _Walker(path, entries, [token for _, token in find_formats(text)])
     walker.walk(data, (), None, "", "config")
     yield from walker.found
     for start, end in comments:
@@ -266,6 +267,7 @@ class _Walker:
 
     file: Path
     entries: dict[int, str]
+    formats: list[str]  # the provider keys anywhere in the file's text
     found: list[Candidate] = field(default_factory=list)
 
     def walk(self, node: Any, keys: tuple[str | int, ...], server: str | None, name: str,
@@ -273,14 +275,17 @@ class _Walker:
         if isinstance(node, dict):
             if id(node) in self.entries:
                 server = self.entries[id(node)]
+            pair = node.get("name", node.get("key")) if "value" in node else None
             for key, value in node.items():
+                # [{"name": "API_KEY", "value": "…"}] (Kubernetes style): the name it gives
+                key_name = pair if key == "value" and isinstance(pair, str) else key
                 inner = where
                 if server is not None and id(node) in self.entries:
                     inner = key if key in ("env", "headers", "args") else "config"
                 if isinstance(value, str):
-                    self.string(value, (*keys, key), server, key, inner)
+                    self.string(value, (*keys, key), server, key_name, inner)
                 elif isinstance(value, (dict, list)):
-                    self.walk(value, (*keys, key), server, key, inner)
+                    self.walk(value, (*keys, key), server, key_name, inner)
                 if len(key) >= 20 and _STRONG_KEY.search(key):
                     self.add((*keys, key), server, "", key, where)
         elif isinstance(node, list):
@@ -305,7 +310,12 @@ class _Walker:
             if isinstance(inner, (dict, list)):
                 self.walk(inner, keys, server, name, "config")
                 return
-        self.add(keys, server, name, value, where)
+        if is_secret_name(name) or any(token in value for token in self.formats) \
+                or ("://" in value and ("@" in value or "?" in value)) \
+                or (("=" in value or ":" in value) and (assignment := _ASSIGNMENT.match(value))
+                    and is_secret_name(assignment.group(1))) \
+                or value[:6].lower() in ("bearer", "basic ", "token "):
+            self.add(keys, server, name, value, where)  # else: no detector could report it
 
     def add(self, keys: tuple[str | int, ...], server: str | None, name: str, value: str,
             where: str) -> None:
@@ -316,6 +326,7 @@ class _Walker:
 
 
 _WHERE = ("env", "headers", "args", "config")
+_ASSIGNMENT = re.compile(r"^-{0,2}([A-Za-z_][A-Za-z0-9_.-]*)\s*[=:]")
 _STRONG_KEY = re.compile(r"[A-Za-z0-9_-]{20,}")
 
 

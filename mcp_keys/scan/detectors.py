@@ -23,59 +23,66 @@ import binascii
 import math
 import re
 from collections import Counter
+from collections.abc import Iterator
+from functools import lru_cache
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .. import tokens
 from ..secrets import is_reference
 
-_B = r"(?<![A-Za-z0-9])"  # no key format starts in the middle of a word
 _E = r"(?![A-Za-z0-9])"
-PROVIDERS: list[tuple[str, str]] = [
-    ("anthropic-api-key", r"sk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{80,}"),
-    ("context7-api-key", r"ctx7sk-[A-Za-z0-9-]{20,}"),
-    ("openrouter-api-key", r"sk-or-v1-[0-9a-f]{64}" + _E),
-    ("zapier-mcp-key", r"sk-ak-[A-Za-z0-9]{20,}"),
-    ("openai-api-key", r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}"
-                       r"|sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}" + _E),
-    ("stripe-secret-key", r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}"),
-    ("stripe-webhook-secret", r"whsec_[0-9A-Za-z]{24,}"),
-    ("github-fine-grained-token", r"github_pat_[A-Za-z0-9_]{60,}"),
-    ("github-token", r"gh[pousr]_[A-Za-z0-9]{36,}"),
-    ("gitlab-token", r"glpat-[0-9A-Za-z_-]{20,}"),
-    ("aws-access-key-id", r"(?:AKIA|ASIA)[0-9A-Z]{16}" + _E),
-    ("google-api-key", r"AIza[0-9A-Za-z_-]{35}" + _E),
-    ("google-oauth-client-secret", r"GOCSPX-[0-9A-Za-z_-]{28}" + _E),
-    ("slack-token", r"xox[abposr]-[0-9A-Za-z-]{10,}|xapp-\d-[0-9A-Za-z-]{10,}"),
-    ("slack-webhook", r"hooks\.slack\.com/services/T[0-9A-Z]+/B[0-9A-Z]+/[0-9A-Za-z]{20,}"),
-    ("huggingface-token", r"hf_[A-Za-z0-9]{34,}" + _E),
-    ("groq-api-key", r"gsk_[A-Za-z0-9]{48,}" + _E),
-    ("perplexity-api-key", r"pplx-[A-Za-z0-9]{40,}" + _E),
-    ("xai-api-key", r"xai-[A-Za-z0-9]{60,}" + _E),
-    ("tavily-api-key", r"tvly-(?:dev-|prod-)?[A-Za-z0-9]{28,}" + _E),
-    ("firecrawl-api-key", r"fc-[0-9a-f]{32}" + _E),
-    ("notion-token", r"ntn_[0-9A-Za-z]{40,}" + _E + r"|secret_[0-9A-Za-z]{43}" + _E),
-    ("linear-api-key", r"lin_api_[0-9A-Za-z]{40}" + _E),
-    ("npm-token", r"npm_[0-9A-Za-z]{36}" + _E),
-    ("supabase-token", r"sbp_[0-9a-f]{40}" + _E),
-    ("sendgrid-api-key", r"SG\.[0-9A-Za-z_-]{22}\.[0-9A-Za-z_-]{43}" + _E),
-    ("digitalocean-token", r"do[opr]_v1_[0-9a-f]{64}" + _E),
-    ("shopify-token", r"shp(?:at|ca|pa|ss)_[0-9a-fA-F]{32}" + _E),
-    ("atlassian-api-token", r"ATATT3[0-9A-Za-z_=-]{150,}"),
-    ("postman-api-key", r"PMAK-[0-9a-f]{24}-[0-9a-f]{34}" + _E),
-    ("sentry-token", r"sntr[ysu]s?_[0-9A-Za-z+/=_]{40,}"),
-    ("grafana-token", r"glsa_[0-9A-Za-z]{32}_[0-9a-f]{8}" + _E),
-    ("figma-token", r"figd_[0-9A-Za-z_-]{40,}"),
-    ("telegram-bot-token", r"\d{8,10}:AA[0-9A-Za-z_-]{33}" + _E),
-    ("jwt", r"eyJ[0-9A-Za-z_-]{10,}\.eyJ[0-9A-Za-z_-]{10,}\.[0-9A-Za-z_-]{20,}"),
-    ("private-key", r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----"),
-    ("mcp-keys-key", tokens.TOKEN_SEARCH.pattern),
+# (kind, literal prefixes, format): a format is searched for only in text that holds one
+# of its prefixes (a C-speed ``in``), and counts only where no word runs into it.
+PROVIDERS: list[tuple[str, tuple[str, ...], str]] = [
+    ("anthropic-api-key", ("sk-ant-",), r"sk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{80,}"),
+    ("context7-api-key", ("ctx7sk-",), r"ctx7sk-[A-Za-z0-9-]{20,}"),
+    ("openrouter-api-key", ("sk-or-v1-",), r"sk-or-v1-[0-9a-f]{64}" + _E),
+    ("zapier-mcp-key", ("sk-ak-",), r"sk-ak-[A-Za-z0-9]{20,}"),
+    ("openai-api-key", ("sk-",), r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}"
+                                 r"|sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}" + _E),
+    ("stripe-secret-key", ("sk_live_", "sk_test_", "rk_live_", "rk_test_"),
+     r"[sr]k_(?:live|test)_[0-9A-Za-z]{16,}"),
+    ("stripe-webhook-secret", ("whsec_",), r"whsec_[0-9A-Za-z]{24,}"),
+    ("github-fine-grained-token", ("github_pat_",), r"github_pat_[A-Za-z0-9_]{60,}"),
+    ("github-token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), r"gh[pousr]_[A-Za-z0-9]{36,}"),
+    ("gitlab-token", ("glpat-",), r"glpat-[0-9A-Za-z_-]{20,}"),
+    ("aws-access-key-id", ("AKIA", "ASIA"), r"(?:AKIA|ASIA)[0-9A-Z]{16}" + _E),
+    ("google-api-key", ("AIza",), r"AIza[0-9A-Za-z_-]{35}" + _E),
+    ("google-oauth-client-secret", ("GOCSPX-",), r"GOCSPX-[0-9A-Za-z_-]{28}" + _E),
+    ("slack-token", ("xox", "xapp-"), r"xox[abposre]-(?:[0-9]+-){1,3}[0-9A-Za-z]{16,}"
+                                      r"|xoxe\.xox[bp]-\d-[0-9A-Za-z]{100,}"
+                                      r"|xapp-\d-[0-9A-Z]+-\d+-[0-9a-f]{32,}"),
+    ("slack-webhook", ("hooks.slack.com/",),
+     r"hooks\.slack\.com/services/T[0-9A-Z]+/B[0-9A-Z]+/[0-9A-Za-z]{20,}"),
+    ("huggingface-token", ("hf_",), r"hf_[A-Za-z0-9]{34,}" + _E),
+    ("groq-api-key", ("gsk_",), r"gsk_[A-Za-z0-9]{48,}" + _E),
+    ("perplexity-api-key", ("pplx-",), r"pplx-[A-Za-z0-9]{40,}" + _E),
+    ("xai-api-key", ("xai-",), r"xai-[A-Za-z0-9]{60,}" + _E),
+    ("tavily-api-key", ("tvly-",), r"tvly-(?:dev-|prod-)?[A-Za-z0-9]{28,}" + _E),
+    ("firecrawl-api-key", ("fc-",), r"fc-[0-9a-f]{32}" + _E),
+    ("notion-token", ("ntn_", "secret_"), r"ntn_[0-9A-Za-z]{40,}" + _E
+                                         + r"|secret_[0-9A-Za-z]{43}" + _E),
+    ("linear-api-key", ("lin_api_",), r"lin_api_[0-9A-Za-z]{40}" + _E),
+    ("npm-token", ("npm_",), r"npm_[0-9A-Za-z]{36}" + _E),
+    ("supabase-token", ("sbp_",), r"sbp_[0-9a-f]{40}" + _E),
+    ("sendgrid-api-key", ("SG.",), r"SG\.[0-9A-Za-z_-]{22}\.[0-9A-Za-z_-]{43}" + _E),
+    ("digitalocean-token", ("dop_v1_", "doo_v1_", "dor_v1_"), r"do[opr]_v1_[0-9a-f]{64}" + _E),
+    ("shopify-token", ("shpat_", "shpca_", "shppa_", "shpss_"),
+     r"shp(?:at|ca|pa|ss)_[0-9a-fA-F]{32}" + _E),
+    ("atlassian-api-token", ("ATATT3",), r"ATATT3[0-9A-Za-z_=-]{150,}"),
+    ("postman-api-key", ("PMAK-",), r"PMAK-[0-9a-f]{24}-[0-9a-f]{34}" + _E),
+    ("sentry-token", ("sntry", "sntrs"), r"sntr[ysu]s?_[0-9A-Za-z+/=_]{40,}"),
+    ("grafana-token", ("glsa_",), r"glsa_[0-9A-Za-z]{32}_[0-9a-f]{8}" + _E),
+    ("figma-token", ("figd_",), r"figd_[0-9A-Za-z_-]{40,}"),
+    ("telegram-bot-token", (":AA",), r"(?<![0-9])\d{8,10}:AA[0-9A-Za-z_-]{33}" + _E),
+    ("jwt", ("eyJ",), r"eyJ[0-9A-Za-z_-]{10,}\.eyJ[0-9A-Za-z_-]{10,}\.[0-9A-Za-z_-]{20,}"),
+    ("private-key", ("PRIVATE KEY-----",), r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----"),
+    ("mcp-keys-key", ("mcpk_",), tokens.TOKEN_SEARCH.pattern),
 ]
+_FORMATS = [(kind, prefixes, re.compile(pattern)) for kind, prefixes, pattern in PROVIDERS]
 # Keys that are public by design (they ship in web pages): never a finding.
 PUBLIC_PREFIXES = ("pk_live_", "pk_test_")
-_KINDS = [kind for kind, _ in PROVIDERS]
-_FORMATS = re.compile("|".join(f"(?P<k{n}>{_B}{pattern})"
-                               for n, (_, pattern) in enumerate(PROVIDERS)))
-_STRONG = re.compile(_FORMATS.pattern + r"|(?i:aws.{0,20}secret)")
+_PREFIXES = tuple(prefix for _, prefixes, _ in PROVIDERS for prefix in prefixes)
 
 # Values published in providers' own documentation: real-shaped, never anyone's key.
 DOCUMENTATION_VALUES = frozenset({
@@ -92,10 +99,12 @@ _PLACEHOLDER = re.compile(
     r"(?i)^(|x+|\*+|\.+|-+|<[^>]*>|\[[^\]]*\]|\{\{[^}]*\}\}|your[_ -].*|.*[_ -]here|"
     r"changeme|change[_ -]me|placeholder|example|redacted|todo|tbd|none|null|test|secret|"
     r"password|token|api[_-]?key|sk_(?:live|test)_x+|.*xxxx.*)$")
-_WEAK_PASSWORD = re.compile(
-    r"(?i)^(?:my|the|db|user|some)?[_-]?(?:password|passwd|pass|pwd|secret|admin|root|"
-    r"postgres|mysql|test|example|demo|sample|changeme|letmein|qwerty|default|user|guest|"
-    r"welcome|dbpass|dbpassword|yourpassword|pa\$\$word)[_-]?\d{0,6}[!.]?$")
+_WEAK_WORD = (r"(?:password|passwd|passw0rd|p@ssw0rd|p@ssword|pa55w0rd|pa55word|pass|pwd|"
+              r"secret|s3cr3t|admin|root|postgres|mysql|mongo|redis|test|example|demo|"
+              r"sample|changeme|changeit|letmein|qwerty|default|user|guest|welcome|dbpass)")
+_WEAK_PASSWORD = re.compile(  # the passwords docs write: "password", "mysecretpassword"
+    rf"(?i)^(?:(?:my|the|db|user|some|your|super)[_-]?)?{_WEAK_WORD}(?:[_-]?{_WEAK_WORD})?"
+    r"[_-]?\d{0,6}[!.]?$")
 
 _SECRET_WORDS = frozenset({
     "key", "apikey", "token", "secret", "password", "passwd", "pwd", "pass", "passphrase",
@@ -113,7 +122,9 @@ _NOT_SECRET_LAST = frozenset({
     "username", "user", "max", "min", "index", "status", "algorithm", "alg", "usage",
     "scope", "scopes", "audience", "issuer", "hash", "digest", "checksum", "sha",
     "fingerprint", "thumbprint", "helper", "command", "cmd", "script", "responses",
-    "budget", "window", "rotation", "refresh", "lifetime", "strategy"})
+    "budget", "window", "rotation", "refresh", "lifetime", "strategy", "domain",
+    "realm", "tenant", "class", "base64", "encoding"})
+_PUBLIC_WORDS = frozenset({"public", "publishable", "pub", "anon"})
 _PASSWORD_WORDS = frozenset({"password", "passwd", "pwd", "pass", "passphrase"})
 _NAME_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 _NOT_RANDOM = re.compile(
@@ -123,18 +134,17 @@ _NOT_RANDOM = re.compile(
     r"|^[^@\s]+@[^@\s]+\.[a-z]{2,}$"  # an e-mail address
     r"|^\d+$|^[a-z]+(?:\.[a-z0-9-]+){2,}$")  # digits only; reverse-DNS names
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>`]+")
+_WORD_RUN = re.compile(r"[a-z]{4,}|[A-Z]{4,}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _SCHEME_VALUE = re.compile(r"(?i)^(bearer|token|basic)\s+(.+)$")
 _ASSIGNMENT = re.compile(r"^-{0,2}([A-Za-z_][A-Za-z0-9_.-]*)\s*[=:]\s*(.+)$", re.S)
 _AWS_SECRET_NAME = re.compile(r"(?i)aws.*secret")
 _AWS_SECRET = re.compile(r"[A-Za-z0-9/+=]{40}")
-# Worth a closer look: a file without any of these holds nothing a detector reports.
-_HINT = re.compile(
-    _FORMATS.pattern + r"|(?i:key|token|secret|passw|pwd|auth|credential|bearer|cookie|"
-    r"sig|jwt|://[^\s\"'/@]+@)")
+_HINT_WORDS = ("key", "token", "secret", "passw", "pwd", "auth", "credential", "bearer",
+               "cookie", "sig", "jwt")
 MIN_GENERIC_LENGTH = 16
 MIN_PASSWORD_LENGTH = 8
-MIN_ENTROPY = 3.0
+MIN_ENTROPY = 2.5
 
 
 def entropy(value: str) -> float:
@@ -156,12 +166,13 @@ def is_fake(token: str) -> bool:
     return token in DOCUMENTATION_VALUES or _FAKE_WORDS.search(token) is not None
 
 
+@lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
     """Whether a variable, header, flag or field name says it holds a secret:
     ``STRIPE_API_KEY``, ``primaryApiKey``, ``X-Auth-Token``, ``--access-token``, ``apikey``
     (not ``KEY_PREFIX``, ``TOKEN_LIMIT``, ``SLACK_TEAM_ID`` or ``tokenizer``)."""
     words = [w.lower() for w in _NAME_SPLIT.split(name) if w]
-    if not words or words[-1] in _NOT_SECRET_LAST:
+    if not words or words[-1] in _NOT_SECRET_LAST or _PUBLIC_WORDS.intersection(words):
         return False
     return any(w in _SECRET_WORDS or w.endswith(_SECRET_ENDINGS) for w in words)
 
@@ -182,19 +193,28 @@ def looks_random(value: str, *, password: bool = False) -> bool:
     if is_fake(value):
         return False
     if password:
-        return _WEAK_PASSWORD.match(value) is None and _classes(value) >= 2
+        return _WEAK_PASSWORD.match(value) is None and _classes(value) >= 2 \
+            and not value.isalpha()
     if _UUID.fullmatch(value):
         return True
     if entropy(value) < MIN_ENTROPY:
         return False
     segments = [s for s in re.split(r"[-_./:]", value) if s]
-    if len(segments) >= 2 and all(s.isdigit() or (s.isalpha() and (s.islower() or s.isupper()))
+    if len(segments) >= 2 and all(len(s) <= 3 or s.isdigit()
+                                  or (s.isalpha() and (s.islower() or s.isupper()))
                                   for s in segments):
         return False  # production-key-2, MY_SERVICE_TOKEN: words, not randomness
-    has_digit = any(c.isdigit() for c in value)
-    has_alpha = any(c.isalpha() for c in value)
-    mixed_case = any(c.islower() for c in value) and any(c.isupper() for c in value)
-    return (has_digit and has_alpha) or (mixed_case and len(value) >= 32)
+    in_words = sum(len(run) for run in _WORD_RUN.findall(value)) / len(value)
+    if in_words >= 0.7:
+        return False  # DescribeServerlessV2PlatformVersions, production2024key: words
+    if not any(c.isalpha() for c in value):
+        return False
+    if any(c.isdigit() for c in value):
+        return True
+    # letters only: a name (ListCloudFrontOriginAccessIdentities) unless the case flips
+    # like a generated key's does
+    return in_words < 0.35 and any(c.islower() for c in value) \
+        and any(c.isupper() for c in value)
 
 
 def _classes(value: str) -> int:
@@ -202,17 +222,25 @@ def _classes(value: str) -> int:
                 any(c.isdigit() for c in value), any(not c.isalnum() for c in value)))
 
 
+def find_formats(text: str) -> Iterator[tuple[str, str]]:
+    """``(kind, token)`` for every real provider key in ``text`` (not a stand-in)."""
+    for kind, prefixes, pattern in _FORMATS:
+        if not any(prefix in text for prefix in prefixes):
+            continue
+        for match in pattern.finditer(text):
+            start, token = match.start(), match.group(0)
+            if start and text[start - 1].isalnum() and kind != "telegram-bot-token":
+                continue  # the tail of a longer word
+            if kind == "mcp-keys-key":
+                if tokens.parse(token) is not None:
+                    yield kind, token
+            elif kind in ("private-key", "slack-webhook") or not is_fake(token):
+                yield kind, token
+
+
 def known_format(value: str) -> str | None:
     """The provider whose key format occurs in ``value`` (a real one, not a stand-in)."""
-    for match in _FORMATS.finditer(value):
-        kind = _KINDS[int(match.lastgroup[1:])]  # type: ignore[index]
-        token = match.group(0)
-        if kind == "mcp-keys-key":
-            if tokens.parse(token) is not None:
-                return kind
-        elif kind in ("private-key", "slack-webhook") or not is_fake(token):
-            return kind
-    return None
+    return next((kind for kind, _ in find_formats(value)), None)
 
 
 def url_secret(value: str) -> str | None:
@@ -279,15 +307,18 @@ def _basic_password(encoded: str) -> bool:
 
 
 def worth_a_look(text: str) -> bool:
-    """False when no detector could report anything in ``text`` (no key format, no
+    """False when no detector could report anything in ``text`` (no key prefix, no
     secret-sounding word, no URL user info): the file need not be parsed."""
-    return _HINT.search(text) is not None
+    if any(prefix in text for prefix in _PREFIXES) or ("://" in text and "@" in text):
+        return True
+    lower = text.lower()
+    return any(word in lower for word in _HINT_WORDS)
 
 
 def may_hold_a_known_format(text: str) -> bool:
     """False when no provider key, mcp-keys key or AWS secret name occurs in ``text``: a
     cheap test that lets a scanner skip a file where only those would count."""
-    return _STRONG.search(text) is not None
+    return any(True for _ in find_formats(text)) or _AWS_SECRET_NAME.search(text) is not None
 
 
 def mcp_key_ids(value: str) -> list[str]:

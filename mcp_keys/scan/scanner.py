@@ -72,8 +72,8 @@ def scan(paths: Iterable[Path], *, store: str | os.PathLike[str] | None = None) 
     local = LocalStore(store)
     for path in paths:
         text = read_text(path)
-        if text is None:
-            continue
+        if text is None or ("\0" in text[:8000] and not text.startswith("\ufeff")):
+            continue  # unreadable, or binary (a .json.gz)
         findings += scan_text(path, text, store=local)
     return findings
 

@@ -270,38 +270,40 @@ class _Walker:
     formats: list[str]  # the provider keys anywhere in the file's text
     found: list[Candidate] = field(default_factory=list)
 
-    def walk(self, node: Any, keys: tuple[str | int, ...], server: str | None, name: str,
-             where: str) -> None:
+    def walk(self, node: Any, keys: Keys, server: str | None, name: str, where: str) -> None:
         if isinstance(node, dict):
-            if id(node) in self.entries:
-                server = self.entries[id(node)]
+            entry = self.entries.get(id(node))
+            if entry is not None:
+                server = entry
+            # [{"name": "API_KEY", "value": "…"}] (Kubernetes style): the name it gives
             pair = node.get("name", node.get("key")) if "value" in node else None
             for key, value in node.items():
-                # [{"name": "API_KEY", "value": "…"}] (Kubernetes style): the name it gives
-                key_name = pair if key == "value" and isinstance(pair, str) else key
-                inner = where
-                if server is not None and id(node) in self.entries:
-                    inner = key if key in ("env", "headers", "args") else "config"
+                inner = where if entry is None else (key if key in _TABLES else "config")
                 if isinstance(value, str):
-                    self.string(value, (*keys, key), server, key_name, inner)
+                    if len(value) >= 8:
+                        self.string(value, (keys, key), server,
+                                    pair if key == "value" and isinstance(pair, str) else key,
+                                    inner)
                 elif isinstance(value, (dict, list)):
-                    self.walk(value, (*keys, key), server, key_name, inner)
-                if len(key) >= 20 and _STRONG_KEY.search(key):
-                    self.add((*keys, key), server, "", key, where)
+                    self.walk(value, (keys, key), server, key, inner)
+                if len(key) >= 20 and _STRONG_KEY.fullmatch(key):
+                    self.add((keys, key), server, "", key, where)
         elif isinstance(node, list):
+            args = where == "args"
             for index, value in enumerate(node):
                 if isinstance(value, str):
-                    item_name = name
-                    if where == "args":
+                    if args and (value.startswith("-") or (
+                            index and str(node[index - 1]).startswith("-"))):
                         item_name, value = _arg(node, index, value)
-                    self.string(value, (*keys, index), server, item_name, where)
+                    else:
+                        item_name = name
+                    if len(value) >= 8:
+                        self.string(value, (keys, index), server, item_name, where)
                 elif isinstance(value, (dict, list)):
-                    self.walk(value, (*keys, index), server, name, where)
+                    self.walk(value, (keys, index), server, name, where)
 
-    def string(self, value: str, keys: tuple[str | int, ...], server: str | None, name: str,
+    def string(self, value: str, keys: Keys, server: str | None, name: str,
                where: str) -> None:
-        if len(value) < 8:
-            return
         if value[0] in "{[" and value[-1] in "}]":  # JSON in a string (OPENAPI_MCP_HEADERS)
             try:
                 inner = json.loads(value)
@@ -310,19 +312,31 @@ class _Walker:
             if isinstance(inner, (dict, list)):
                 self.walk(inner, keys, server, name, "config")
                 return
-        if is_secret_name(name) or any(token in value for token in self.formats) \
+        if is_secret_name(name) or (self.formats and any(t in value for t in self.formats)) \
                 or ("://" in value and ("@" in value or "?" in value)) \
                 or (("=" in value or ":" in value) and (assignment := _ASSIGNMENT.match(value))
                     and is_secret_name(assignment.group(1))) \
                 or value[:6].lower() in ("bearer", "basic ", "token "):
             self.add(keys, server, name, value, where)  # else: no detector could report it
 
-    def add(self, keys: tuple[str | int, ...], server: str | None, name: str, value: str,
+    def add(self, keys: Keys, server: str | None, name: str, value: str,
             where: str) -> None:
-        if where in ("env", "headers", "args") and (len(keys) < 2 or keys[-2] != where):
+        path = _flatten(keys)
+        if where in _TABLES and (len(path) < 2 or path[-2] != where):
             where = "config"
-        self.found.append(Candidate(self.file, 0, "", name, value, server,
-                                    where if where in _WHERE else "config", keys))
+        self.found.append(Candidate(self.file, 0, "", name, value, server, where, path))
+
+
+Keys = tuple[Any, ...]  # (parent keys, key): a JSON path built in O(1) per step
+_TABLES = ("env", "headers", "args")
+
+
+def _flatten(keys: Keys) -> tuple[str | int, ...]:
+    out: list[str | int] = []
+    while keys:
+        keys, last = keys
+        out.append(last)
+    return tuple(reversed(out))
 
 
 _WHERE = ("env", "headers", "args", "config")

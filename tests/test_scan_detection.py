@@ -98,6 +98,8 @@ GENERATORS: dict[str, tuple[Callable[[], str], str]] = {
     "hex32": (lambda: rand(32, HEX), "url-secret"),
     "b62_40": (lambda: rand(40), "*"),
     "generic": (lambda: rand(32), "generic-secret"),
+    "any": (lambda: rand(32), "*"),
+    "uuid_key": (lambda: str(uuid.uuid4()), "*"),
     "mcpk": (tokens.generate, "mcp-keys-key"),
 }
 PLACES = {"dot-env": ".env", "dot-mcp.json": ".mcp.json", "vscode-mcp.jsonc": "mcp.json"}

@@ -316,7 +316,8 @@ class _Walker:
                 or ("://" in value and ("@" in value or "?" in value)) \
                 or (("=" in value or ":" in value) and (assignment := _ASSIGNMENT.match(value))
                     and is_secret_name(assignment.group(1))) \
-                or value[:6].lower() in ("bearer", "basic ", "token "):
+                or value[:6].lower() in ("bearer", "basic ", "token ") \
+                or ("=" in value and " " in value):
             self.add(keys, server, name, value, where)  # else: no detector could report it
 
     def add(self, keys: Keys, server: str | None, name: str, value: str,

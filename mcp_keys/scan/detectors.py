@@ -79,12 +79,17 @@ PROVIDERS: list[tuple[str, tuple[str, ...], str]] = [
     ("private-key", ("-----BEGIN",), r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----"),
     ("mcp-keys-key", ("mcpk_",), tokens.TOKEN_SEARCH.pattern),
 ]
+def _in_a_run(prefix: str) -> bool:
+    return prefix[0].isalnum() and "/" not in prefix
+
+
 _PREFIXES = tuple(prefix for _, prefixes, _ in PROVIDERS for prefix in prefixes
-                  if prefix[0].isalnum())
+                  if _in_a_run(prefix))
 _BY_PREFIX = {prefix: n for n, (_, prefixes, _) in enumerate(PROVIDERS) for prefix in prefixes}
 _ANYWHERE = [n for n, (_, prefixes, _) in enumerate(PROVIDERS)
-             if not all(prefix[0].isalnum() for prefix in prefixes)]  # ":AA", "hooks.slack…"
-_RUN = re.compile(r"[A-Za-z0-9_.-]{16,}")  # where a key can start: a run of key characters
+             if not all(_in_a_run(prefix) for prefix in prefixes)]  # ":AA", "hooks.slack…"
+_RUN = re.compile(r"[A-Za-z0-9_.+/=-]{16,}")  # where a key can be: a run of key characters
+_SEPARATOR = re.compile(r"[./+=]+")
 
 
 @cache
@@ -237,14 +242,14 @@ def find_formats(text: str) -> Iterator[tuple[str, str]]:
     start a run of key characters with a provider's prefix (found with C-speed string
     methods, no whole-text alternation)."""
     for match in _RUN.finditer(text):
-        start = match.start()
-        while True:  # a run may hold several keys (a JWT's parts, "a.sk_live_…")
+        start, end = match.span()
+        while True:  # a run may hold several keys: "key=sk_live_…", a JWT's parts, a path
             if text.startswith(_PREFIXES, start):
                 yield from _formats_at(text, start)
-            dot = text.find(".", start + 1, match.end())
-            if dot < 0:
+            separator = _SEPARATOR.search(text, start, end)
+            if separator is None:
                 break
-            start = dot + 1
+            start = separator.end()
     for n in _ANYWHERE:
         if any(prefix in text for prefix in PROVIDERS[n][1]):
             for found in _pattern(n).finditer(text):
@@ -316,7 +321,15 @@ def classify(value: str, name: str = "") -> str | None:
         return "generic-bearer" if looks_random(inner) else None
     assignment = _ASSIGNMENT.match(text)
     if assignment and is_secret_name(assignment.group(1)):
-        return classify(assignment.group(2), assignment.group(1))
+        kind = classify(assignment.group(2), assignment.group(1))
+        if kind:
+            return kind
+    if "=" in text and " " in text:  # a shell line: "export API_KEY=… && npx server"
+        for word in text.split():
+            name, equals, inner = word.partition("=")
+            if equals and is_secret_name(name.lstrip("-")) \
+                    and (kind := classify(inner.strip("\"';"), name.lstrip("-"))):
+                return kind
     if not name or not is_secret_name(name):
         return None
     if _AWS_SECRET_NAME.search(name) and _AWS_SECRET.fullmatch(text) and not is_fake(text):

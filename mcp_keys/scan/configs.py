@@ -292,8 +292,8 @@ class _Walker:
             args = where == "args"
             for index, value in enumerate(node):
                 if isinstance(value, str):
-                    if args and (value.startswith("-") or (
-                            index and str(node[index - 1]).startswith("-"))):
+                    if args and (value.startswith("-") or (index and len(value) >= 8
+                                                           and str(node[index - 1])[:1] == "-")):
                         item_name, value = _arg(node, index, value)
                     else:
                         item_name = name
@@ -378,10 +378,15 @@ def _offset(text: str, needle: str, start: int) -> int:
 def _line(text: str, name: str | None, value: str, anchor: int) -> int:
     encoded = json.dumps(value)
     position = -1
-    if name is not None:
-        match = re.compile(re.escape(json.dumps(name)) + r"\s*:\s*" + re.escape(encoded)
-                           ).search(text, anchor)
-        position = match.start() if match else -1
+    if name is not None:  # "name": "value", from the server's entry on
+        key = json.dumps(name)
+        found = text.find(key, anchor)
+        while found >= 0 and position < 0:
+            after = found + len(key)
+            rest = text[after:after + 200].lstrip()
+            if rest.startswith(":") and rest[1:].lstrip().startswith(encoded):
+                position = found
+            found = text.find(key, after)
     if position < 0:
         position = _offset(text, encoded, anchor)
     for needle in (json.dumps(encoded)[1:-1], encoded[1:-1]):  # JSON in a string; --k=v

@@ -242,3 +242,26 @@ def test_an_unknown_key_says_where_to_revoke_it(tmp_path: Path, run: Cli) -> Non
     assert f"no local store found; revoke key {key_id} where it was issued" in nowhere.stdout
     for text in (elsewhere.stdout, nowhere.stdout):
         assert_absent(key, text, "scan output")
+
+
+@pytest.mark.parametrize("shape", ["global", "after"])
+def test_scan_json_fast_path_prints_what_click_prints(tmp_path: Path, shape: str) -> None:
+    """``mcp-keys scan PATH --json`` skips Click (start-up is most of a CI gate's time) and
+    must answer byte for byte as the Click command does, notes and exit code included."""
+    from click.testing import CliRunner
+
+    from mcp_keys.cli import cli
+    from tests.conftest import run_cli_process
+
+    corpus = Corpus(tmp_path / "corpus")
+    store = tmp_path / "store" / "keys.json"
+    KeyManager(store).create("other")
+    where = str(tmp_path / "corpus")
+    args = {"global": ["--store", str(store), "scan", where, "--json"],
+            "after": ["scan", where, "--json", "--store", str(store)]}[shape]
+    fast = run_cli_process(*args)
+    slow = CliRunner().invoke(cli, args)
+    assert (fast.returncode, fast.stdout) == (slow.exit_code, slow.stdout), shape
+    assert fast.returncode == 1 and len(fast.stdout.splitlines()) == len(corpus.labels)
+    for value in corpus.values:
+        assert_absent(value, fast.stdout + fast.stderr, "scan output")

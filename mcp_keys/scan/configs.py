@@ -312,6 +312,8 @@ class _Walker:
             if isinstance(inner, (dict, list)):
                 self.walk(inner, keys, server, name, "config")
                 return
+        if value[:2] == "${" and value[-1] == "}" and "}" not in value[2:-1]:
+            return  # ${VAR}, ${env:VAR}, ${input:id}: a reference, whatever its name
         if is_secret_name(name) or (self.formats and any(t in value for t in self.formats)) \
                 or ("://" in value and ("@" in value or "?" in value)) \
                 or (("=" in value or ":" in value) and (assignment := _ASSIGNMENT.match(value))

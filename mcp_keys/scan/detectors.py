@@ -109,12 +109,18 @@ PUBLIC_PREFIXES = ("pk_live_", "pk_test_")
 DOCUMENTATION_VALUES = frozenset({
     "sk_test_4eC39HqLyjWDarjtT1zdp7dc", "sk_test_BQokikJOvBiI2HlWgH4olfQ2",
     "sk_test_26PHem9AhJZvU623DfE1x4sd", "rk_test_26PHem9AhJZvU623DfE1x4sd",
+    "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "AKIAI44QH8DHBEXAMPLE", "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9l"
     "IiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
 })
+_STAND_IN = (r"(?:your|here|example|sample|placeholder|dummy|fake|redacted|changeme|replace|"
+             r"insert)")
+# A stand-in word counts where it stands apart (xoxb-your-bot-token, YOUR_API_KEY_HERE): a
+# generated key spells "here" by chance, never "-here" or "here_".
 _FAKE_WORDS = re.compile(
-    r"(?i)your|here|example|sample|placeholder|dummy|fake|redacted|changeme|replace|"
-    r"insert|xxxx|\*\*\*|\.\.\.|…|<|>|\{\{|(.)\1{4}|0123456|123456789|abcdefgh")
+    rf"(?i)(?:^|[^a-z0-9]){_STAND_IN}|{_STAND_IN}(?:[^a-z0-9]|$)|xxxx|\*\*\*|\.\.\.|…|<|>|"
+    r"\{\{|(.)\1{4}|0123456|123456789|abcdefgh")
 _EXPANSION = re.compile(r"^\$\{[^}]+\}$|^\$[A-Za-z_][A-Za-z0-9_]*$|^%[A-Za-z_][A-Za-z0-9_]*%$")
 _PLACEHOLDER = re.compile(
     r"(?i)^(|x+|\*+|\.+|-+|<[^>]*>|\[[^\]]*\]|\{\{[^}]*\}\}|your[_ -].*|.*[_ -]here|"
@@ -131,7 +137,8 @@ _SECRET_WORDS = frozenset({
     "key", "apikey", "token", "secret", "password", "passwd", "pwd", "pass", "passphrase",
     "credential", "credentials", "auth", "authorization", "bearer", "cookie", "sig",
     "signature", "pat", "jwt", "privatekey", "accesstoken", "authtoken", "refreshtoken",
-    "clientsecret", "secretkey", "sessiontoken", "xapikey"})
+    "clientsecret", "secretkey", "sessiontoken", "xapikey", "keys", "tokens", "secrets",
+    "passwords", "apikeys"})
 _SECRET_ENDINGS = ("apikey", "token", "secret", "password", "passwd", "accesskey")
 _NOT_SECRET_LAST = frozenset({
     "id", "ids", "name", "names", "url", "uri", "urls", "path", "paths", "file", "files",
@@ -214,8 +221,9 @@ def looks_random(value: str, *, password: bool = False) -> bool:
     if is_fake(value):
         return False
     if password:
-        return _WEAK_PASSWORD.match(value) is None and _classes(value) >= 2 \
-            and not value.isalpha()
+        if _WEAK_PASSWORD.match(value) is not None or _classes(value) < 2:
+            return False
+        return not value.isalpha() or _flips_case(value)
     if _UUID.fullmatch(value):
         return True
     if entropy(value) < MIN_ENTROPY:
@@ -232,8 +240,13 @@ def looks_random(value: str, *, password: bool = False) -> bool:
         return False
     if any(c.isdigit() for c in value):
         return True
-    # letters only: a name (ListCloudFrontOriginAccessIdentities) unless the case flips
-    # like a generated key's does
+    return _flips_case(value)
+
+
+def _flips_case(value: str) -> bool:
+    """Letters only: a name (ListCloudFrontOriginAccessIdentities), unless the case flips
+    like a generated key's does."""
+    in_words = sum(len(run) for run in _WORD_RUN.findall(value)) / len(value)
     return in_words < 0.35 and any(c.islower() for c in value) \
         and any(c.isupper() for c in value)
 

@@ -246,18 +246,10 @@ def _json_candidates(path: Path, text: str) -> Iterator[Candidate]:
     if not worth_a_look(text):
         return  # nothing a detector could report: no parse
     formats = [token for _, token in find_formats(text)]
-    walk = bool(formats) or _needs_walk(text)
-    if not walk and "//" not in text and "/*" not in text:
-        return  # no string a detector could report, and no comment: no parse
     comments: list[tuple[int, int]] = []
     try:
         data = load_json(text, comments)
     except ValueError:
-        return
-    if not walk:
-        for start, end in comments:
-            yield from _loose_candidates(path, text[start:end],
-                                         text.count("\n", 0, start) + 1, "comment")
         return
     entries = {id(entry): server for _, table in server_tables(data)
                for server, entry in table.items() if isinstance(entry, dict)}
@@ -267,27 +259,6 @@ def _json_candidates(path: Path, text: str) -> Iterator[Candidate]:
     for start, end in comments:
         line = text.count("\n", 0, start) + 1
         yield from _loose_candidates(path, text[start:end], line, "comment")
-
-
-_PAIR = re.compile(r'"((?:[^"\\\n]|\\.){1,200})"\s*:\s*(?!"\$\{[^"}]*\}")(?=["\[{])')
-_FLAG = re.compile(r'"-{1,2}([A-Za-z][A-Za-z0-9_.-]*)"')
-_HEADER_IN_STRING = re.compile(r'"-{0,2}([A-Za-z_][A-Za-z0-9_.-]*)\s*:\s*[^\s"\[{]')
-
-
-def _needs_walk(text: str) -> bool:
-    """Whether any string of a config (with no key format in it) could be reported: a URL
-    with user info or a query, an assignment, JSON in a string, a name/value pair, a
-    Bearer/Basic value, or a secret-sounding field or flag whose value is not a ``${…}``
-    reference. Conservative: when unsure, walk."""
-    if ("://" in text and ("@" in text or "?" in text)) or "=" in text or '\\"' in text \
-            or '"value"' in text:
-        return True
-    lower = text.lower()
-    if "bearer" in lower or "basic " in lower or "token " in lower:
-        return True
-    return any(is_secret_name(m.group(1)) for m in _PAIR.finditer(text)) \
-        or any(is_secret_name(m.group(1)) for m in _FLAG.finditer(text)) \
-        or any(is_secret_name(m.group(1)) for m in _HEADER_IN_STRING.finditer(text))
 
 
 @dataclass(slots=True)

@@ -217,11 +217,14 @@ def test_the_tour_leaves_nothing_scan_calls_a_leak(tmp_path: Path,
     assert scanned.stdout.startswith("note: ") and "expected here" in scanned.stdout
     assert "No leaked secrets in 1 file (1 note above)." in scanned.stderr, scanned.stderr
     (tmp_path / "key.txt").write_text(key + "\n")
+    (tmp_path / "settings.py").write_text(  # source code that names the format: not a leak
+        f'KEY_PATTERN = "mcpk_[a-z0-9]{{12}}"\nDB_PASSWORD = "{rand(20)}"\n')
     leaked = run("scan", ".")
     assert leaked.exit_code == 1
     key_id = KeyManager(store).list()[0].id
     assert f"key.txt:1: (text): an mcp-keys API key mcpk… ({len(key)} chars); " \
            f"revoke it: mcp-keys revoke {key_id}" in leaked.stdout
+    assert "settings.py" not in leaked.stdout, leaked.stdout
     default = run("scan")
     assert default.exit_code == 1 and "key.txt:1" in default.stdout
     for text in (scanned.stdout, scanned.stderr, leaked.stdout, default.stdout):

@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .configs import Candidate, candidates, locate, read_text
+from .configs import Candidate, candidates, locate, read_text, worth_scanning
 from .detectors import classify, mcp_key_ids, preview
 
 NOTE = "note"
 ERROR = "error"
+# Kinds that rest on a name or a shape, not on a key format: in a file that is neither a
+# config nor a .env by name (source code, notes), only key formats count.
+CONTEXTUAL_KINDS = frozenset({"generic-secret", "generic-bearer", "url-password", "url-secret",
+                              "basic-auth", "aws-secret-access-key"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +87,15 @@ def scan_text(path: Path, text: str, *,
               commit: str | None = None) -> list[Finding]:
     """The findings in one file's text."""
     local = store if isinstance(store, LocalStore) else LocalStore(store)
+    named = worth_scanning(path, sniff=False)
     found = []
     for item in candidates(path, text):
         kind = classify(item.value, item.name)
         if kind is None:
             continue
+        if not named and item.where in ("dotenv", "comment", "text") \
+                and kind in CONTEXTUAL_KINDS:
+            continue  # "name = random text" in source code (key.txt, tokens.py) is code
         item = locate(item, text)
         key_id = status = None
         level = ERROR

@@ -216,6 +216,11 @@ def test_the_tour_leaves_nothing_scan_calls_a_leak(tmp_path: Path,
     assert scanned.exit_code == 0, scanned.stdout
     assert scanned.stdout.startswith("note: ") and "expected here" in scanned.stdout
     assert "No leaked secrets in 1 file (1 note above)." in scanned.stderr, scanned.stderr
+    sarif = run("scan", ".", "--sarif")
+    assert sarif.exit_code == 0
+    assert [r["level"] for r in json.loads(sarif.stdout)["runs"][0]["results"]] == ["note"]
+    as_json = run("scan", ".", "--json")
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout)["level"] == "note"
     (tmp_path / "key.txt").write_text(key + "\n")
     (tmp_path / "settings.py").write_text(  # source code that names the format: not a leak
         f'KEY_PATTERN = "mcpk_[a-z0-9]{{12}}"\nDB_PASSWORD = "{rand(20)}"\n')
@@ -227,7 +232,8 @@ def test_the_tour_leaves_nothing_scan_calls_a_leak(tmp_path: Path,
     assert "settings.py" not in leaked.stdout, leaked.stdout
     default = run("scan")
     assert default.exit_code == 1 and "key.txt:1" in default.stdout
-    for text in (scanned.stdout, scanned.stderr, leaked.stdout, default.stdout):
+    for text in (scanned.stdout, scanned.stderr, leaked.stdout, default.stdout, sarif.stdout,
+                 as_json.stdout):
         assert_absent(key, text, "scan output")
 
 

@@ -93,12 +93,22 @@ def walk(root: Path, *, sniff: bool = True) -> Iterator[Path]:
     """The files below ``root`` worth scanning (see ``worth_scanning``), and any other
     that holds an mcp-keys key (``holds_a_key``), in order; ``sniff=False`` (the default
     scan of the current folder) goes by names and keys only."""
-    for directory, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
-        for name in sorted(files):
-            path = Path(directory) / name
-            if path.is_file() and (worth_scanning(path, sniff=sniff) or holds_a_key(path)):
+    try:
+        entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+    except OSError:
+        return
+    folders = []
+    for entry in entries:  # a folder's files first, then its folders, each in name order
+        if entry.is_dir(follow_symlinks=False):
+            if entry.name not in SKIP_DIRS:
+                folders.append(entry.path)
+        elif entry.is_file():
+            path = Path(entry.path)
+            if _CONFIG_NAME.search(entry.name.lower().rstrip("~#")) \
+                    or worth_scanning(path, sniff=sniff) or holds_a_key(path):
                 yield path
+    for folder in folders:
+        yield from walk(Path(folder), sniff=sniff)
 
 
 def holds_a_key(path: Path) -> bool:

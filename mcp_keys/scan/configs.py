@@ -282,35 +282,37 @@ class _Walker:
     found: list[Candidate] = field(default_factory=list)
 
     def walk(self, node: Any, keys: Keys, server: str | None, name: str, where: str) -> None:
-        if isinstance(node, dict):
-            entry = self.entries.get(id(node))
+        if type(node) is dict:  # json.loads makes exact dicts, lists and strs: type() is
+            entry = self.entries.get(id(node))  # cheaper than isinstance, per node
             if entry is not None:
                 server = entry
             # [{"name": "API_KEY", "value": "…"}] (Kubernetes style): the name it gives
             pair = node.get("name", node.get("key")) if "value" in node else None
             for key, value in node.items():
-                inner = where if entry is None else (key if key in _TABLES else "config")
-                if isinstance(value, str):
+                kind = type(value)
+                if kind is str:
                     if len(value) >= 8:
                         self.string(value, (keys, key), server,
-                                    pair if key == "value" and isinstance(pair, str) else key,
-                                    inner)
-                elif isinstance(value, (dict, list)):
-                    self.walk(value, (keys, key), server, key, inner)
+                                    pair if key == "value" and type(pair) is str else key,
+                                    where if entry is None else _table(key))
+                elif kind is dict or kind is list:
+                    self.walk(value, (keys, key), server, key,
+                              where if entry is None else _table(key))
                 if len(key) >= 20 and _STRONG_KEY.fullmatch(key):
                     self.add((keys, key), server, "", key, where)
-        elif isinstance(node, list):
+        elif type(node) is list:
             args = where == "args"
             for index, value in enumerate(node):
-                if isinstance(value, str):
-                    if args and (value.startswith("-") or (index and len(value) >= 8
-                                                           and str(node[index - 1])[:1] == "-")):
+                kind = type(value)
+                if kind is str:
+                    if args and (value[:1] == "-" or (index and len(value) >= 8
+                                                      and str(node[index - 1])[:1] == "-")):
                         item_name, value = _arg(node, index, value)
                     else:
                         item_name = name
                     if len(value) >= 8:
                         self.string(value, (keys, index), server, item_name, where)
-                elif isinstance(value, (dict, list)):
+                elif kind is dict or kind is list:
                     self.walk(value, (keys, index), server, name, where)
 
     def string(self, value: str, keys: Keys, server: str | None, name: str,
@@ -343,6 +345,11 @@ class _Walker:
 
 Keys = tuple[Any, ...]  # (parent keys, key): a JSON path built in O(1) per step
 _TABLES = ("env", "headers", "args")
+
+
+def _table(key: str) -> str:
+    """Where a value directly under a server entry sits: its table, or ``config``."""
+    return key if key in _TABLES else "config"
 
 
 def _flatten(keys: Keys) -> tuple[str | int, ...]:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .configs import Candidate, candidates, locate, read_text, worth_scanning
+from .configs import Candidate, candidates, read_text, worth_scanning
 from .detectors import classify, mcp_key_ids, preview
+from .strings import locate
 
 NOTE = "note"
 ERROR = "error"

@@ -2,8 +2,9 @@
 
 Claude Desktop, Claude Code, Cursor, VS Code and Windsurf keep MCP servers under
 ``mcpServers`` (VS Code: ``servers``, or ``mcp.servers`` in its settings), each with
-``env``, ``headers`` and ``args``. JSON with comments and trailing commas (VS Code's) is
-read too. Every candidate carries its file, line and JSON path.
+``env``, ``headers`` and ``args``; every other string of a config is read too
+(``strings.py``), and so are the comments of JSON with comments and trailing commas (VS
+Code's). Every candidate carries its file, line and JSON path.
 """
 
 from __future__ import annotations

@@ -199,6 +199,8 @@ def is_secret_name(name: str) -> bool:
     """Whether a variable, header, flag or field name says it holds a secret:
     ``STRIPE_API_KEY``, ``primaryApiKey``, ``X-Auth-Token``, ``--access-token``, ``apikey``
     (not ``KEY_PREFIX``, ``TOKEN_LIMIT``, ``SLACK_TEAM_ID`` or ``tokenizer``)."""
+    if "::" in name:
+        return False  # a type name (AWS::KMS::Key), not a field
     words = [w.lower() for w in _NAME_SPLIT.split(name) if w]
     if not words or words[-1] in _NOT_SECRET_LAST or _PUBLIC_WORDS.intersection(words):
         return False

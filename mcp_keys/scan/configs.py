@@ -34,7 +34,8 @@ class Candidate:
     name: str
     value: str = field(repr=False)
     server: str | None = None
-    where: str = "env"  # env | headers | args | config (any other field) | dotenv | comment | text
+    # env | headers | args | url | config (any other field) | dotenv | comment | text
+    where: str = "env"
     keys: tuple[str | int, ...] | None = field(default=None, repr=False, compare=False)
 
 

@@ -25,7 +25,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from functools import cache, lru_cache
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from .. import tokens
 from ..secrets import is_reference
@@ -305,24 +305,47 @@ def url_secret(value: str) -> str | None:
     """A credential carried by a URL in ``value``: a password in the user info, or a key in
     a query parameter named like one."""
     for match in _URL.finditer(value):
-        try:
-            parts = urlsplit(match.group(0))
-        except ValueError:
-            continue
-        userinfo, at, _ = parts.netloc.rpartition("@")
-        if at and ":" in userinfo:
-            password = unquote(userinfo.split(":", 1)[1])
-            if password and not is_placeholder(password) and not is_fake(password) \
-                    and _WEAK_PASSWORD.match(password) is None:
-                return "url-password"
-        if parts.query:
-            for name, param in parse_qsl(parts.query, keep_blank_values=False):
-                if not is_secret_name(name) or is_placeholder(param):
-                    continue
-                kind = known_format(param)
-                if kind or looks_random(param):
-                    return kind or "url-secret"
+        for kind, _, _ in url_credentials(match.group(0), named=True):
+            return kind
     return None
+
+
+def url_credentials(url: str, *, named: bool = False) -> Iterator[tuple[str, str, str]]:
+    """``(kind, name, text as written)`` for each credential ``url`` carries, in order: the
+    password of its user info (name ``password``), a key format in a path segment (name
+    ``""``), a query value that is a key format or, under a secret-sounding name, random.
+    ``named``: only the password and the secret-named query values (what makes a URL a
+    secret when no key format is in it); ``scan --fix`` takes all, to move the part."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        written = userinfo.split(":", 1)[1]
+        password = unquote(written)
+        if password and not is_placeholder(password) and not is_fake(password) \
+                and _WEAK_PASSWORD.match(password) is None:
+            yield "url-password", "password", written
+    if not named:
+        for segment in parts.path.split("/"):
+            for kind, token in find_formats(segment):
+                yield kind, "", token
+    for pair in parts.query.split("&"):
+        field, equals, written = pair.partition("=")
+        if not equals or not written:
+            continue
+        name, param = unquote_plus(field), unquote_plus(written)
+        secret_name = is_secret_name(name)
+        if (named and not secret_name) or is_placeholder(param):
+            continue
+        found = next(find_formats(written), None)
+        if found is not None:
+            yield found[0], name, found[1]
+        elif (provider := known_format(param)) is not None:
+            yield provider, name, written
+        elif secret_name and looks_random(param):
+            yield "url-secret", name, written
 
 
 def classify(value: str, name: str = "") -> str | None:

@@ -1,5 +1,5 @@
 """Every string of a parsed config, with the name it sits under and where (a server's
-``env``, ``headers`` or ``args``, or anywhere else), for the detectors to classify; a
+``env``, ``headers``, ``args`` or ``url``, or anywhere else), for the detectors to classify; a
 JSON path and a line are worked out only for a string a detector reports."""
 
 from __future__ import annotations
@@ -82,18 +82,21 @@ class Walker:
     def add(self, keys: Keys, server: str | None, name: str, value: str,
             where: str) -> None:
         path = _flatten(keys)
-        if where in _TABLES and (len(path) < 2 or path[-2] != where):
-            where = "config"
+        if (where == "url" and (not path or path[-1] not in _URLS)) \
+                or (where in _TABLES and (len(path) < 2 or path[-2] != where)):
+            where = "config"  # nested deeper than the table (or the URL) itself
         self.found.append(Candidate(self.file, 0, "", name, value, server, where, path))
 
 
 Keys = tuple[Any, ...]  # (parent keys, key): a JSON path built in O(1) per step
 _TABLES = ("env", "headers", "args")
+_URLS = ("url", "serverUrl")  # a remote server's address: ``scan --fix`` moves a key out
 
 
 def _table(key: str) -> str:
-    """Where a value directly under a server entry sits: its table, or ``config``."""
-    return key if key in _TABLES else "config"
+    """Where a value directly under a server entry sits: its table, ``url``, or
+    ``config``."""
+    return key if key in _TABLES else "url" if key in _URLS else "config"
 
 
 def _flatten(keys: Keys) -> tuple[str | int, ...]:
@@ -104,7 +107,6 @@ def _flatten(keys: Keys) -> tuple[str | int, ...]:
     return tuple(reversed(out))
 
 
-_WHERE = ("env", "headers", "args", "config")
 _ASSIGNMENT = re.compile(r"^-{0,2}([A-Za-z_][A-Za-z0-9_.-]*)\s*[=:]")
 _STRONG_KEY = re.compile(r"[A-Za-z0-9_-]{20,}")
 

@@ -1,7 +1,8 @@
 """The ``mcp-keys`` executable. ``mcp-keys run`` with plain arguments starts the command
 without loading the CLI framework (click costs more than the whole budget of a launcher
-that sits in front of every MCP server start), and so does ``mcp-keys list --json`` (what
-monitoring and scripts poll); everything else goes to the Click CLI. Each fast path calls
+that sits in front of every MCP server start), and so do ``mcp-keys list --json`` (what
+monitoring and scripts poll) and ``mcp-keys scan PATH... --json`` (CI gates); everything
+else goes to the Click CLI. Each fast path calls
 the same library as its Click command and prints the same bytes (a test compares them)."""
 
 from __future__ import annotations
@@ -86,11 +87,60 @@ def _list_json(store: str | None) -> NoReturn:
     sys.exit(0)
 
 
+def _plain_scan(args: list[str]) -> tuple[str | None, list[str]] | None:
+    """``[--store X] scan PATH... --json [--store X]`` with every PATH there: the store
+    and the paths, or ``None`` for any other command line (Click's to handle)."""
+    import os
+
+    store: str | None = None
+    paths: list[str] = []
+    seen: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--store" and i + 1 < len(args):
+            store = args[i + 1]
+            i += 1
+        elif arg.startswith("--store="):
+            store = arg[len("--store="):]
+        elif arg in ("scan", "--json") and arg not in seen and (arg == "scan" or seen):
+            seen.append(arg)
+        elif seen and not arg.startswith("-") and os.path.exists(arg):
+            paths.append(arg)
+        else:
+            return None
+        i += 1
+    return (store, paths) if seen == ["scan", "--json"] and paths else None
+
+
+def _scan_json(store: str | None, paths: list[str]) -> NoReturn:
+    """What ``mcp-keys scan PATH... --json`` prints, without loading Click."""
+    import os
+    from pathlib import Path
+
+    from .scan import scan
+    from .scan.configs import expand
+    from .scan.report import json_lines
+    from .scan.scanner import NOTE
+
+    store = store if store is not None else os.environ.get("MCP_KEYS_STORE") or None
+    findings = scan(expand([Path(p) for p in paths]), store=store)
+    try:
+        sys.stdout.write(json_lines(findings))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        sys.exit(1)
+    sys.exit(1 if any(f.level != NOTE for f in findings) else 0)
+
+
 def main() -> NoReturn:
     argv = sys.argv[1:]
     listing = _plain_list(argv) if "list" in argv else None
     if listing is not None:
         _list_json(listing[0])
+    scanning = _plain_scan(argv) if "scan" in argv and "--json" in argv else None
+    if scanning is not None:
+        _scan_json(*scanning)
     plain = _plain_run(argv[1:]) if argv[:1] == ["run"] else None
     if plain is not None and plain[3]:
         from .errors import McpKeysError

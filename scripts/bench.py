@@ -210,7 +210,8 @@ def bench_scan() -> list[Row]:
                                check=False)
                 times[n] = min(times[n], time.perf_counter() - start)
     return [("scan: 1,000 config files", f"{times[0] * 1000:.0f} ms",
-             f"read + json.load them {times[1] * 1000:.0f} ms", "target <= 1000 ms")]
+             f"floor: read + json.load them {times[1] * 1000:.0f} ms",
+             f"{times[0] / times[1]:.1f}x the floor (target <= 3)")]
 
 
 def bench_run() -> list[Row]:

@@ -71,11 +71,11 @@ def test_readme_tour_runs_in_a_fresh_shell(tmp_path: Path) -> None:
             command = command.replace("lha6kyjvu2uy", key_id).replace("lha6", key_id[:4])
         done = subprocess.run(["bash", "--noprofile", "--norc", "-c", command], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=60, check=False)
+        key_file = tmp_path / ".mcp-keys" / "key.txt"  # the tour keeps it in the store's dir
         assert done.returncode == 0, (command, done.stderr[-400:].replace(
-            (tmp_path / "key.txt").read_text() if (tmp_path / "key.txt").exists() else "\0",
-            "<KEY>"))
-        if key_id is None and (tmp_path / "key.txt").exists():
-            key_id = (tmp_path / "key.txt").read_text()[5:17]
+            key_file.read_text() if key_file.exists() else "\0", "<KEY>"))
+        if key_id is None and key_file.exists():
+            key_id = key_file.read_text()[5:17]
     assert "OK" in subprocess.run(["bash", "-c", "mcp-keys audit verify"], cwd=tmp_path,
                                   env=env, capture_output=True, text=True,
                                   check=False).stdout

@@ -132,7 +132,7 @@ def test_no_false_positives_on_placeholders_and_references(tmp_path: Path, run: 
     shutil.copy(DATA / "placeholders.json", clean)
     result = run("scan", str(clean))
     assert result.exit_code == 0 and result.stdout == ""
-    assert "No secrets found in 1 files" in result.stderr
+    assert "No secrets found in 1 file." in result.stderr
 
 
 def test_sarif_is_valid_2_1_0_that_github_accepts(machine: Machine) -> None:

@@ -166,6 +166,30 @@ def test_fix_moves_a_key_out_of_a_url_in_the_clients_syntax(
     assert f"start it with: mcp-keys run --env REMOTE_API_KEY={ref} -- " in done.stderr
 
 
+def test_every_credential_of_one_url_moves_to_its_own_variable(home: Home) -> None:
+    """The walk reports a URL once; --fix moves each credential in it (the password, a key
+    in a path segment, a random value under a key-named query parameter), so a second
+    scan finds nothing and each variable reads back the value it replaced."""
+    password = home.secret("p4ss" + rand(16))
+    key = home.secret("sk_live_" + rand(24))
+    api_key = home.secret(rand(32))
+    config = home.write(".mcp.json", {"mcpServers": {"remote": {
+        "url": f"https://app:{password}@mcp.example.com/v1/{key}/mcp?apiKey={api_key}&x=1"}}})
+    done = home.cli("scan", str(config), "--fix", "--yes", "--allow-plaintext-keyring")
+    assert done.returncode == 0, done.stderr[-600:]
+    assert json.loads(config.read_text())["mcpServers"]["remote"]["url"] == (
+        "https://app:${REMOTE_PASSWORD}@mcp.example.com/v1/${REMOTE_SECRET}/mcp"
+        "?apiKey=${REMOTE_APIKEY}&x=1")
+    assert home.cli("scan", str(config)).returncode == 0  # nothing left to report
+    home.no_leak(config.read_text())
+    for variable, value in (("REMOTE_PASSWORD", password), ("REMOTE_SECRET", key),
+                            ("REMOTE_APIKEY", api_key)):
+        read = home.cli("run", "--env", f"V=keyring:mcp-keys/remote.{variable}", "--",
+                        sys.executable, "-c", "import hashlib, os; print(hashlib.sha256("
+                        "os.environ['V'].encode()).hexdigest())")
+        assert read.returncode == 0 and read.stdout.strip() == digest(value), variable
+
+
 def test_claude_desktop_remote_entry_goes_through_run_and_mcp_remote(home: Home) -> None:
     token = home.secret("ghp_" + rand(36))
     key = home.secret("sk_live_" + rand(24))

@@ -51,6 +51,7 @@ def scan(ctx: click.Context, paths: tuple[str, ...], as_json: bool, sarif: bool,
     from ..scan.configs import default_paths, expand
     from ..scan.report import json_lines, line
     from ..scan.report import sarif as sarif_log
+    from ..scan.scanner import NOTE
 
     if as_json and sarif:
         raise click.UsageError("choose one of --json and --sarif")
@@ -67,12 +68,20 @@ def scan(ctx: click.Context, paths: tuple[str, ...], as_json: bool, sarif: bool,
         click.echo(json.dumps(sarif_log(findings), indent=2))
     elif as_json:
         click.echo(json_lines(findings), nl=False)
-    elif findings:
+    else:
         for finding in findings:
             click.echo(safe(line(finding)))
-    else:
-        click.echo(f"No secrets found in {len(files)} files.", err=True)
-    sys.exit(1 if findings else 0)
+    leaks = [f for f in findings if f.level != NOTE]
+    if not leaks and not (as_json or sarif):
+        counted = plural(len(files), "file")
+        click.echo(f"No leaked secrets in {counted} ({plural(len(findings), 'note')} above)."
+                   if findings else f"No secrets found in {counted}.", err=True)
+    sys.exit(1 if leaks else 0)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _fix(findings: list[Finding], destination: str, style: str, yes: bool,

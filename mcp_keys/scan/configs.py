@@ -2,8 +2,9 @@
 
 Claude Desktop, Claude Code, Cursor, VS Code and Windsurf keep MCP servers under
 ``mcpServers`` (VS Code: ``servers``, or ``mcp.servers`` in its settings), each with
-``env``, ``headers`` and ``args``. JSON with comments and trailing commas (VS Code's) is
-read too. Every candidate carries its file, line and JSON path.
+``env``, ``headers`` and ``args``; every other string of a config is read too
+(``strings.py``), and so are the comments of JSON with comments and trailing commas (VS
+Code's). Every candidate carries its file, line and JSON path.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ class Candidate:
     name: str
     value: str = field(repr=False)
     server: str | None = None
-    where: str = "env"  # env | headers | args | dotenv
+    # env | headers | args | url | config (any other field) | dotenv | comment | text
+    where: str = "env"
+    keys: tuple[str | int, ...] | None = field(default=None, repr=False, compare=False)
 
 
 def default_paths(home: Path | None = None, cwd: Path | None = None) -> list[Path]:
@@ -87,14 +90,38 @@ def worth_scanning(path: Path, *, sniff: bool = True) -> bool:
 
 
 def walk(root: Path, *, sniff: bool = True) -> Iterator[Path]:
-    """The files below ``root`` worth scanning (see ``worth_scanning``), in order;
-    ``sniff=False`` (the default scan of the current folder) goes by names only."""
-    for directory, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
-        for name in sorted(files):
-            path = Path(directory) / name
-            if path.is_file() and worth_scanning(path, sniff=sniff):
+    """The files below ``root`` worth scanning (see ``worth_scanning``), and any other
+    that holds an mcp-keys key (``holds_a_key``), in order; ``sniff=False`` (the default
+    scan of the current folder) goes by names and keys only."""
+    try:
+        entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+    except OSError:
+        return
+    folders = []
+    for entry in entries:  # a folder's files first, then its folders, each in name order
+        if entry.is_dir(follow_symlinks=False):
+            if entry.name not in SKIP_DIRS:
+                folders.append(entry.path)
+        elif entry.is_file():
+            path = Path(entry.path)
+            if _CONFIG_NAME.search(entry.name.lower().rstrip("~#")) \
+                    or worth_scanning(path, sniff=sniff) or holds_a_key(path):
                 yield path
+    for folder in folders:
+        yield from walk(Path(folder), sniff=sniff)
+
+
+def holds_a_key(path: Path) -> bool:
+    """Whether a file of any name (``key.txt``, ``notes.md``) holds something shaped like
+    an mcp-keys key; the scan then reports it if the key checks out."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            return False
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return False
+    return b"mcpk_" in data and b"\0" not in data[:8000]
 
 
 def expand(paths: list[Path]) -> list[Path]:
@@ -119,6 +146,11 @@ def looks_like_json(text: str) -> bool:
     return _CONFIG_START.match(text[:_SNIFF_BYTES].encode("utf-8", "replace")) is not None
 
 
+_COMMENT_PAIR = re.compile(r'"([^"\\\n]{1,200})"\s*:\s*"([^"\\\n]*)"'
+                           r"|([A-Za-z_][A-Za-z0-9_.-]*)\s*[=:]\s*[\"']?([^\s\"',]+)")
+_WORD = re.compile(r"[^\s\"'`,;()\[\]{}]{8,}")
+
+
 def _dotenv_candidates(path: Path, text: str) -> Iterator[Candidate]:
     import io
 
@@ -128,11 +160,35 @@ def _dotenv_candidates(path: Path, text: str) -> Iterator[Candidate]:
         if binding.key and binding.value:
             yield Candidate(path, binding.original.line, binding.key, binding.key,
                             binding.value, None, "dotenv")
+        elif binding.key is None and binding.original.string.lstrip().startswith("#"):
+            yield from _loose_candidates(path, binding.original.string,
+                                         binding.original.line, "comment")
+        elif binding.key is None or binding.value is None:  # a bare key in a text file
+            yield from _loose_candidates(path, binding.original.string,
+                                         binding.original.line, "text")
 
 
-def strip_jsonc(text: str) -> str:
+def _loose_candidates(path: Path, text: str, line: int, where: str) -> Iterator[Candidate]:
+    """Values in free text (a comment, a line that is no assignment): ``"NAME": "value"``
+    and ``NAME=value`` pairs under their names, and every other word on its own."""
+    taken: list[tuple[int, int]] = []
+    for match in _COMMENT_PAIR.finditer(text):
+        name = match.group(1) or match.group(3)
+        value = match.group(2) if match.group(1) is not None else match.group(4)
+        if value:
+            taken.append(match.span())
+            yield Candidate(path, line + text.count("\n", 0, match.start()),
+                            f"({where}).{_key(name)}", name, value, None, where)
+    for match in _WORD.finditer(text):
+        if not any(a <= match.start() < b for a, b in taken):
+            yield Candidate(path, line + text.count("\n", 0, match.start()),
+                            f"({where})", "", match.group(0), None, where)
+
+
+def strip_jsonc(text: str, comments: list[tuple[int, int]] | None = None) -> str:
     """JSON with ``//`` and ``/* */`` comments and trailing commas, as plain JSON of the
-    same length (comments blanked), so offsets and line numbers still match."""
+    same length (comments blanked), so offsets and line numbers still match; each
+    comment's span is added to ``comments`` when given."""
     out = list(text)
     i, n = 0, len(text)
     while i < n:
@@ -142,9 +198,12 @@ def strip_jsonc(text: str) -> str:
             while i < n and text[i] != '"':
                 i += 2 if text[i] == "\\" else 1
         elif text.startswith("//", i):
+            start = i
             while i < n and text[i] != "\n":
                 out[i] = " "
                 i += 1
+            if comments is not None:
+                comments.append((start, i))
             continue
         elif text.startswith("/*", i):
             end = text.find("*/", i + 2)
@@ -152,6 +211,8 @@ def strip_jsonc(text: str) -> str:
             for j in range(i, end):
                 if out[j] != "\n":
                     out[j] = " "
+            if comments is not None:
+                comments.append((i, end))
             i = end
             continue
         i += 1
@@ -159,11 +220,13 @@ def strip_jsonc(text: str) -> str:
     return re.sub(r",(\s*[}\]])", lambda m: " " + m.group(1), cleaned)
 
 
-def load_json(text: str) -> Any:
+def load_json(text: str, comments: list[tuple[int, int]] | None = None) -> Any:
+    """A config's data, read as JSON, else as JSON with comments (their spans go into
+    ``comments``)."""
     try:
         return json.loads(text)
     except ValueError:
-        return json.loads(strip_jsonc(text))
+        return json.loads(strip_jsonc(text, comments))
 
 
 def server_tables(data: Any, prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -185,83 +248,29 @@ def _key(name: str) -> str:
 
 
 def _json_candidates(path: Path, text: str) -> Iterator[Candidate]:
-    if "mcpServers" not in text and "servers" not in text and "\\u" not in text:
-        return  # no server table can be in it (package.json and friends): no parse
+    """Every string of the document (and of JSON held in a string), under the name of the
+    field it sits in; an ``args`` item under the flag before it (``--api-key VALUE``,
+    ``--api-key=VALUE``); and the text of every comment."""
+    from .detectors import find_formats, worth_a_look
+
+    if not worth_a_look(text):
+        return  # nothing a detector could report: no parse
+    formats = [token for _, token in find_formats(text)]
+    comments: list[tuple[int, int]] = []
     try:
-        data = load_json(text)
+        data = load_json(text, comments)
     except ValueError:
         return
-    for table_path, servers in server_tables(data):
-        for server, entry in servers.items():
-            if not isinstance(entry, dict):
-                continue
-            base = f"{table_path}.{_key(server)}"
-            anchor = _offset(text, json.dumps(server), 0)
-            for where in ("env", "headers"):
-                values = entry.get(where)
-                if isinstance(values, dict):
-                    for name, value in values.items():
-                        if isinstance(value, str):
-                            yield Candidate(path, _line(text, name, value, anchor),
-                                            f"{base}.{where}.{_key(name)}", name, value,
-                                            server, where)
-            args = entry.get("args")
-            if isinstance(args, list):
-                for index, value in enumerate(args):
-                    if not isinstance(value, str):
-                        continue
-                    name, _, inline = value.partition("=")
-                    if inline and name.startswith("-"):
-                        shown, secret = name, inline
-                    else:
-                        previous = args[index - 1] if index else ""
-                        shown = previous if isinstance(previous, str) and \
-                            previous.startswith("-") else ""
-                        secret = value
-                    yield Candidate(path, _line(text, None, value, anchor),
-                                    f"{base}.args[{index}]", shown.lstrip("-"), secret,
-                                    server, "args")
-            for key in ("url", "serverUrl"):  # a key in a remote server's URL
-                url = entry.get(key)
-                if not isinstance(url, str):
-                    continue
-                for name, secret in url_parts(url):
-                    yield Candidate(path, _line(text, key, url, anchor), f"{base}.{key}",
-                                    name, secret, server, "url")
+    entries = {id(entry): server for _, table in server_tables(data)
+               for server, entry in table.items() if isinstance(entry, dict)}
+    from .strings import Walker
 
-
-def url_parts(url: str) -> Iterator[tuple[str, str]]:
-    """``(name, text)`` for each part of ``url`` that could hold a key, as written: the
-    password of its user info, each path segment (name ``""``) and each query value."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    if ":" in userinfo:
-        yield "password", userinfo.partition(":")[2]
-    for segment in parts.path.split("/"):
-        if segment:
-            yield "", segment
-    for pair in parts.query.split("&"):
-        name, _, value = pair.partition("=")
-        if value:
-            yield name, value
-
-
-def _offset(text: str, needle: str, start: int) -> int:
-    found = text.find(needle, start)
-    return found if found >= 0 else start
-
-
-def _line(text: str, name: str | None, value: str, anchor: int) -> int:
-    encoded = json.dumps(value)
-    if name is not None:
-        match = re.compile(re.escape(json.dumps(name)) + r"\s*:\s*" + re.escape(encoded)
-                           ).search(text, anchor)
-        position = match.start() if match else _offset(text, encoded, anchor)
-    else:
-        position = _offset(text, encoded, anchor)
-    return text.count("\n", 0, position) + 1
+    walker = Walker(path, entries, formats)
+    walker.walk(data, (), None, "", "config")
+    yield from walker.found
+    for start, end in comments:
+        line = text.count("\n", 0, start) + 1
+        yield from _loose_candidates(path, text[start:end], line, "comment")
 
 
 def read_text(path: Path) -> str | None:

@@ -12,13 +12,18 @@ from ..errors import McpKeysError, UsageError
 
 
 def check_destination(destination: str, *, allow_plaintext: bool = False) -> None:
-    """Refuse before anything moves: an unknown ``--to`` (a usage error), or a keyring
-    that would keep the secret in plaintext."""
+    """Refuse before anything moves: an unknown ``--to`` (a usage error), a destination
+    whose extra is not installed (one line naming it, not a "Not fixed" per file), or a
+    keyring that would keep the secret in plaintext."""
+    if destination.startswith("vault:"):
+        _require("vault", "hvac")
+        return
     if destination != "keyring":
-        if not destination.startswith(("dotenv:", "vault:")):
+        if not destination.startswith("dotenv:"):
             raise UsageError(f"--to {destination!r}: use keyring, dotenv:PATH or "
                              "vault:MOUNT/PATH")
         return
+    _require("keyring", "keyring")
     from ..errors import SecretError
     from ..secrets.sources.keyring import available, plaintext_reason, writer
 
@@ -30,6 +35,16 @@ def check_destination(destination: str, *, allow_plaintext: bool = False) -> Non
         raise SecretError(f"keyring: {reason}; --fix never moves a secret somewhere weaker, "
                           "and nothing was changed. Use the OS keychain, --to dotenv:PATH or "
                           "--to vault:MOUNT/PATH, or give --allow-plaintext-keyring")
+
+
+def _require(scheme: str, module: str) -> None:
+    """Raise the one-line missing-extra error when ``module`` is not installed."""
+    from importlib.util import find_spec
+
+    if find_spec(module) is None:
+        from ..secrets.reference import missing_extra
+
+        raise missing_extra(scheme, module)
 
 
 def store_secret(destination: str, server: str | None, variable: str, value: str, *,

@@ -89,6 +89,8 @@ def mcp_keys_executable() -> str:
 
 
 def variable_for(finding: Finding) -> str:
+    """The variable a moved secret is read from: an ``env`` value's own name; anything
+    else the server's name and the header, flag or URL part it was under."""
     name = re.sub(r"[^A-Za-z0-9_]", "_", finding.candidate.name if finding.candidate else "")
     if finding.where in ("headers", "args", "url") or not name or name[0].isdigit():
         server = re.sub(r"[^A-Za-z0-9]", "_", finding.server or "server").upper()
@@ -106,14 +108,27 @@ def stored_value(finding: Finding) -> str:
     if scheme and finding.where == "headers":
         value = value[scheme.end():]  # the header keeps "Bearer ", the source the token
     if finding.where in ("args", "url"):
-        from .. import tokens
-        from .detectors import PROVIDERS
+        from .detectors import find_formats
 
-        for pattern in (tokens.TOKEN_SEARCH, *(p for _, p in PROVIDERS)):
-            match = pattern.search(value)
-            if match:
-                return match.group(0)
+        for _, token in find_formats(value):
+            return token
     return value
+
+
+def url_parts(finding: Finding) -> list[Finding]:
+    """A URL finding as one finding per credential the URL carries (its password, a key in
+    a path segment, a query value), each under its own name (``api_key``, ``password``):
+    each moves to its own variable. Any other finding as it is."""
+    if finding.where != "url" or finding.candidate is None:
+        return [finding]
+    import dataclasses
+
+    from .detectors import url_credentials
+
+    candidate = finding.candidate
+    return [dataclasses.replace(finding, candidate=dataclasses.replace(
+                candidate, name=name, value=written))
+            for _, name, written in url_credentials(candidate.value)] or [finding]
 
 
 def fix_findings(findings: list[Finding], destination: str, *, style: str = "run",
@@ -124,12 +139,14 @@ def fix_findings(findings: list[Finding], destination: str, *, style: str = "run
     next, and return the findings that remain (a file that could not be fixed is said
     and skipped; its findings remain)."""
     by_file: dict[Path, list[Finding]] = {}
+    parts: dict[int, list[Finding]] = {}  # a finding -> what moves (a URL: each credential)
     for finding in findings:
         if finding.commit is None and finding.where in FIXABLE:
-            by_file.setdefault(finding.file, []).append(finding)
+            parts[id(finding)] = url_parts(finding)
+            by_file.setdefault(finding.file, []).extend(parts[id(finding)])
     if by_file:
         check_destination(destination, allow_plaintext=allow_plaintext)
-    done: set[int] = set()
+    moved: set[int] = set()
     for path, items in by_file.items():
         try:
             fixed = fix_file(path, items, destination, style=style, confirm=confirm,
@@ -140,14 +157,16 @@ def fix_findings(findings: list[Finding], destination: str, *, style: str = "run
             say(f"Not fixed: {exc}")
             continue
         for item in fixed:
-            done.add(id(item.finding))
+            moved.add(id(item.finding))
             say(f"Fixed {path}: {item.finding.path} -> {item.reference} ({item.style}); "
                 f"backup (secrets redacted) in {item.backup}")
             say_after(item, say, store)
         exports = {item.variable: item.reference for item in fixed if item.style == "env-ref"}
         if exports:
             say(start_command(client_of(path), exports))
-    return [f for f in findings if id(f) not in done]
+    # a finding is fixed when all that was in it moved (every credential of a URL)
+    return [f for f in findings
+            if not all(id(part) in moved for part in parts.get(id(f), [None]))]
 
 
 def say_after(item: Fixed, say: Callable[[str], None], store: str | None) -> None:

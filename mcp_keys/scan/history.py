@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import McpKeysError
 from .configs import MAX_FILE_BYTES, looks_like_json, worth_scanning
 from .detectors import may_hold_a_known_format
-from .scanner import Finding, scan_text
+from .scanner import Finding, LocalStore, scan_text
 
 _NO_BLOB = "0" * 40
 _GENERIC = ("generic-secret", "generic-bearer")
@@ -128,6 +128,7 @@ def scan_history(repo: Path, *, max_commits: int = 1000,
         paths.setdefault(blob, []).append(path)
     named = {path: worth_scanning(Path(path), sniff=False) for _, path, _ in versions}
     by_blob: dict[str, list[Finding]] = {}
+    local = LocalStore(store)
     for blob, data in read_blobs(repo, list(paths)):
         text = _text(data)
         if text is None:
@@ -135,11 +136,13 @@ def scan_history(repo: Path, *, max_commits: int = 1000,
         if not any(named[p] for p in paths[blob]) and not looks_like_json(text) \
                 and not may_hold_a_known_format(text):
             continue  # source code or docs with nothing that would count there
-        by_blob[blob] = scan_text(Path(paths[blob][0]), text, store=store)
+        by_blob[blob] = scan_text(Path(paths[blob][0]), text, store=local,
+                                    commit="")
     seen: dict[tuple[str, str, str], Finding] = {}
     for commit, path, blob in versions:
         for finding in by_blob.get(blob, []):
-            if finding.kind in _GENERIC and finding.where == "dotenv" and not named[path]:
+            if finding.kind in _GENERIC and finding.where in ("dotenv", "comment") \
+                    and not named[path]:
                 continue  # "name = high-entropy text" in source code is code, not a secret
             key = (path, finding.path, finding.preview)
             if key not in seen:

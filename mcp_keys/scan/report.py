@@ -8,28 +8,61 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .scanner import Finding
+from .scanner import NOTE, Finding
 
 KIND_TEXT = {
     "mcp-keys-key": "an mcp-keys API key",
     "stripe-secret-key": "a Stripe secret key",
+    "stripe-webhook-secret": "a Stripe webhook signing secret",
     "github-token": "a GitHub token",
     "github-fine-grained-token": "a GitHub fine-grained token",
+    "gitlab-token": "a GitLab token",
     "openai-api-key": "an OpenAI API key",
     "anthropic-api-key": "an Anthropic API key",
+    "context7-api-key": "a Context7 API key",
+    "openrouter-api-key": "an OpenRouter API key",
+    "zapier-mcp-key": "a Zapier MCP key",
     "aws-access-key-id": "an AWS access key ID",
     "aws-secret-access-key": "an AWS secret access key",
     "google-api-key": "a Google API key",
+    "google-oauth-client-secret": "a Google OAuth client secret",
     "slack-token": "a Slack token",
-    "generic-secret": "a high-entropy secret",
+    "slack-webhook": "a Slack webhook URL",
+    "huggingface-token": "a Hugging Face token",
+    "groq-api-key": "a Groq API key",
+    "perplexity-api-key": "a Perplexity API key",
+    "xai-api-key": "an xAI API key",
+    "tavily-api-key": "a Tavily API key",
+    "firecrawl-api-key": "a Firecrawl API key",
+    "notion-token": "a Notion token",
+    "linear-api-key": "a Linear API key",
+    "npm-token": "an npm token",
+    "supabase-token": "a Supabase access token",
+    "sendgrid-api-key": "a SendGrid API key",
+    "digitalocean-token": "a DigitalOcean token",
+    "shopify-token": "a Shopify token",
+    "atlassian-api-token": "an Atlassian API token",
+    "postman-api-key": "a Postman API key",
+    "sentry-token": "a Sentry token",
+    "figma-token": "a Figma token",
+    "grafana-token": "a Grafana service account token",
+    "telegram-bot-token": "a Telegram bot token",
+    "jwt": "a JSON Web Token",
+    "private-key": "a private key",
+    "url-password": "a password in a URL",
+    "url-secret": "a secret in a URL's query",
+    "basic-auth": "a Basic auth password",
+    "generic-secret": "a secret",
     "generic-bearer": "a bearer token",
 }
 
 
 def line(finding: Finding) -> str:
+    """One finding as a line of text; a note says so first."""
     where = f"{finding.file}:{finding.line}"
     commit = f" (first in commit {finding.commit[:12]})" if finding.commit else ""
-    return (f"{where}: {finding.path}: {KIND_TEXT.get(finding.kind, finding.kind)} "
+    level = "note: " if finding.level == NOTE else ""
+    return (f"{level}{where}: {finding.path}: {KIND_TEXT.get(finding.kind, finding.kind)} "
             f"{finding.preview}{commit}; {finding.advice}")
 
 
@@ -58,7 +91,7 @@ def sarif(findings: list[Finding], root: Path | None = None) -> dict[str, Any]:
         results.append({
             "ruleId": finding.kind,
             "ruleIndex": kinds.index(finding.kind),
-            "level": "error",
+            "level": finding.level,
             "message": {"text": f"{KIND_TEXT.get(finding.kind, finding.kind)} at "
                                 f"{finding.path} ({finding.preview}); {finding.advice}"},
             "locations": [{"physicalLocation": {

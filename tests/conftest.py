@@ -4,6 +4,8 @@ never print the secret they look for."""
 from __future__ import annotations
 
 import os
+import re
+import secrets as random_source
 import socket
 import subprocess
 import sys
@@ -298,3 +300,20 @@ def wait_for(condition: Callable[[], bool], deadline: float, what: str) -> None:
             return
         time.sleep(0.05)
     pytest.fail(f"timed out waiting for {what}", pytrace=False)
+
+
+B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def rand(n: int, alphabet: str = B62) -> str:
+    """A random value as a key generator makes one: drawn again in the rare case that it
+    reads as a documentation stand-in (a run such as ``xxxx``) or, from a mixed alphabet,
+    lacks a digit or a case (the scanner's heuristics rightly pass over such values)."""
+    while True:
+        value = "".join(random_source.choice(alphabet) for _ in range(n))
+        if re.search(r"(?i)(.)\1{3}|xxxx", value):
+            continue
+        classes = [c for c in (str.isdigit, str.islower, str.isupper)
+                   if any(c(ch) for ch in alphabet)]
+        if n < 8 or all(any(c(ch) for ch in value) for c in classes):
+            return value

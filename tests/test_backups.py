@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets as random_source
 import stat
 import subprocess
 import sys
@@ -18,13 +17,7 @@ import pytest
 
 from mcp_keys import backups
 from mcp_keys.errors import UnsafeFile
-from tests.conftest import assert_absent
-
-B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def rand(n: int) -> str:
-    return "".join(random_source.choice(B62) for _ in range(n))
+from tests.conftest import assert_absent, rand
 
 
 def stripe() -> str:

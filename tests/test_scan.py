@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import json
 import os
-import secrets as random_source
 import shutil
 import stat
 import subprocess
@@ -18,15 +17,12 @@ from pathlib import Path
 import pytest
 
 from mcp_keys import KeyManager
-from tests.conftest import Cli, assert_absent
+from tests.conftest import B62, Cli, assert_absent, rand
 from tests.secret_servers import KvServer
 
 DATA = Path(__file__).resolve().parent / "data" / "configs"
-B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-def rand(n: int, alphabet: str = B62) -> str:
-    return "".join(random_source.choice(alphabet) for _ in range(n))
 
 
 def fakes(mcp_key: str) -> dict[str, str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import secrets as random_source
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -24,19 +23,14 @@ import pytest
 from mcp_keys import KeyManager, tokens
 from mcp_keys.scan import scan
 from mcp_keys.scan.detectors import classify
-from tests.conftest import Cli, assert_absent
+from tests.conftest import B62, Cli, assert_absent, rand
 
 CORPUS = Path(__file__).resolve().parent / "data" / "scan_corpus"
-B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 URLSAFE = B62 + "_-"
 HEX = "0123456789abcdef"
 UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 DIGITS = "0123456789"
 TEMPLATE = re.compile(r"\{\{S:(\w+)\}\}")
-
-
-def rand(n: int, alphabet: str = B62) -> str:
-    return "".join(random_source.choice(alphabet) for _ in range(n))
 
 
 def jwt() -> str:

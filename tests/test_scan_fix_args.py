@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets as random_source
 import shlex
 import subprocess
 import sys
@@ -20,16 +19,11 @@ from hypothesis import strategies as st
 
 from mcp_keys import KeyManager
 from mcp_keys.secrets import Secret
-from tests.conftest import assert_absent
+from tests.conftest import assert_absent, rand
 
-B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 PLAINTEXT = "keyrings.alt.file.PlaintextKeyring"
 ARGV_REPORTER = ("import hashlib, json, sys; print(json.dumps("
                  "[hashlib.sha256(a.encode()).hexdigest() for a in sys.argv[1:]]))")
-
-
-def rand(n: int) -> str:
-    return "".join(random_source.choice(B62) for _ in range(n))
 
 
 def digest(text: str) -> str:

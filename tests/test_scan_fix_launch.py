@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets as random_source
 import shlex
 import subprocess
 import sys
@@ -22,9 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_absent
-
-B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+from tests.conftest import assert_absent, rand
 
 REPORTER = r'''
 import hashlib, json, os, sys
@@ -75,10 +72,6 @@ SHAPES = {  # client: (where its file is, relative to home, the table's path)
     "vscode-settings": (".config/Code/User/settings.json", ("mcp", "servers")),
     "windsurf": (".codeium/windsurf/mcp_config.json", ("mcpServers",)),
 }
-
-
-def rand(n: int) -> str:
-    return "".join(random_source.choice(B62) for _ in range(n))
 
 
 def digest(text: str) -> str:

@@ -424,3 +424,68 @@ def test_withdrawn_credentials_still_refresh(vault: KvServer,
     assert "VAULT_TOKEN" not in os.environ and "RAW_KEY" not in os.environ
     assert resolve("vault:secret/stripe#api_key").reveal() == value
     assert resolve("env:RAW_KEY").reveal() == raw
+
+
+# Run by a --user child on the operator's terminal: can it type into it (TIOCSTI), and
+# signal its parent?
+TYPIST = r'''
+import fcntl, os, termios
+try:
+    fcntl.ioctl(0, termios.TIOCSTI, b"#")
+    typed = "typed"
+except OSError as exc:
+    typed = "refused-" + str(exc.errno)
+try:
+    os.kill(os.getppid(), 0)
+    signal = "signalled"
+except OSError:
+    signal = "no-signal"
+print("report", typed, signal, flush=True)
+'''
+
+
+@pytest.mark.xfail(strict=True, reason="needs interceptor/run.py (not this change's file): "
+                   "_run_child must start a --user child in a session of its own "
+                   "(start_new_session=True), so it has no controlling terminal")
+def test_a_user_child_cannot_type_into_the_operators_terminal(
+        proxy: dict[str, Any], other_user: Any, store_path: Path) -> None:
+    """Started from a terminal, a --user child shares the operator's controlling tty
+    unless it gets a session of its own: then TIOCSTI pushes keystrokes into the
+    (root) shell's input, run after mcp-keys exits. It must be refused; the child cannot
+    signal its root parent either."""
+    import fcntl
+    import pty
+    import termios
+
+    system_python = shutil.which("python3", path="/usr/bin:/bin")
+    if system_python is None:
+        pytest.skip("no system python3 another user can run")
+    script = store_path.parent.parent / "typist.py"
+    script.write_text(TYPIST)
+    script.chmod(0o644)
+    master, slave = pty.openpty()
+
+    def own_terminal() -> None:  # the operator's shell: a session whose tty is the pty
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    command = mcp_keys_cmd("run", "--proxy", "--service", "api", "--upstream-ca", proxy["ca"],
+                           "--user", other_user.pw_name, "--", system_python, str(script))
+    process = subprocess.Popen(command, env=environment(proxy), stdin=slave, stdout=slave,
+                               stderr=slave, start_new_session=True, preexec_fn=own_terminal)
+    os.close(slave)
+    seen = b""
+    try:
+        while b"report" not in seen or not seen.endswith(b"\n"):
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal closed: every process on it is gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+        process.wait(30)
+    finally:
+        os.close(master)
+    assert_absent(SECRET, seen, "the terminal")
+    words = seen[seen.find(b"report"):].split()
+    assert words[1:3] == [b"refused-1", b"no-signal"], seen[-200:]

@@ -62,8 +62,9 @@ def read(path):
 def attach():
     import ctypes, errno
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.ptrace(16, parent, None, None) == 0:  # PTRACE_ATTACH
-        libc.ptrace(17, parent, None, None)  # PTRACE_DETACH
+    if libc.ptrace(16, parent, None, None) == 0:  # PTRACE_ATTACH (as root: it works)
+        os.waitpid(parent, 0x40000000)  # __WALL: its SIGSTOP, else it stays stopped
+        libc.ptrace(17, parent, None, None)  # PTRACE_DETACH, the stop undone
         return "attached"
     return errno.errorcode[ctypes.get_errno()]
 
@@ -274,6 +275,41 @@ def test_pass_env_refuses_every_services_variable(proxy: dict[str, Any],
     assert done.returncode == 2, done.stderr[-300:]
     assert "OTHER_SECRET" in one_error_line(done.stderr) and not marker.exists()
     assert_absent(other, done.stdout + done.stderr, "the refusal")
+
+
+def test_referenced_variables_cover_every_kind_of_service(proxy: dict[str, Any]) -> None:
+    """The names ``run --proxy`` must keep from the child: every ``env:`` reference, of an
+    HTTP service's secret and of an exec service's ``secret_env``, however spaced."""
+    from mcp_keys.gateway.interceptor.childenv import referenced_variables
+    from mcp_keys.gateway.serve import make_gateway
+
+    added = run_cli_process("--store", proxy["store"], "service", "add", "tool", "--exec",
+                            "--command", "/bin/true", "--secret-env", "TOOL_TOKEN=env:TOOL_TOKEN",
+                            "--secret-env", "OTHER=keyring:mcp-keys/other")
+    assert added.returncode == 0, added.stderr
+    gateway, _ = make_gateway(proxy["store"])
+    services = gateway.config.current().services.values()
+    assert sorted(referenced_variables(services)) == ["GW_SECRET", "TOOL_TOKEN"]
+
+
+@pytest.mark.xfail(strict=True, reason="needs interceptor/run.py (not this change's file): "
+                   "named = childenv.referenced_variables(services.values())")
+def test_pass_env_refuses_an_exec_services_variable(proxy: dict[str, Any],
+                                                    tmp_path: Path) -> None:
+    """An exec service's ``secret_env`` reference names a credential's variable as well:
+    ``--pass-env`` of it is refused (exit 2), though that service is not proxied."""
+    added = run_cli_process("--store", proxy["store"], "service", "add", "tool", "--exec",
+                            "--command", "/bin/true", "--secret-env", "TOOL_TOKEN=env:TOOL_TOKEN")
+    assert added.returncode == 0, added.stderr
+    marker = tmp_path / "started"
+    token = "tool-" + random_source.token_hex(12)
+    done = subprocess.run(
+        mcp_keys_cmd("run", "--proxy", "--service", "api", "--pass-env", "TOOL_TOKEN", "--",
+                     "touch", str(marker)),
+        env=environment(proxy, TOOL_TOKEN=token), capture_output=True, text=True,
+        timeout=60, check=False)
+    assert_absent(token, done.stdout + done.stderr, "run --proxy's output")
+    assert done.returncode == 2 and not marker.exists(), done.stderr[-300:]
 
 
 def test_the_parents_command_line_shows_no_password(tmp_path: Path) -> None:

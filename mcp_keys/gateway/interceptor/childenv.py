@@ -13,6 +13,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 from urllib.parse import unquote, unquote_plus, urlsplit
 
 from ...errors import UsageError
@@ -49,6 +50,20 @@ def forbidden(name: str) -> bool:
     some tools read ``vault_token`` as well)."""
     upper = name.upper()
     return upper in FORBIDDEN or upper.startswith(FORBIDDEN_PREFIXES)
+
+
+def referenced_variables(services: Iterable[Any]) -> list[str]:
+    """Every variable an ``env:`` reference of ``services`` names: an HTTP service's
+    ``secret`` and an exec service's ``secret_env`` alike, parsed (``env: X`` is ``X``).
+    What ``run --proxy`` should pass as ``named_by_references``."""
+    from ...secrets.reference import parse_reference
+
+    names = []
+    for service in services:
+        for text in (service.secret, *(ref for _, ref in service.secret_env)):
+            if text and parse_reference(text).scheme == "env":
+                names.append(parse_reference(text).target)
+    return names
 
 
 def _names(named_by_references: Iterable[str]) -> set[str]:

@@ -6,6 +6,7 @@ parent. Real processes, a real proxy, a real user made for the test."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets as random_source
@@ -198,21 +199,141 @@ def test_the_child_environment_is_an_allow_list(proxy: dict[str, Any], reader: s
         finish(child, secrets)
 
 
+VAULT_COPY = "hvs.vaultcopy0123456789"  # a source credential also held under another name
+ENCODED = {"B64_OF_IT": base64.b64encode(f"user:{SECRET}".encode()).decode(),
+           "B64URL_OF_IT": base64.urlsafe_b64encode(f"ab{SECRET}".encode()).decode(),
+           "URL_OF_IT": "https://u:" + "".join(f"%{b:02X}" for b in SECRET.encode()) + "@h/",
+           "HEX_OF_IT": SECRET.encode().hex().upper(), "PLUS_OF_IT": f"a+{SECRET}",
+           "TOKEN_COPY": f"Bearer {VAULT_COPY}"}
+
+
 @pytest.mark.parametrize(("name", "code"), [
     ("VAULT_TOKEN", 2), ("vault_token", 2), ("AWS_SECRET_ACCESS_KEY", 2), ("MCP_API_KEY", 2),
-    ("MCP_KEYS_STORE", 2), ("GW_SECRET", 2), ("COPY_OF_IT", 1), ("1BAD", 2)])
+    ("MCP_KEYS_STORE", 2), ("GW_SECRET", 2), ("COPY_OF_IT", 1), ("1BAD", 2),
+    ("PGPASSWORD", 2), ("pgpassfile", 2), *((name, 1) for name in ENCODED)])
 def test_pass_env_never_passes_a_credential(proxy: dict[str, Any], name: str,
                                             code: int, tmp_path: Path) -> None:
+    """A credential's variable is refused by name (2); a variable whose value holds a
+    credential, raw or encoded (base64, URL, hex), or a copy of a source credential, by
+    value (1)."""
     marker = tmp_path / "started"
     done = subprocess.run(
         mcp_keys_cmd("run", "--proxy", "--service", "api", "--pass-env", name, "--",
                      "touch", str(marker)),
-        env=environment(proxy, VAULT_TOKEN="hvs.x", AWS_SECRET_ACCESS_KEY="y",
-                        COPY_OF_IT=f"x{SECRET}x"),
+        env=environment(proxy, VAULT_TOKEN=VAULT_COPY, AWS_SECRET_ACCESS_KEY="y",
+                        PGPASSWORD="pg-password-1", pgpassfile="/x",
+                        COPY_OF_IT=f"x{SECRET}x", **ENCODED),
         capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == code, done.stderr[-500:]
     assert name in one_error_line(done.stderr) and not marker.exists()
     assert_absent(SECRET, done.stdout + done.stderr, "the refusal")
+
+
+def test_allow_listed_variables_carry_no_credential(proxy: dict[str, Any],
+                                                    reader: str) -> None:
+    """A base variable is passed only in its shape and never with a credential in it:
+    an ``LC_`` name that is no locale category (``LC_*`` is what sshd forwards), a locale
+    variable holding a token, a copy of a source credential or an encoded credential
+    under an allowed name all stay out; well-formed values pass."""
+    vault_token = "hvs." + random_source.token_hex(12)
+    token = "ghp_" + random_source.token_hex(12)
+    planted = {"LC_VAULT_TOKEN": token, "LC_MESSAGES": token, "LANGUAGE": f"en:{token}",
+               "TZ": vault_token, "TERM": f"xterm {token}",
+               "HOME": "/srv/" + base64.b64encode(f"user:{SECRET}".encode()).decode(),
+               "TMPDIR": "/tmp/" + SECRET.encode().hex(), "USER": token + "!"}
+    env = environment(proxy, VAULT_TOKEN=vault_token, **planted, LANG="C.UTF-8",
+                      LC_TIME="en_GB.UTF-8")
+    child = start(proxy, env, "--", sys.executable, reader, "-")
+    report, line = report_of(child)
+    secrets = [SECRET, proxy["key"].key, vault_token, token,
+               *(base64.b64encode(f"user:{SECRET}".encode()).decode()[:12],
+                 SECRET.encode().hex())]
+    try:
+        for secret in secrets:
+            assert_absent(secret, line.lower(), "the child's environment")
+        assert not set(planted) & set(report["env"]), sorted(set(planted) & set(report["env"]))
+        assert (report["env"]["LANG"], report["env"]["LC_TIME"]) == ("C.UTF-8", "en_GB.UTF-8")
+    finally:
+        finish(child, [SECRET, proxy["key"].key, vault_token, token])
+
+
+def test_pass_env_refuses_every_services_variable(proxy: dict[str, Any],
+                                                  tmp_path: Path) -> None:
+    """The variable of another service's ``env:`` reference is refused too, however the
+    reference is spaced in services.toml (``env: NAME``)."""
+    added = run_cli_process("--store", proxy["store"], "service", "add", "other",
+                            "--base-url", "https://other.example", "--auth", "bearer",
+                            "--secret", "env: OTHER_SECRET", env={"OTHER_SECRET": "o"})
+    assert added.returncode == 0, added.stderr
+    marker = tmp_path / "started"
+    other = "other-" + random_source.token_hex(12)
+    done = subprocess.run(
+        mcp_keys_cmd("run", "--proxy", "--service", "api", "--pass-env", "OTHER_SECRET",
+                     "--", "touch", str(marker)),
+        env=environment(proxy, OTHER_SECRET=other), capture_output=True, text=True,
+        timeout=60, check=False)
+    assert done.returncode == 2, done.stderr[-300:]
+    assert "OTHER_SECRET" in one_error_line(done.stderr) and not marker.exists()
+    assert_absent(other, done.stdout + done.stderr, "the refusal")
+
+
+def test_referenced_variables_cover_every_kind_of_service(proxy: dict[str, Any]) -> None:
+    """The names ``run --proxy`` must keep from the child: every ``env:`` reference, of an
+    HTTP service's secret and of an exec service's ``secret_env``, however spaced."""
+    from mcp_keys.gateway.interceptor.childenv import referenced_variables
+    from mcp_keys.gateway.serve import make_gateway
+
+    added = run_cli_process("--store", proxy["store"], "service", "add", "tool", "--exec",
+                            "--command", "/bin/true", "--secret-env", "TOOL_TOKEN=env:TOOL_TOKEN",
+                            "--secret-env", "OTHER=keyring:mcp-keys/other")
+    assert added.returncode == 0, added.stderr
+    gateway, _ = make_gateway(proxy["store"])
+    services = gateway.config.current().services.values()
+    assert sorted(referenced_variables(services)) == ["GW_SECRET", "TOOL_TOKEN"]
+
+
+def test_pass_env_refuses_an_exec_services_variable(proxy: dict[str, Any],
+                                                    tmp_path: Path) -> None:
+    """An exec service's ``secret_env`` reference names a credential's variable as well:
+    ``--pass-env`` of it is refused (exit 2), though that service is not proxied."""
+    added = run_cli_process("--store", proxy["store"], "service", "add", "tool", "--exec",
+                            "--command", "/bin/true", "--secret-env", "TOOL_TOKEN=env:TOOL_TOKEN")
+    assert added.returncode == 0, added.stderr
+    marker = tmp_path / "started"
+    token = "tool-" + random_source.token_hex(12)
+    done = subprocess.run(
+        mcp_keys_cmd("run", "--proxy", "--service", "api", "--pass-env", "TOOL_TOKEN", "--",
+                     "touch", str(marker)),
+        env=environment(proxy, TOOL_TOKEN=token), capture_output=True, text=True,
+        timeout=60, check=False)
+    assert_absent(token, done.stdout + done.stderr, "run --proxy's output")
+    assert done.returncode == 2 and not marker.exists(), done.stderr[-300:]
+
+
+def test_the_parents_command_line_shows_no_password(tmp_path: Path) -> None:
+    """``/proc/<pid>/cmdline`` is world-readable (even for a non-dumpable process): the
+    parent overwrites a URL's password (``--store postgresql://user:password@...``), a
+    ``password=`` parameter and each credential it holds, in place."""
+    password, parameter, held = (random_source.token_hex(8) for _ in range(3))
+    code = ("import os, sys\n"
+            "from mcp_keys.secrets import held\n"
+            "from mcp_keys.gateway.interceptor.harden import scrub_arguments\n"
+            "held.hold(['HELD_ONE'])\n"
+            "scrub_arguments(held.held_values())\n"
+            "print(len(sys.argv), flush=True)\n"
+            "sys.stdin.read()\n")
+    url = f"postgresql://user:{password}@127.0.0.1:5432/db?sslmode=disable&password={parameter}"
+    process = subprocess.Popen([sys.executable, "-c", code, "--store", url, f"x{held}x"],
+                               env={**os.environ, "HELD_ONE": held}, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "4"
+        shown = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        for secret in (password, parameter, held):
+            assert_absent(secret, shown, "the parent's /proc cmdline")
+        assert b"postgresql://user:" in shown and b"@127.0.0.1:5432/db" in shown
+    finally:
+        process.communicate("", timeout=30)
 
 
 def test_pass_env_and_user_go_with_proxy() -> None:
@@ -337,3 +458,65 @@ def test_withdrawn_credentials_still_refresh(vault: KvServer,
     assert "VAULT_TOKEN" not in os.environ and "RAW_KEY" not in os.environ
     assert resolve("vault:secret/stripe#api_key").reveal() == value
     assert resolve("env:RAW_KEY").reveal() == raw
+
+
+# Run by a --user child on the operator's terminal: can it type into it (TIOCSTI), and
+# signal its parent?
+TYPIST = r'''
+import fcntl, os, termios
+try:
+    fcntl.ioctl(0, termios.TIOCSTI, b"#")
+    typed = "typed"
+except OSError as exc:
+    typed = "refused-" + str(exc.errno)
+try:
+    os.kill(os.getppid(), 0)
+    signal = "signalled"
+except OSError:
+    signal = "no-signal"
+print("report", typed, signal, flush=True)
+'''
+
+
+def test_a_user_child_cannot_type_into_the_operators_terminal(
+        proxy: dict[str, Any], other_user: Any, store_path: Path) -> None:
+    """Started from a terminal, a --user child shares the operator's controlling tty
+    unless it gets a session of its own: then TIOCSTI pushes keystrokes into the
+    (root) shell's input, run after mcp-keys exits. It must be refused; the child cannot
+    signal its root parent either."""
+    import fcntl
+    import pty
+    import termios
+
+    system_python = shutil.which("python3", path="/usr/bin:/bin")
+    if system_python is None:
+        pytest.skip("no system python3 another user can run")
+    script = store_path.parent.parent / "typist.py"
+    script.write_text(TYPIST)
+    script.chmod(0o644)
+    master, slave = pty.openpty()
+
+    def own_terminal() -> None:  # the operator's shell: a session whose tty is the pty
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    command = mcp_keys_cmd("run", "--proxy", "--service", "api", "--upstream-ca", proxy["ca"],
+                           "--user", other_user.pw_name, "--", system_python, str(script))
+    process = subprocess.Popen(command, env=environment(proxy), stdin=slave, stdout=slave,
+                               stderr=slave, start_new_session=True, preexec_fn=own_terminal)
+    os.close(slave)
+    seen = b""
+    try:
+        while b"report" not in seen or not seen.endswith(b"\n"):
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal closed: every process on it is gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+        process.wait(30)
+    finally:
+        os.close(master)
+    assert_absent(SECRET, seen, "the terminal")
+    words = seen[seen.find(b"report"):].split()
+    assert words[1:3] == [b"refused-1", b"no-signal"], seen[-200:]

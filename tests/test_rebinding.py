@@ -194,6 +194,73 @@ def test_every_example_admits_what_the_operator_lists(
             "an allowed origin still needs a key"
 
 
+OUTSIDE_MCP = ["/", "/mcp/", "/MCP", "//mcp", "/docs", "/openapi.json", "/redoc",
+               "/.well-known/oauth-protected-resource",
+               "/.well-known/oauth-protected-resource/mcp",
+               "/.well-known/oauth-authorization-server", "/health", "/api/whoami",
+               "http://evil.example/mcp", "*"]
+
+
+def test_every_path_of_every_example_is_guarded(
+        stack: Stack, manager: FileKeys, tmp_path: Path) -> None:  # noqa: F811
+    """Not only /mcp: the framework's own pages (FastAPI's /docs and /openapi.json), the
+    well-known URIs, a route without the key dependency, a 404 and an absolute-form
+    target are all refused to a foreign Host (421) and a foreign Origin (403)."""
+    with example(stack, manager, tmp_path) as (port, _):
+        here = ("Host", f"127.0.0.1:{port}")
+        for path in OUTSIDE_MCP:
+            for method in ("GET", "POST", "OPTIONS"):
+                what = f"{stack.name}: {method} {path}"
+                got = raw(port, [("Host", EVIL_HOST)], path=path, method=method).status
+                assert got == 421, f"{what} with a foreign Host got {got}"
+                got = raw(port, [here, ("Origin", EVIL_ORIGIN)], path=path,
+                          method=method).status
+                assert got == 403, f"{what} with a foreign Origin got {got}"
+
+
+def test_install_guards_the_whole_fastapi_app() -> None:
+    """``install(app)`` puts the guard in front of every route, also one that never asks
+    for a key; its lists admit what the operator names."""
+    fastapi = pytest.importorskip("fastapi")
+    from mcp_keys.integrations.fastapi import install
+
+    def app_with(**lists: list[str]) -> Any:
+        app = fastapi.FastAPI()
+        install(app, **lists)
+
+        @app.get("/health")  # type: ignore[untyped-decorator]
+        def health() -> dict[str, str]:
+            return {"ok": "yes"}
+
+        return app
+
+    def get(app: Any, headers: dict[str, str]) -> int:
+        sent: list[Message] = []
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "GET", "scheme": "http", "path": "/health", "raw_path": b"/health",
+                 "root_path": "", "query_string": b"", "client": ("127.0.0.1", 5000),
+                 "server": ("127.0.0.1", 8000), "headers": [
+                     (k.lower().encode(), v.encode()) for k, v in
+                     {"Host": "127.0.0.1:8000", **headers}.items()]}
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        asyncio.run(app(scope, receive, send))
+        return int(sent[0]["status"])
+
+    plain = app_with()
+    assert get(plain, {}) == 200
+    assert get(plain, {"Host": EVIL_HOST}) == 421
+    assert get(plain, {"Origin": EVIL_ORIGIN}) == 403
+    listed = app_with(allowed_hosts=["api.example"], allowed_origins=["https://app.example"])
+    assert get(listed, {"Host": "api.example", "Origin": "https://app.example"}) == 200
+    assert get(listed, {"Host": EVIL_HOST}) == 421
+
+
 # The guard in-process: what a socket to 127.0.0.1 cannot show.
 
 class Inner:

@@ -3,7 +3,10 @@ caller's ``ValidationResult`` or refuses with the middleware's status and header
 
 FastAPI renders an ``HTTPException`` as ``{"detail": ...}``; ``install(app)`` adds the
 handler that sends the middleware's exact body instead (``error``, ``error_description``).
-Like the middleware, the dependency checks ``Host`` and ``Origin`` before the key.
+Like the middleware, the dependency checks ``Host`` and ``Origin`` before the key; and
+``install(app)`` puts the same check in front of the whole app, so routes without the
+dependency (``/docs``, ``/openapi.json``, a health check, a 404) are not open to DNS
+rebinding either.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 from ..models import ValidationResult
 from ..validator import Validator, get_validator, key_required
 from .mcp import extract_token
-from .origin import OriginPolicy
+from .origin import OriginGuard, OriginPolicy
 from .refusal import Refusal, refusal
 
 try:
@@ -42,9 +45,15 @@ async def _send_refusal(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(refused.body, refused.status, headers=refused.headers)
 
 
-def install(app: Any) -> None:
-    """Make refusals carry the middleware's exact JSON body on this app."""
+def install(app: Any, *, allowed_hosts: Iterable[str] | None = None,
+            allowed_origins: Iterable[str] | None = None) -> None:
+    """Make refusals carry the middleware's exact JSON body on this app, and refuse a
+    foreign ``Origin`` (403) or ``Host`` (421) on every route, with or without
+    ``require_key`` (``allowed_hosts``/``allowed_origins`` add to the loopback defaults,
+    as for ``require_key``)."""
     app.add_exception_handler(KeyRefused, _send_refusal)
+    app.add_middleware(OriginGuard, policy=OriginPolicy.configure(allowed_hosts,
+                                                                   allowed_origins))
 
 
 def require_key(

@@ -25,3 +25,8 @@ def hold(names: Iterable[str]) -> list[str]:
             _held[name] = value
             moved.append(name)
     return moved
+
+
+def held_values() -> list[str]:
+    """The values held (so that ``run --proxy`` can scrub them wherever else they show)."""
+    return list(_held.values())

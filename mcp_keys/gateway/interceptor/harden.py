@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 from ...errors import McpKeysError
-from ...secrets.held import hold
+from ...secrets.held import held_values, hold
 
 PR_SET_DUMPABLE = 4
 
 
-def _environment_block() -> tuple[int, int] | None:
-    """Where the environment the process was started with lies in its memory (Linux)."""
+def _block(first: int) -> tuple[int, int] | None:
+    """Where a block the kernel shows in ``/proc/<pid>`` lies in our memory (Linux):
+    ``first`` is the 0-based index, after the command name, of its start field."""
     try:
         stat = Path("/proc/self/stat").read_text(encoding="ascii", errors="replace")
     except OSError:
@@ -27,7 +29,48 @@ def _environment_block() -> tuple[int, int] | None:
     fields = stat[stat.rfind(")") + 2:].split()  # after the command name, field 3 on
     if len(fields) < 49:
         return None
-    return int(fields[47]), int(fields[48])  # env_start, env_end (fields 50 and 51)
+    return int(fields[first]), int(fields[first + 1])
+
+
+def _environment_block() -> tuple[int, int] | None:
+    """The environment the process was started with: env_start, env_end (fields 50, 51)."""
+    return _block(47)
+
+
+def _argument_block() -> tuple[int, int] | None:
+    """Our command line, world-readable as ``/proc/<pid>/cmdline``: arg_start, arg_end
+    (fields 48, 49)."""
+    return _block(45)
+
+
+_URL_PASSWORD = re.compile(rb"://[^/@:\s\0]*:([^/@\s\0]+)@")
+_PASSWORD_PARAMETER = re.compile(rb"(?i)(?:password|passwd|pwd|token|secret)=([^&\s\0]+)")
+
+
+def scrub_arguments(values: Iterable[str] = ()) -> None:
+    """Overwrite, in our command line as ``/proc/<pid>/cmdline`` shows it to every user,
+    each URL's password (``--store postgresql://user:password@host/db``), each
+    ``password=``/``token=`` parameter, and each of ``values``, with ``*``; the words keep
+    their length, so the layout is unchanged."""
+    block = _argument_block()
+    if block is None:
+        return
+    start, end = block
+    with contextlib.suppress(OSError), open("/proc/self/mem", "r+b", buffering=0) as memory:
+        memory.seek(start)
+        text = bytearray(memory.read(end - start))
+        spans = [m.span(1) for pattern in (_URL_PASSWORD, _PASSWORD_PARAMETER)
+                 for m in pattern.finditer(text)]
+        for value in (v.encode() for v in values if len(v) >= 8):
+            at = text.find(value)
+            while at >= 0:
+                spans.append((at, at + len(value)))
+                at = text.find(value, at + 1)
+        if spans:
+            for begin, stop in spans:
+                text[begin:stop] = b"*" * (stop - begin)
+            memory.seek(start)
+            memory.write(bytes(text))
 
 
 def wipe_initial_environment() -> None:
@@ -65,8 +108,10 @@ def forbid_dumps() -> None:
 
 def withdraw(names: Iterable[str]) -> list[str]:
     """Take ``names`` out of this process's environment (held in memory for the secret
-    sources), wipe the initial environment block, and forbid dumps."""
+    sources), scrub passwords from our command line, wipe the initial environment block,
+    and forbid dumps."""
     moved = hold(names)
+    scrub_arguments(held_values())
     wipe_initial_environment()
     forbid_dumps()
     return moved

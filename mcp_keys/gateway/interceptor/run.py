@@ -137,7 +137,7 @@ def run_proxied(command: list[str], service_names: list[str], *,
     from ..server import KEY_VAR, CallerSource, key_from_environment
     from .addon import SwapAddon
     from .ca import LocalCA, service_hosts
-    from .childenv import check_pass_env, child_environment
+    from .childenv import check_pass_env, child_environment, referenced_variables
     from .harden import withdraw
 
     if not command:
@@ -154,7 +154,7 @@ def run_proxied(command: list[str], service_names: list[str], *,
         raise McpKeysError(f"run --proxy needs a valid mcp-keys key in {KEY_VAR} "
                            f"({result.reason.value})")
     services = gateway.config.current().services
-    named = [s.secret[len("env:"):] for s in services.values() if s.secret.startswith("env:")]
+    named = referenced_variables(services.values())
     passed = check_pass_env(pass_env or [], named)
     placeholders: dict[str, str] = {}
     values: list[str] = []
@@ -248,7 +248,10 @@ def _run_child(command: list[str], env: dict[str, str], account: Any = None) -> 
     drop: dict[str, Any] = {}
     if account is not None:  # done by subprocess in the child, between fork and exec
         drop = {"user": account.pw_uid, "group": account.pw_gid,
-                "extra_groups": os.getgrouplist(account.pw_name, account.pw_gid)}
+                "extra_groups": os.getgrouplist(account.pw_name, account.pw_gid),
+                # a session of its own: no controlling terminal, so no TIOCSTI into the
+                # operator's (root) shell
+                "start_new_session": True}
     try:
         child = subprocess.Popen(command, env=env, **drop)
     except OSError as exc:

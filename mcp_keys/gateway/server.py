@@ -1,59 +1,84 @@
-"""The gateway as an MCP server (official SDK): tools ``list_services``, ``execute`` and
-``explain`` over ``Gateway``, on stdio or streamable HTTP.
+"""The gateway as an MCP server (official SDK): tools ``list_services``, ``execute``,
+``exec``, ``explain`` and ``whoami`` over ``Gateway``, on stdio or streamable HTTP.
 
 The caller is a verified mcp-keys key. Over HTTP, the bearer token of each request (the
 SDK's verifier, then the tool reads the access token). Over stdio, ``MCP_API_KEY`` in the
 gateway's environment, checked at start and again on every tool call, so revoking it
 stops a running session within the validator's refresh interval.
+
+Every refusal, arguments that do not fit a tool's schema included, is an error result
+holding one JSON object: ``error`` (the sentence), ``reason``, ``rule`` and ``next_step``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from typing import Any
 
-from ..models import ValidationResult
+from ..errors import McpKeysError
+from ..models import ApiKey, Reason, ValidationResult, to_iso
 from ..validator import Validator
 from .proxy import Caller, Denied, Gateway, GatewayRequest
 
 KEY_VAR = "MCP_API_KEY"
-INSTRUCTIONS = ("Calls upstream APIs for you with credentials you never see. list_services "
-                "shows what this key may call; execute makes one request; exec runs a "
-                "configured command; explain says which rule would decide a request and why.")
-
-
-def _tool_error() -> type[Exception]:
-    from ..integrations.scopes import _tool_error as framework_error
-
-    found = framework_error("mcp")
-    return found if found is not None else RuntimeError
+TOOLS = ("list_services", "execute", "exec", "explain", "whoami")
+INSTRUCTIONS = ("Calls upstream APIs for you with credentials you never see. whoami says "
+                "which key you hold and what it may call; list_services shows the services; "
+                "execute makes one request; exec runs a configured command; explain says "
+                "which rule would decide a request and why. A refusal is JSON with reason, "
+                "rule and next_step.")
 
 
 class CallerSource:
     """Where each tool call's caller comes from: a fixed key (stdio) or the request's
     access token (HTTP)."""
 
-    def __init__(self, validator: Validator, key: str | None = None) -> None:
+    def __init__(self, validator: Validator, key: str | None = None, *,
+                 records: Callable[[str], ApiKey] | None = None) -> None:
         self.validator = validator
         self.key = key
+        self.records = records  # HTTP: whoami looks up the name the token does not hold
 
     def check_start(self) -> ValidationResult:
         return self.validator.validate(self.key)
 
-    def current(self) -> Caller:
-        error = _tool_error()
+    def identity(self) -> ValidationResult:
+        """The caller's key as the validator sees it now; ``Denied`` when it is not valid."""
         if self.key is not None:
             result = self.validator.validate(self.key)
             if not result or result.key_id is None:
-                raise error(f"the gateway's key ({KEY_VAR}) is no longer valid "
-                            f"({result.reason.value}); ask for a new one")
-            return Caller(result.key_id, frozenset(result.scopes))
+                raise Denied("unauthorized", f"the gateway's key ({KEY_VAR}) is no longer "
+                             f"valid ({result.reason.value}); ask for a new one",
+                             rule=f"key {result.reason.value.lower()}",
+                             next_step=f"ask the operator for a new key and restart the "
+                                       f"gateway with it in {KEY_VAR}")
+            return result
+        caller = self.current()
+        name, expires = None, None
+        if self.records is not None:
+            try:
+                record = self.records(caller.key_id)
+            except McpKeysError:
+                raise Denied("unauthorized", "this key's record could not be read",
+                             rule="mcp-keys key check",
+                             next_step="ask the operator for a valid key") from None
+            name, expires = record.name, record.expires_at
+        return ValidationResult(Reason.VALID, key_id=caller.key_id, name=name,
+                                scopes=tuple(sorted(caller.scopes)), expires_at=expires)
+
+    def current(self) -> Caller:
+        if self.key is not None:
+            result = self.identity()
+            return Caller(str(result.key_id), frozenset(result.scopes))
         from mcp.server.auth.middleware.auth_context import get_access_token
 
         token = get_access_token()
         if token is None:
-            raise error("no mcp-keys key on this call: send Authorization: Bearer mcpk_…")
+            raise Denied("unauthorized", "no mcp-keys key on this call: send "
+                         "Authorization: Bearer mcpk_…", rule="mcp-keys key check",
+                         next_step="ask the operator for a key with scope gateway:SERVICE")
         return Caller(token.client_id, frozenset(token.scopes))
 
 
@@ -67,14 +92,55 @@ def _server_class() -> Any:
     return MCPServer
 
 
-def build(gateway: Gateway, callers: CallerSource, **server_kwargs: Any) -> Any:
-    """The MCP server with the three tools."""
-    server = _server_class()("mcp-keys-gateway", instructions=INSTRUCTIONS, **server_kwargs)
-    error = _tool_error()
-    tool: Callable[[], Callable[[Callable[..., Any]], Callable[..., Any]]] = server.tool
+def refusal(exc: Denied) -> Any:
+    """The error result of a refused call: one JSON text block (both SDKs' clients read
+    it as is; ``structuredContent`` would be checked against the tool's output schema)."""
+    from mcp.types import CallToolResult
 
-    def refuse(exc: Denied) -> Exception:
-        return error(str(exc))
+    text = json.dumps(exc.to_dict(), ensure_ascii=False)
+    return CallToolResult.model_validate({"content": [{"type": "text", "text": text}],
+                                          "isError": True})
+
+
+def _schema_problem(error: Exception) -> str:
+    """Which fields failed and how, from a pydantic ``ValidationError``: its locations and
+    messages only, never the rejected values (the caller's data)."""
+    errors: list[dict[str, Any]] = getattr(error, "errors", lambda: [])()
+    parts = [f"{'.'.join(str(p) for p in e.get('loc', ())) or 'arguments'}: "
+             f"{e.get('msg', 'invalid')}" for e in errors[:5]]
+    return "; ".join(parts) or "invalid arguments"
+
+
+def _audit_bad_arguments(server: Any, gateway: Gateway, callers: CallerSource) -> None:
+    """Arguments the SDK refuses before a tool runs (a missing field, a wrong type) are
+    refused in the same form as every other refusal, and audited."""
+    from pydantic import ValidationError
+
+    manager = server._tool_manager  # both SDKs route every call through it
+    original = manager.call_tool
+
+    async def call_tool(name: str, arguments: dict[str, Any], *args: Any, **kwargs: Any
+                        ) -> Any:
+        try:
+            return await original(name, arguments, *args, **kwargs)
+        except Exception as exc:
+            if name not in TOOLS or not isinstance(exc.__cause__, ValidationError):
+                raise
+            problem = _schema_problem(exc.__cause__)
+        try:
+            caller = callers.current()
+        except Denied as denied:
+            return refusal(denied)
+        return refusal(gateway.refuse_arguments(caller, name, dict(arguments or {}), problem))
+
+    manager.call_tool = call_tool
+
+
+def build(gateway: Gateway, callers: CallerSource, **server_kwargs: Any) -> Any:
+    """The MCP server with the gateway's tools."""
+    server_kwargs.setdefault("log_level", "WARNING")  # a refusal's record is the audit line
+    server = _server_class()("mcp-keys-gateway", instructions=INSTRUCTIONS, **server_kwargs)
+    tool: Callable[[], Callable[[Callable[..., Any]], Callable[..., Any]]] = server.tool
 
     @tool()
     def list_services() -> list[dict[str, Any]]:
@@ -82,20 +148,22 @@ def build(gateway: Gateway, callers: CallerSource, **server_kwargs: Any) -> Any:
         try:
             return gateway.visible(callers.current())
         except Denied as exc:
-            raise refuse(exc) from None
+            return refusal(exc)  # type: ignore[no-any-return]
 
     @tool()
     async def execute(service: str, method: str, path: str,
                       query: dict[str, str] | None = None,
                       headers: dict[str, str] | None = None,
-                      body: str | None = None, reason: str | None = None) -> dict[str, Any]:
-        """Make one request to a service (the gateway adds the credential). Returns the
-        status, headers, body (text or base64) and whether the body was truncated."""
+                      body: Any = None, reason: str | None = None) -> dict[str, Any]:
+        """Make one request to a service (the gateway adds the credential). body is text
+        or any JSON value; an object or array is sent as JSON (Content-Type
+        application/json unless you set one). Returns the status, headers, body (text or
+        base64) and whether the body was truncated."""
         request = GatewayRequest(service, method, path, query, headers, body, reason)
         try:
             response = await gateway.execute(callers.current(), request)
         except Denied as exc:
-            raise refuse(exc) from None
+            return refusal(exc)  # type: ignore[no-any-return]
         return response.to_dict()
 
     @tool()
@@ -106,17 +174,32 @@ def build(gateway: Gateway, callers: CallerSource, **server_kwargs: Any) -> Any:
         try:
             result = await gateway.run_exec(callers.current(), service, args, reason)
         except Denied as exc:
-            raise refuse(exc) from None
+            return refusal(exc)  # type: ignore[no-any-return]
         return result.to_dict()
 
     @tool()
     def explain(service: str, method: str, path: str) -> dict[str, Any]:
-        """Which rule would decide this request, and why (nothing is sent)."""
+        """Which rule would decide this request, and why (nothing is sent); when it would
+        be refused, the rule and the next step that would allow it."""
         try:
             return gateway.explain(callers.current(), service, method, path)
         except Denied as exc:
-            raise refuse(exc) from None
+            return refusal(exc)  # type: ignore[no-any-return]
 
+    @tool()
+    def whoami() -> dict[str, Any]:
+        """The key this session uses: its ID, name, scopes, expiry, and the services it
+        may call (with their allowed rules)."""
+        try:
+            result = callers.identity()
+            caller = Caller(str(result.key_id), frozenset(result.scopes))
+            return {"key_id": result.key_id, "name": result.name,
+                    "scopes": sorted(result.scopes), "expires_at": to_iso(result.expires_at),
+                    "services": gateway.visible(caller)}
+        except Denied as exc:
+            return refusal(exc)  # type: ignore[no-any-return]
+
+    _audit_bad_arguments(server, gateway, callers)
     return server
 
 

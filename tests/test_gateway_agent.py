@@ -241,7 +241,7 @@ def test_every_denial_names_its_rule_and_next_step(setup: dict[str, Any],
 
     for found in for_each_transport(setup, http_gateway[0], calls):
         got = {name: refusal_of(result) for name, result in found.items() if name != "explain"}
-        assert got["deny"]["reason"] == "denied"
+        assert got["deny"]["reason"] == "denied", got["deny"]
         assert got["deny"]["rule"] == "deny GET /things/secret/**", got["deny"]
         assert "--remove-deny" in got["deny"]["next_step"]
         assert got["unmatched"]["rule"] == "no allow rule matches"

@@ -111,9 +111,12 @@ def _schema_problem(error: Exception) -> str:
     return "; ".join(parts) or "invalid arguments"
 
 
-def _audit_bad_arguments(server: Any, gateway: Gateway, callers: CallerSource) -> None:
-    """Arguments the SDK refuses before a tool runs (a missing field, a wrong type) are
-    refused in the same form as every other refusal, and audited."""
+def _refuse_in_form(server: Any, gateway: Gateway, callers: CallerSource) -> None:
+    """Every refusal leaves the server as ``refusal()``: a tool's ``Denied``, and the
+    arguments the SDK refuses before a tool runs (a missing field, a wrong type), which
+    are audited like any other refusal. Handled here, under the SDK's own error path, so
+    a refused call is not logged on stderr (its record is the audit line), and an error
+    result skips the SDK 1.x check of structured output against the tool's schema."""
     from pydantic import ValidationError
 
     manager = server._tool_manager  # both SDKs route every call through it
@@ -124,9 +127,14 @@ def _audit_bad_arguments(server: Any, gateway: Gateway, callers: CallerSource) -
         try:
             return await original(name, arguments, *args, **kwargs)
         except Exception as exc:
-            if name not in TOOLS or not isinstance(exc.__cause__, ValidationError):
+            cause = exc.__cause__
+            if isinstance(cause, Denied):
+                return refusal(cause)
+            tool = manager.get_tool(name) if name in TOOLS else None
+            if tool is None or not isinstance(cause, ValidationError) or \
+                    cause.title != tool.fn_metadata.arg_model.__name__:
                 raise
-            problem = _schema_problem(exc.__cause__)
+            problem = _schema_problem(cause)
         try:
             caller = callers.current()
         except Denied as denied:
@@ -145,10 +153,7 @@ def build(gateway: Gateway, callers: CallerSource, **server_kwargs: Any) -> Any:
     @tool()
     def list_services() -> list[dict[str, Any]]:
         """The services this key may call: name, description, host and allowed rules."""
-        try:
-            return gateway.visible(callers.current())
-        except Denied as exc:
-            return refusal(exc)  # type: ignore[no-any-return]
+        return gateway.visible(callers.current())
 
     @tool()
     async def execute(service: str, method: str, path: str,
@@ -160,46 +165,32 @@ def build(gateway: Gateway, callers: CallerSource, **server_kwargs: Any) -> Any:
         application/json unless you set one). Returns the status, headers, body (text or
         base64) and whether the body was truncated."""
         request = GatewayRequest(service, method, path, query, headers, body, reason)
-        try:
-            response = await gateway.execute(callers.current(), request)
-        except Denied as exc:
-            return refusal(exc)  # type: ignore[no-any-return]
-        return response.to_dict()
+        return (await gateway.execute(callers.current(), request)).to_dict()
 
     @tool()
     async def exec(service: str, args: list[str], reason: str | None = None
                    ) -> dict[str, Any]:
         """Run an exec service's command with these arguments (the gateway puts the
         credential in its environment). Returns the exit code, stdout and stderr."""
-        try:
-            result = await gateway.run_exec(callers.current(), service, args, reason)
-        except Denied as exc:
-            return refusal(exc)  # type: ignore[no-any-return]
-        return result.to_dict()
+        return (await gateway.run_exec(callers.current(), service, args, reason)).to_dict()
 
     @tool()
     def explain(service: str, method: str, path: str) -> dict[str, Any]:
         """Which rule would decide this request, and why (nothing is sent); when it would
         be refused, the rule and the next step that would allow it."""
-        try:
-            return gateway.explain(callers.current(), service, method, path)
-        except Denied as exc:
-            return refusal(exc)  # type: ignore[no-any-return]
+        return gateway.explain(callers.current(), service, method, path)
 
     @tool()
     def whoami() -> dict[str, Any]:
         """The key this session uses: its ID, name, scopes, expiry, and the services it
         may call (with their allowed rules)."""
-        try:
-            result = callers.identity()
-            caller = Caller(str(result.key_id), frozenset(result.scopes))
-            return {"key_id": result.key_id, "name": result.name,
-                    "scopes": sorted(result.scopes), "expires_at": to_iso(result.expires_at),
-                    "services": gateway.visible(caller)}
-        except Denied as exc:
-            return refusal(exc)  # type: ignore[no-any-return]
+        result = callers.identity()
+        caller = Caller(str(result.key_id), frozenset(result.scopes))
+        return {"key_id": result.key_id, "name": result.name,
+                "scopes": sorted(result.scopes), "expires_at": to_iso(result.expires_at),
+                "services": gateway.visible(caller)}
 
-    _audit_bad_arguments(server, gateway, callers)
+    _refuse_in_form(server, gateway, callers)
     return server
 
 

@@ -181,6 +181,7 @@ class Gateway:
         self.front = front
         self.buckets = Buckets()
         self._client: Any = None
+        self._httpx: Any = None  # the HTTP client's module, found on the first call
         self._scrubbers: dict[str, tuple[tuple[str, ...], Scrubber]] = {}
 
     def __repr__(self) -> str:
@@ -457,7 +458,7 @@ class Gateway:
         self.audit.append(event, key_id=caller.key_id if caller else None, detail=detail)
 
     async def _send(self, service: Service, outgoing: Outgoing) -> GatewayResponse:
-        httpx = _client_module()
+        httpx = self._httpx = self._httpx or _client_module()
         try:
             secret = self.secrets.get(service.secret)
         except SecretError as exc:

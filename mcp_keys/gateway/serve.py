@@ -10,15 +10,18 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import McpKeysError, UsageError
-from ..integrations.refusal import ASGIApp, Receive, Scope, Send, bearer_token
 from ..validator import Validator
 from .model import RateLimit
 from .proxy import MAX_BODY, Gateway
 from .ratelimit import Buckets
 from .server import KEY_VAR, CallerSource, build, key_from_environment
 from .services import ConfigError, ServiceConfig, services_path
+
+if TYPE_CHECKING:  # HTTP only: stdio serving never imports it
+    from ..integrations.refusal import ASGIApp, Receive, Scope, Send
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 REFRESH = 0.5  # a revoke or a store change reaches the gateway within this
@@ -33,6 +36,8 @@ class KeyRateLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            from ..integrations.refusal import bearer_token
+
             result = self.validator.validate(bearer_token(scope))
             if result and result.key_id:
                 wait = self.buckets.take(result.key_id, self.limit.count, self.limit.period)

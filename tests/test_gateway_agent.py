@@ -179,6 +179,23 @@ def test_every_json_body_shape_reaches_the_upstream(setup: dict[str, Any],
             assert upstream.authorised("bearer", seen), f"{transport} {name}"
 
 
+def test_a_json_looking_reason_is_kept_as_text(setup: dict[str, Any], manager: FileKeys,
+                                               http_gateway: tuple[str, Path]) -> None:
+    reasons = ['{"ticket": 42}', "true", "[1, 2]"]
+
+    async def calls(session: Any) -> list[Any]:
+        return [await session.call_tool("execute", {"service": "api", "method": "GET",
+                                                    "path": "/things/1", "reason": reason})
+                for reason in reasons]
+
+    for results in for_each_transport(setup, http_gateway[0], calls):
+        for result in results:
+            assert not is_error(result), text_of(result)[:300]
+    logged = [str(e.detail.get("reason")) for e in
+              manager.audit.read(event="gateway_call").events]
+    assert [json.loads(r) for r in logged] == [json.loads(r) for r in reasons] * 2, logged
+
+
 # -- 2 and 4. every refusal is structured, and audited --------------------------------------
 
 def test_bad_arguments_are_refused_in_form_and_audited(setup: dict[str, Any],
@@ -343,3 +360,40 @@ def test_a_port_in_use_is_one_line_and_exit_1(setup: dict[str, Any]) -> None:
     assert done.returncode == 1, (done.returncode, done.stderr[-500:])
     line = one_error_line(done.stderr)
     assert f"port {port} on 127.0.0.1 is in use" in line and "--port" in line, line
+
+
+def test_the_per_key_429_names_its_rule_and_next_step(setup: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, **setup["env"], "MCP_KEYS_STORE": setup["store"]}
+    errors = tmp_path / "limited.log"
+    with errors.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mcp_keys", "gateway", "serve", "--transport", "http",
+             "--port", str(port), "--rate-limit", "3/min"], env=env,
+            stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            wait_for(lambda: "serving" in errors.read_text() or process.poll() is not None,
+                     30, "the HTTP gateway")
+            found: dict[str, Any] = {}
+            for _ in range(10):
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/mcp", data=b"{}", method="POST", headers={
+                        "Content-Type": "application/json",
+                        "Accept": "application/json, text/event-stream",
+                        "Authorization": f"Bearer {setup['agent'].key}"})
+                try:
+                    urllib.request.urlopen(request, timeout=10).close()
+                except urllib.error.HTTPError as error:
+                    if error.code == 429:
+                        found = json.loads(error.read())
+                        break
+        finally:
+            process.terminate()
+            process.wait(10)
+    assert found.get("reason") == "rate_limited", found
+    assert found["rule"] == "rate limit 3/min per key", found
+    assert found["next_step"].startswith("retry in "), found

@@ -44,7 +44,9 @@ class KeyRateLimit:
                 if wait:
                     body = json.dumps({"error": "rate_limited", "error_description":
                                        f"this key is over {self.limit.text} on the gateway; "
-                                       f"retry in {wait:.1f}s"}).encode()
+                                       f"retry in {wait:.1f}s", "reason": "rate_limited",
+                                       "rule": f"rate limit {self.limit.text} per key",
+                                       "next_step": f"retry in {wait:.1f}s"}).encode()
                     await send({"type": "http.response.start", "status": 429, "headers": [
                         (b"content-type", b"application/json"),
                         (b"retry-after", str(math.ceil(wait)).encode()),

@@ -92,6 +92,14 @@ def _server_class() -> Any:
     return MCPServer
 
 
+def as_text(value: object) -> str | None:
+    """A free-text argument (``reason``) as text: the SDK hands a tool the parsed value of
+    a JSON-looking string (``"true"``, ``"{...}"``), which is turned back into its text."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
 def refusal(exc: Denied) -> Any:
     """The error result of a refused call: one JSON text block (both SDKs' clients read
     it as is; ``structuredContent`` would be checked against the tool's output schema)."""
@@ -159,20 +167,20 @@ def build(gateway: Gateway, callers: CallerSource, **server_kwargs: Any) -> Any:
     async def execute(service: str, method: str, path: str,
                       query: dict[str, str] | None = None,
                       headers: dict[str, str] | None = None,
-                      body: Any = None, reason: str | None = None) -> dict[str, Any]:
+                      body: Any = None, reason: Any = None) -> dict[str, Any]:
         """Make one request to a service (the gateway adds the credential). body is text
         or any JSON value; an object or array is sent as JSON (Content-Type
         application/json unless you set one). Returns the status, headers, body (text or
         base64) and whether the body was truncated."""
-        request = GatewayRequest(service, method, path, query, headers, body, reason)
+        request = GatewayRequest(service, method, path, query, headers, body, as_text(reason))
         return (await gateway.execute(callers.current(), request)).to_dict()
 
     @tool()
-    async def exec(service: str, args: list[str], reason: str | None = None
-                   ) -> dict[str, Any]:
+    async def exec(service: str, args: list[str], reason: Any = None) -> dict[str, Any]:
         """Run an exec service's command with these arguments (the gateway puts the
         credential in its environment). Returns the exit code, stdout and stderr."""
-        return (await gateway.run_exec(callers.current(), service, args, reason)).to_dict()
+        return (await gateway.run_exec(callers.current(), service, args,
+                                       as_text(reason))).to_dict()
 
     @tool()
     def explain(service: str, method: str, path: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -88,8 +89,23 @@ def _server_class() -> Any:
     except ImportError:  # SDK 1.x
         from importlib import import_module
 
-        return import_module("mcp.server.fastmcp").FastMCP
-    return MCPServer
+        server: Any = import_module("mcp.server.fastmcp").FastMCP
+    else:
+        server = MCPServer
+    module = sys.modules[server.__module__]
+    if hasattr(module, "configure_logging"):
+        setattr(module, "configure_logging", _plain_logging)  # noqa: B010
+    return server
+
+
+def _plain_logging(level: str = "WARNING") -> None:
+    """What the gateway's SDK logs, as plain lines on stderr: its own set-up would load
+    rich (tens of milliseconds of start-up) to draw boxes around lines that are for an
+    operator to read and act on."""
+    import logging
+
+    logging.basicConfig(level=level, format="%(name)s: %(message)s",
+                        handlers=[logging.StreamHandler(sys.stderr)])
 
 
 def as_text(value: object) -> str | None:

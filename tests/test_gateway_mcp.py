@@ -127,7 +127,7 @@ async def exercise(session: Any, upstream: Upstream) -> dict[str, Any]:
 
 
 def check_exercise(found: dict[str, Any], upstream: Upstream) -> None:
-    assert found["tools"] == ["exec", "execute", "explain", "list_services"]
+    assert found["tools"] == ["exec", "execute", "explain", "list_services", "whoami"]
     assert '"api"' in found["listed"] and "GET /things/**" in found["listed"] and \
         "env:GW_SECRET" not in found["listed"], "list_services shows no reference"
     allowed = text_of(found["allowed"]).replace('"status":200', '"status": 200')

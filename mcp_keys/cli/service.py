@@ -432,7 +432,7 @@ def gateway() -> None:
 @click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio",
               show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
 @click.option("--public", is_flag=True, help="Allow a --host other than loopback.")
 @click.option("--max-body", default="1MiB", show_default=True,
               help="Largest request or response body passed through (KiB, MiB or bytes).")
@@ -445,11 +445,13 @@ def gateway() -> None:
 def serve(ctx: click.Context, transport: str, host: str, port: int, public: bool,
           max_body: str, rate_limit: str | None, log_bodies: bool,
           allow_workspace_policy: bool) -> None:
-    """Serve the gateway's MCP tools: list_services, execute, exec, explain.
+    """Serve the gateway's MCP tools: list_services, execute, exec, explain, whoami.
 
-    list_services shows the services the caller's key may use; execute makes an HTTP call
-    to one, exec runs an exec service's command; explain says whether a call would be
-    allowed, and why, without making it.
+    whoami names the caller's key, its scopes, expiry and services; list_services shows
+    the services the key may use; execute makes an HTTP call to one, exec runs an exec
+    service's command; explain says whether a call would be allowed, and why, without
+    making it. A refusal is JSON: reason, rule and next_step. Over HTTP the URL served is
+    printed on stderr.
 
     \b
     Examples:

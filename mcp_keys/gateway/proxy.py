@@ -12,11 +12,13 @@ audit line written, whatever the outcome.
 from __future__ import annotations
 
 import base64
+import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SecretError
+from . import denial
 from .hygiene import (
     Refused,
     check_headers,
@@ -70,7 +72,7 @@ class GatewayRequest:
     path: str
     query: Any = None
     headers: Any = None
-    body: str | bytes | None = None
+    body: object = None  # bytes, text, or any JSON value (objects and arrays sent as JSON)
     reason: str | None = None
 
 
@@ -90,14 +92,47 @@ class GatewayResponse:
 
 
 class Denied(Exception):
-    """The call was not made (or failed upstream); ``str()`` tells the agent why."""
+    """The call was not made (or failed upstream); ``str()`` tells the agent why, and
+    ``to_dict()`` the same in the form every refusal takes (``denial``)."""
 
     def __init__(self, decision: str, message: str, *, retry_after: float | None = None,
-                 status: int | None = None) -> None:
+                 status: int | None = None, rule: str | None = None,
+                 next_step: str | None = None) -> None:
         super().__init__(message)
         self.decision = decision
         self.retry_after = retry_after
         self.status = status
+        fallback_rule, fallback_step = denial.default(decision)
+        self.rule = rule or fallback_rule
+        self.next_step = next_step or fallback_step
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"error": str(self), "reason": self.decision,
+                                "rule": self.rule, "next_step": self.next_step}
+        if self.retry_after is not None:
+            data["retry_after"] = round(self.retry_after, 1)
+        return data
+
+
+def encode_body(body: object, headers: dict[str, str]) -> bytes:
+    """The bytes to send for ``body``: text as UTF-8, bytes as they are, an object or
+    array as JSON (adding ``Content-Type: application/json`` unless the caller set a
+    content type), a number or boolean as its JSON text. SDK 2.x hands a tool the parsed
+    value of a JSON-looking string, so every JSON value must be accepted here."""
+    if body is None:
+        return b""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    try:
+        text = json.dumps(body, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        raise Refused("body must be text or a JSON value") from None
+    if isinstance(body, dict | list) and not any(
+            name.lower() == "content-type" for name in headers):
+        headers["Content-Type"] = "application/json"
+    return text.encode()
 
 
 def clean_reason(reason: object) -> str | None:
@@ -146,6 +181,7 @@ class Gateway:
         self.front = front
         self.buckets = Buckets()
         self._client: Any = None
+        self._httpx: Any = None  # the HTTP client's module, found on the first call
         self._scrubbers: dict[str, tuple[tuple[str, ...], Scrubber]] = {}
 
     def __repr__(self) -> str:
@@ -162,10 +198,14 @@ class Gateway:
                          f"call is refused until it is fixed: {snapshot.error}")
         service = snapshot.services.get(name) if isinstance(name, str) else None
         if service is None or not caller.may_use(service.name):
+            rule, step = denial.for_scope(str(name)[:64])
             raise Denied("denied", f"no service {str(name)[:64]!r} for this key (it needs "
-                         f"scope gateway:{str(name)[:64]})")
+                         f"scope gateway:{str(name)[:64]})", rule=rule, next_step=step)
         if not service.enabled:
-            raise Denied("disabled", f"service {service.name} is disabled")
+            raise Denied("disabled", f"service {service.name} is disabled",
+                         rule=f"service {service.name} disabled",
+                         next_step=f"ask the operator to run 'mcp-keys service enable "
+                                   f"{service.name}'")
         if (held := snapshot.check_held(service.name)) is not None:
             raise Denied("restart_required", held)
         return service
@@ -188,9 +228,16 @@ class Gateway:
             verb = check_method(method, METHODS)
             normal = normalise_path(path)
         except Refused as exc:
-            return {"allowed": False, "why": f"refused before any rule: {exc}"}
+            return {"allowed": False, "why": f"refused before any rule: {exc}",
+                    "rule": "request checks (before any rule)",
+                    "next_step": "change the method or path"}
         allowed, why = service.decide(verb, normal, caller.scopes)
-        return {"allowed": allowed, "why": why, "method": verb, "path": normal}
+        found: dict[str, Any] = {"allowed": allowed, "why": why, "method": verb,
+                                 "path": normal}
+        if not allowed:
+            found["rule"], found["next_step"] = denial.for_rules(service, verb, normal,
+                                                                 caller.scopes)
+        return found
 
     # -- the call ---------------------------------------------------------------------
 
@@ -199,27 +246,32 @@ class Gateway:
         credential) and why it is allowed; ``Denied`` otherwise."""
         service = self.service(caller, request.service)
         if service.kind != "http":
-            raise Denied("denied", f"service {service.name} runs a command: use exec")
+            raise Denied("denied", f"service {service.name} runs a command: use exec",
+                         rule=f"service {service.name} is an exec service",
+                         next_step="call the exec tool instead")
+        part = "method"
         try:
             method = check_method(request.method, METHODS)
+            part = "path"
             path = normalise_path(request.path)
+            part = "headers"
             headers = check_headers(request.headers, reserved=reserved_headers(service.auth))
+            part = "query"
             query = check_query(request.query, reserved=reserved_query(service.auth))
-        except Refused as exc:
-            raise Denied("bad_request", f"refused before sending: {exc}") from None
-        body = request.body or b""
-        if isinstance(body, str):
-            body = body.encode()
-        if len(body) > self.max_body:
-            raise Denied("bad_request", f"refused before sending: the body is over "
-                         f"{self.max_body} bytes")
-        try:
+            part = "body"
+            body = encode_body(request.body, headers)
+            if len(body) > self.max_body:
+                raise Refused(f"the body is over {self.max_body} bytes")
+            part = "request"
             check_overrides(headers, [name for name, _ in query], body)
         except Refused as exc:
-            raise Denied("bad_request", f"refused before sending: {exc}") from None
+            raise Denied("bad_request", f"refused before sending: {exc}",
+                         rule=f"{part} check (before any rule)",
+                         next_step=f"change the {part} and call again") from None
         allowed, why = service.decide(method, path, caller.scopes)
         if not allowed:
-            raise Denied("denied", why)
+            rule, step = denial.for_rules(service, method, path, caller.scopes)
+            raise Denied("denied", why, rule=rule, next_step=step)
         self._take(caller, service)
         outgoing = Outgoing(method, service.base_url + path, headers, query, body)
         return service, outgoing, why
@@ -278,6 +330,28 @@ class Gateway:
             detail["status"] = exc.status
         self._audit(caller, detail)
 
+    def refuse_arguments(self, caller: Caller, tool: str, arguments: dict[str, Any],
+                         problem: str) -> Denied:
+        """A tool call whose arguments do not fit the tool's schema: refused, and audited
+        as ``bad_request`` like any other refusal (``problem`` names fields, not values)."""
+        detail: dict[str, Any] = {"front": self.front, "tool": tool}
+        for name, size in (("service", 64), ("method", 16)):
+            value = arguments.get(name)
+            if isinstance(value, str):
+                detail[name] = value[:size]
+        denied = Denied("bad_request", f"refused before sending: the arguments do not fit "
+                        f"the {tool} tool ({problem})"[:600], rule=f"{tool} tool input schema",
+                        next_step=f"fix the arguments to match the {tool} tool's input schema "
+                                  "and call again")
+        if isinstance(arguments.get("path"), str):
+            request = GatewayRequest(str(detail.get("service")), "", arguments["path"])
+            self._audit_refusal(caller, detail, request, denied, _Timing())
+        else:
+            detail.update(decision=denied.decision, why=str(denied), latency_ms=0.0)
+            self._audit(caller, detail, event="gateway_exec" if tool == "exec"
+                        else "gateway_call")
+        return denied
+
     async def run_exec(self, caller: Caller, name: object, args: object,
                        reason: object = None) -> ExecResult:
         """Run an exec service's command with ``args`` if a glob allows them; audited as
@@ -293,16 +367,20 @@ class Gateway:
             service = self.service(caller, name)
             if service.kind != "exec" or service.command is None:
                 raise Denied("denied", f"service {service.name} is an HTTP service: use "
-                             "execute")
+                             "execute", rule=f"service {service.name} is an HTTP service",
+                             next_step="call the execute tool instead")
             try:
                 argv = check_args(args)
             except ValueError as exc:
-                raise Denied("bad_request", f"refused before running: {exc}") from None
+                raise Denied("bad_request", f"refused before running: {exc}",
+                             rule="args check (before any rule)",
+                             next_step="change the args and call again") from None
             detail["args"] = " ".join(argv)[:500]
             allowed, why = service.args_allowed(argv)
             detail["rule"] = why
             if not allowed:
-                raise Denied("denied", why)
+                rule, step = denial.for_args(service, argv)
+                raise Denied("denied", why, rule=rule, next_step=step)
             self._take(caller, service)
             env, values = {}, []
             for var, ref in service.secret_env:
@@ -337,7 +415,9 @@ class Gateway:
                                  service.rate_limit.period)
         if wait:
             raise Denied("rate_limited", f"rate limit {service.rate_limit.text} reached for "
-                         f"this key on {service.name}: retry in {wait:.1f}s", retry_after=wait)
+                         f"this key on {service.name}: retry in {wait:.1f}s", retry_after=wait,
+                         rule=f"rate limit {service.rate_limit.text}",
+                         next_step=f"retry in {wait:.1f}s")
 
     async def probe(self, name: str, path: str = "/") -> tuple[GatewayResponse, float]:
         """One GET to ``path`` of a service with its credential, whatever the rules (the
@@ -378,7 +458,7 @@ class Gateway:
         self.audit.append(event, key_id=caller.key_id if caller else None, detail=detail)
 
     async def _send(self, service: Service, outgoing: Outgoing) -> GatewayResponse:
-        httpx = _client_module()
+        httpx = self._httpx = self._httpx or _client_module()
         try:
             secret = self.secrets.get(service.secret)
         except SecretError as exc:

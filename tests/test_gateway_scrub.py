@@ -83,6 +83,27 @@ FORMS: dict[str, Callable[[str], str]] = {
     "UTF-16LE": lambda s: s.encode("utf-16-le").decode("latin-1"),
     "UTF-16BE of upper": lambda s: s.upper().encode("utf-16-be").decode("latin-1"),
     "UTF-16 in JSON": lambda s: json.dumps(s.encode("utf-16-le").decode("latin-1")),
+    "zero-width spaces between": lambda s: "\u200b".join(s),
+    "soft hyphens and joiners": lambda s: "".join(c + "\u00ad\u2060\ufeff"[i % 3]
+                                                  for i, c in enumerate(s)),
+    "spaces between": lambda s: " ".join(s),
+    "folded over lines": lambda s: s[:7] + "\r\n\t" + s[7:],
+    "fullwidth": lambda s: "".join(chr(ord(c) + 0xFEE0) for c in s),
+    "html entities without ';'": lambda s: "".join(f"&#{ord(c)}" for c in s),
+    "html named entities": lambda s: s.replace("_", "&lowbar;").replace(".", "&period;"),
+    "quoted-printable": lambda s: "".join(f"={ord(c):02X}" for c in s),
+    "quoted-printable soft breaks": lambda s: "=\r\n".join(s[i:i + 5]
+                                                            for i in range(0, len(s), 5)),
+    "%u escapes": lambda s: "".join(f"%u{ord(c):04X}" for c in s),
+    "\\U escapes": lambda s: "".join(f"\\U{ord(c):08x}" for c in s),
+    "octal escapes": lambda s: "".join(f"\\{ord(c):03o}" for c in s),
+    "hex, 0x and commas": lambda s: ", ".join(f"0x{b:02x}" for b in s.encode()),
+    "decimal bytes (a Node Buffer)": lambda s: json.dumps(
+        {"type": "Buffer", "data": list(s.encode())}),
+    "base32, alignment 3": lambda s: base64.b32encode(b"PPP" + s.encode() + b"Q").decode(),
+    "base32 of lower": lambda s: base64.b32encode(s.lower().encode()).decode().lower(),
+    "base64 of UTF-16LE": lambda s: b64(1, s.encode("utf-16-le").decode("latin-1")),
+    "hex of UTF-16BE": lambda s: s.encode("utf-16-be").hex(),
 }
 HEADER_SAFE = [name for name in FORMS if name in (
     "raw", "upper", "mixed case", "hex", "HEX", "hex of upper, colons", "\\u mixed",
@@ -198,7 +219,8 @@ def test_every_form_in_a_header_value_or_name_is_redacted(gateway: Gateway, form
 
 
 @pytest.mark.parametrize("form", ["raw", "hex", "\\u every char", "base64, alignment 1",
-                                  "percent every char", "upper"])
+                                  "percent every char", "upper", "spaces between",
+                                  "zero-width spaces between", "quoted-printable"])
 def test_a_secret_at_the_max_body_cut_is_redacted_whole(gateway: Gateway, form: str) -> None:
     echoed = FORMS[form](SECRET)
     lead = 2 if form.startswith("base64") else 0  # 'P' and its partial character

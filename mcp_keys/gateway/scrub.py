@@ -1,14 +1,21 @@
 """Scrubbing: the resolved secret, in every form it travels in, never leaves the gateway.
 
-The data is read through a *view*: lower-cased (ASCII), with percent-encoding, ``\\x``
-and JSON ``\\u`` escapes, HTML numeric references and ``\\/`` decoded and line breaks
-(raw or JSON-escaped) dropped, in any mix. In that view each secret (and, for
-``user:password``, each half) is looked for raw; as hex of its own, upper- and
-lower-case spelling (bytes optionally separated by ``:``, ``-`` or a space); and as
-base64, standard and URL-safe, of those three spellings at each of the three alignments
-it can have inside a larger blob. Whatever the view matches is replaced, in the original
-bytes, with ``[redacted]``. So case, escapes and line breaks cannot hide a secret, and
-``cut`` scrubs before it truncates and redacts a tail that could begin a secret.
+The data is read through a *view*: lower-cased (ASCII), with percent-encoding (``%XX``,
+``%uXXXX``), ``\\x``, ``\\u``, ``\\U`` and octal escapes, HTML numeric references (with or
+without ``;``) and named entities, quoted-printable ``=XX`` and soft breaks, and ``\\/``
+decoded, fullwidth letters read as ASCII, and line breaks (raw or JSON-escaped) and
+invisible format characters (zero-width, soft hyphen, BOM) dropped, in any mix; the data
+with only blanks (spaces, tabs, NULs, line breaks, invisibles) dropped is searched too. In
+that view each secret (and, for ``user:password``, each half) is looked for raw; as hex
+of its own, upper- and lower-case spelling (bytes optionally separated by ``:``, ``-``,
+``,``, a space or ``0x``) and of its UTF-16; as decimal bytes (a Node Buffer's JSON); and
+as base64, standard and URL-safe (of those spellings and of its UTF-16), and base32, at
+every alignment it can have inside a larger blob. Whatever the view matches is replaced,
+in the original bytes, with ``[redacted]``. So case, escapes, spacing and line breaks
+cannot hide a secret, and ``cut`` scrubs before it truncates and redacts a tail that could
+begin a secret. What no fixed list can catch (an upstream that encrypts, compresses,
+reverses or splits the secret into separate strings) is beyond a scrubber: see
+docs/security-model.md.
 """
 
 from __future__ import annotations
@@ -18,22 +25,32 @@ import bisect
 import functools
 import re
 from dataclasses import dataclass
+from html.entities import html5
 
 REDACTED = "[redacted]"
 MIN_SCRUB = 4  # shorter fragments would redact ordinary text; such secrets are refused
 _WIDEST = 12  # the most bytes one character of the view can take in the data (%XX x 4)
-_SEPARATORS = (b"", b":", b"-", b" ")  # between hex bytes
+_SEPARATORS = (b"", b":", b"-", b" ", b",", b", ", b"0x", b" 0x", b",0x", b", 0x")  # hex bytes
+_DECIMAL_SEPARATORS = (b",", b", ", b" ", b";")  # between decimal bytes: [115, 107, ...]
+_INVISIBLE = (  # format characters that render as nothing: dropped between a secret's
+    rb"\xc2\xad|\xcd\x8f|\xd8\x9c|\xe1\xa0\x8e|\xe2\x80[\x8b-\x8f\xaa-\xae]"  # characters
+    rb"|\xe2\x81[\xa0-\xa4\xa6-\xaf]|\xef\xbb\xbf|\xef\xb8[\x80-\x8f]")
+_FULLWIDTH = rb"\xef\xbc[\x81-\xbf]|\xef\xbd[\x80-\x9e]"  # U+FF01..FF5E, ASCII's lookalikes
 _ESCAPE = re.compile(
-    rb"%[0-9a-fA-F]{2}|\\x[0-9a-fA-F]{2}|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F]"
-    rb"[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|&#[0-9]{1,7};|&#[xX][0-9a-fA-F]{1,6};"
-    rb"|(?i:&(?:amp|lt|gt|quot|apos);)|\\[/\\\"']|\\r\\n|\\n|\\r|\r\n|\n|\r|\x00+")
-_BLANKS = re.compile(rb"\r\n|\n|\r|\x00+")  # dropped, nothing decoded: the view's ground floor
+    rb"%[0-9a-fA-F]{2}|%[uU][0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}|\\U[0-9a-fA-F]{8}"
+    rb"|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}"
+    rb"|\\[0-3][0-7]{2}|&#[0-9]{1,7};?|&#[xX][0-9a-fA-F]{1,6};?|&[A-Za-z][A-Za-z0-9]{1,31};"
+    rb"|=[0-9A-F]{2}|=\r?\n|\\[/\\\"']|\\r\\n|\\n|\\r|\r\n|\n|\r|\x00+|"
+    + _INVISIBLE + b"|" + _FULLWIDTH)
+_BLANKS = re.compile(  # dropped, nothing decoded: the view's ground floor
+    rb"=?\r\n|=?\n|\r|[\x00\t\x0b\x0c ]+|" + _INVISIBLE)
 _NOTHING = {"\\r\\n", "\\n", "\\r", "\r\n", "\n", "\r"}  # line breaks, dropped
 _NAMED = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&apos;": "'"}
 _PARTIAL_ESCAPE = re.compile(  # the start of an escape, cut off at the end of the data
-    rb"(?:%[0-9a-fA-F]?|\\x[0-9a-fA-F]?|\\u[0-9a-fA-F]{0,3}"
+    rb"(?:%[0-9a-fA-F]?|%[uU][0-9a-fA-F]{0,3}|\\x[0-9a-fA-F]?|\\u[0-9a-fA-F]{0,3}"
+    rb"|\\U[0-9a-fA-F]{0,7}|\\[0-3][0-7]?|=[0-9A-F]?|=\r|\xef(?:\xbc|\xbd)?|[\xc2-\xe2][\x80-\xbf]?"
     rb"|\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u?[0-9a-fA-F]{0,3})?|\\r?\\?"
-    rb"|&(?:#(?:[xX][0-9a-fA-F]{0,6}|[0-9]{0,7})|[a-zA-Z]{0,4})?)\Z")
+    rb"|&(?:#(?:[xX][0-9a-fA-F]{0,6}|[0-9]{0,7})|[a-zA-Z][a-zA-Z0-9]{0,31})?)\Z")
 _DEPTH = 3  # decodings of decodings: %2573 is 's' too
 
 Form = tuple[tuple[bytes, ...], ...]  # each position: the bytes the view may hold there
@@ -45,22 +62,33 @@ def _decoded(match: re.Match[bytes]) -> bytes:
 
 @functools.lru_cache(maxsize=4096)
 def _decode(token: bytes) -> bytes:
-    """One escape as the UTF-8 bytes it stands for; a line break or NUL (UTF-16 and
-    UTF-32 interleave ASCII with NULs) as nothing."""
-    text = token.decode("ascii").lower()
-    if text in _NOTHING or not text.strip("\x00"):
+    """One escape as the UTF-8 bytes it stands for; a line break, a quoted-printable soft
+    break, an invisible format character or a NUL (UTF-16 and UTF-32 interleave ASCII
+    with NULs) as nothing; a fullwidth letter as its ASCII one."""
+    if token[:1] >= b"\x80":
+        if re.fullmatch(_FULLWIDTH, token):
+            return bytes([ord(token.decode()) - 0xFEE0])
+        return b""  # an invisible character
+    original = token.decode("ascii")
+    text = original.lower()
+    if text in _NOTHING or not text.strip("\x00\t\x0b\x0c =\r\n"):  # blanks, soft breaks
         return b""
-    if text in _NAMED:
-        return _NAMED[text].encode()
+    if text.startswith("&") and not text.startswith("&#"):
+        named = _NAMED.get(text) or html5.get(original[1:])
+        return named.encode() if named else token
     if len(text) == 2 and text[0] == "\\":
         return text[1].encode()
-    if text.startswith("%") or text.startswith("\\x"):
+    if (text[0] in "%=" and text[1] != "u") or text.startswith("\\x"):
         decoded = bytes([int(text[-2:], 16)])
-    elif text.startswith("\\u"):
-        units = bytes.fromhex(text.replace("\\u", ""))
+    elif text.startswith(("%u", "\\u")) and not original.startswith("\\U"):
+        units = bytes.fromhex(text.replace("\\u", "").replace("%u", ""))
         decoded = units.decode("utf-16-be", "surrogatepass").encode("utf-8", "surrogatepass")
+    elif text[0] == "\\":  # \U0001f600 or octal \163
+        code = int(text[2:], 16) if original[1] == "U" else int(text[1:], 8)
+        decoded = chr(min(code, 0x10FFFF)).encode("utf-8", "surrogatepass")
     else:
-        code = int(text[3:-1], 16) if text.startswith("&#x") else int(text[2:-1])
+        digits = text.rstrip(";")
+        code = int(digits[3:], 16) if digits.startswith("&#x") else int(digits[2:])
         decoded = chr(min(code, 0x10FFFF)).encode("utf-8", "surrogatepass")
     return b"" if decoded == b"\x00" else decoded
 
@@ -140,10 +168,9 @@ class _View:
         only NULs and line breaks dropped, and every decoding of it, so an escape that
         swallows the start of a secret (``%4`` before ``f3a...``) hides it from none."""
         first = self.levels[0]
-        if not first.decoded:
-            return [(None, first.text)]
-        ground = _Level.of(first.data, _BLANKS)
-        return [(ground, ground.text), *((level, level.text) for level in self.levels)]
+        ground = _Level.of(first.data, _BLANKS)  # spaces and invisibles between characters
+        texts: list[tuple[_Level | None, bytes]] = [(level, level.text) for level in self.levels]
+        return [(ground, ground.text), *texts] if ground.decoded or first.decoded else texts
 
     def data_span(self, start: int, end: int, level: _Level | None = None
                   ) -> tuple[int, int]:
@@ -171,6 +198,21 @@ def _base64_cores(raw: bytes) -> set[bytes]:
     return {core.lower() for core in cores if len(core) >= MIN_SCRUB}
 
 
+def _base32_cores(raw: bytes) -> set[bytes]:
+    """What base32 of any blob holding ``raw`` must contain, at each of its alignments."""
+    cores = set()
+    for pad in range(5):
+        encoded = base64.b32encode(b"\0" * pad + raw)
+        cores.add(encoded[-(-8 * pad // 5):8 * (pad + len(raw)) // 5].lower())
+    return {core for core in cores if len(core) >= MIN_SCRUB}
+
+
+def _separated(raw: bytes, separators: tuple[bytes, ...], digits: str) -> Form:
+    """``raw`` one number a byte (``digits`` a format: hex or decimal), separated."""
+    return tuple(atom for i, b in enumerate(raw) for atom in (
+        ((separators,) if i else ()) + _literal(format(b, digits).encode())))
+
+
 def forms(value: str) -> list[Form]:
     """Every spelling of ``value`` the view can hold, longest first."""
     found: set[Form] = set()
@@ -183,9 +225,13 @@ def forms(value: str) -> list[Form]:
                       _literal(_View.of(spelling.encode()).text)}  # if it holds escapes
         for variant in {part, part.upper(), part.lower()}:
             raw = variant.encode()
-            found.add(tuple(atom for i, b in enumerate(raw) for atom in (
-                ((_SEPARATORS,) if i else ()) + _literal(f"{b:02x}".encode()))))
-            found |= {_literal(core) for core in _base64_cores(raw)}
+            found.add(_separated(raw, _SEPARATORS, "02x"))
+            found |= {_literal(core) for core in _base64_cores(raw) | _base32_cores(raw)}
+        raw = part.encode()
+        found.add(_separated(raw, _DECIMAL_SEPARATORS, "d"))  # a Node Buffer's JSON
+        for wide in ("utf-16-le", "utf-16-be"):  # hex and base64 of a UTF-16 string
+            found.add(_separated(part.encode(wide), _SEPARATORS, "02x"))
+            found |= {_literal(core) for core in _base64_cores(part.encode(wide))}
     return sorted(found, key=len, reverse=True)
 
 
@@ -224,7 +270,7 @@ class Scrubber:
         longest = max((sum(max(len(s) for s in atom) for atom in form)
                        for form in self._forms), default=0)
         self.lookahead = longest * _WIDEST  # bytes of data a whole form can take
-        self._starts = {b"%", b"\\", b"&", b"\x00"} | {  # where a form can begin
+        self._starts = {b"%", b"\\", b"&", b"\x00", b"=", b"\xef"} | {  # where a form can begin
             spelling[:1] for form in self._forms for spelling in form[0]}
         self._regex = re.compile(b"|".join(_pattern(f) for f in self._forms)) \
             if self._forms else None
@@ -263,8 +309,8 @@ class Scrubber:
         for at in range(len(whole)):
             if whole[at:at + 1].lower() not in self._starts:
                 continue
-            text = _View.of(whole[at:]).text
-            if text and any(_prefix_of(text, form) for form in self._forms):
+            texts = [text for _, text in _View.of(whole[at:]).texts()]
+            if any(text and _prefix_of(text, form) for text in texts for form in self._forms):
                 return base + at
         return base + len(whole) if partial else None
 

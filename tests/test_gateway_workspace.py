@@ -372,3 +372,31 @@ def test_client_config_for_the_gateway_writes_an_absolute_store(tmp_path: Path) 
     both = run_cli_process("client-config", "cursor", "--gateway", "--url",
                            "https://x.example/mcp")
     assert both.returncode == 2 and "one of them" in one_error_line(both.stderr)
+
+
+def test_a_hard_link_made_while_running_refuses_the_file_until_a_restart(
+        gateway: Gateway, tmp_path: Path) -> None:
+    """The check at start sees no second link; one made later, in a workspace, would let
+    the agent rewrite the rules through it (a path-based sandbox allows writing there)."""
+    from mcp_keys.gateway.model import parse_rule
+
+    assert call(gateway).status == 200
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    linked = workspace / "policy.toml"
+    os.link(gateway.config.path, linked)
+    text = linked.read_text().replace('allow = ["GET /things/**"]', 'allow = ["GET /**"]')
+    with linked.open("r+") as handle:  # written in place, through the link
+        handle.write(text)
+        handle.truncate()
+    gateway.config.reload()
+    refused = call(gateway, path="/other")
+    assert isinstance(refused, Denied) and "hard link" in str(refused), str(refused)
+    assert isinstance(call(gateway), Denied), "the file is refused whatever the rule"
+    linked.unlink()
+    gateway.config.reload()
+    assert isinstance(call(gateway), Denied), "refused until a restart, not until unlinked"
+    restarted = Gateway(ServiceConfig(gateway.config.path))
+    assert call(restarted).status == 200
+    assert restarted.config.current().services["api"].allow == (
+        parse_rule("GET /**", "allow"),)

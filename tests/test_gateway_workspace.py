@@ -400,3 +400,33 @@ def test_a_hard_link_made_while_running_refuses_the_file_until_a_restart(
     assert call(restarted).status == 200
     assert restarted.config.current().services["api"].allow == (
         parse_rule("GET /**", "allow"),)
+
+
+def test_an_exec_service_that_runs_in_a_work_tree_is_refused(tmp_path: Path) -> None:
+    """git run in the agent's repository reads its .git/config: the remote the credential
+    goes to, hooks and core.fsmonitor that run with it in the environment."""
+    import shutil
+    import subprocess
+
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("needs git")
+    project = tmp_path.parent / f"{tmp_path.name}-repo"
+    project.mkdir()
+    subprocess.run([git, "init", "-q", str(project)], check=True)
+    store = tmp_path.parent / f"{tmp_path.name}-private" / "keys.json"
+    FileKeys(store).init()
+    services = store.parent / "services.toml"
+    services.write_text(f'[services.git]\nkind = "exec"\ncommand = "{git}"\n'
+                        f'allow_args = ["push"]\ncwd = "{project}"\n'
+                        'secret_env = { GH_TOKEN = "env:GW_SECRET" }\n')
+    services.chmod(0o600)
+    code, stderr = serve("--store", str(store))
+    line = one_error_line(stderr)
+    assert code == 1 and "exec service git runs in" in line and str(project) in line, line
+    assert "--allow-workspace-policy" in line, line
+    code, stderr = serve("--store", str(store), "--allow-workspace-policy")
+    assert code == 1 and PAST_THE_CHECK in stderr, stderr
+    services.write_text(services.read_text().replace(f'cwd = "{project}"\n', ""))
+    code, stderr = serve("--store", str(store))
+    assert code == 1 and PAST_THE_CHECK in stderr, stderr

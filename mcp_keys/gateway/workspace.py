@@ -5,7 +5,9 @@ A coding agent edits its working directory and the git work tree around it. A st
 record, and have the gateway hand it the real credential. So the gateway side (``service``,
 ``gateway serve``, ``run --proxy``) defaults to a per-user directory, and serving refuses a
 policy file that resolves (symlinks followed) into the current directory or any git work
-tree, or that has a second hard link, unless the operator says ``--allow-workspace-policy``.
+tree, or that has a second hard link, unless the operator says ``--allow-workspace-policy``;
+and an exec service's working directory there, whose files the tool reads as its own
+configuration (a git repository's remote and hooks).
 """
 
 from __future__ import annotations
@@ -85,3 +87,24 @@ def check_policy_location(store: str, services: Path, *, allow: bool) -> None:
                 f"the {what} {path} {why}, where an agent could rewrite where credentials "
                 f"go: move the store and services.toml to {user_dir()}/ (mode 0700) and "
                 f"leave --store and MCP_KEYS_STORE unset, or pass {ALLOW_FLAG}")
+    for name, cwd in _exec_directories(services):
+        why = workspace_of(os.path.join(cwd, ".probe"))  # the directory itself counts
+        if why is not None:
+            raise WorkspacePolicy(
+                f"exec service {name} runs in {cwd}, which {why.removeprefix('is ')}: the "
+                "tool reads its configuration there (git: the remote its credential goes "
+                "to, hooks run with it), so an agent could redirect it; remove its cwd (it "
+                f"then runs in a fresh directory) or pass {ALLOW_FLAG}")
+
+
+def _exec_directories(services: Path) -> list[tuple[str, str]]:
+    """(name, cwd) of each exec service given a working directory; none when the file
+    cannot be read (serving reports that itself)."""
+    from .services import ConfigError, read
+
+    try:
+        found = read(services)
+    except ConfigError:
+        return []
+    return [(name, s.cwd) for name, s in sorted(found.items())
+            if s.kind == "exec" and s.cwd is not None]

@@ -30,8 +30,9 @@ from html.entities import html5
 REDACTED = "[redacted]"
 MIN_SCRUB = 4  # shorter fragments would redact ordinary text; such secrets are refused
 _WIDEST = 12  # the most bytes one character of the view can take in the data (%XX x 4)
-_SEPARATORS = (b"", b":", b"-", b" ", b",", b", ", b"0x", b" 0x", b",0x", b", 0x")  # hex bytes
-_DECIMAL_SEPARATORS = (b",", b", ", b" ", b";")  # between decimal bytes: [115, 107, ...]
+_SEPARATORS = (b"", b":", b"-", b" ", b",", b"0x", b",0x")  # between hex bytes (the
+# blank-dropped view reads ", 0x" as ",0x")
+_DECIMAL_SEPARATORS = (b",", b" ", b";")  # between decimal bytes: [115, 107, ...]
 _INVISIBLE = (  # format characters that render as nothing: dropped between a secret's
     rb"\xc2\xad|\xcd\x8f|\xd8\x9c|\xe1\xa0\x8e|\xe2\x80[\x8b-\x8f\xaa-\xae]"  # characters
     rb"|\xe2\x81[\xa0-\xa4\xa6-\xaf]|\xef\xbb\xbf|\xef\xb8[\x80-\x8f]")
@@ -270,8 +271,7 @@ class Scrubber:
         longest = max((sum(max(len(s) for s in atom) for atom in form)
                        for form in self._forms), default=0)
         self.lookahead = longest * _WIDEST  # bytes of data a whole form can take
-        self._starts = {b"%", b"\\", b"&", b"\x00", b"=", b"\xef"} | {  # where a form can begin
-            spelling[:1] for form in self._forms for spelling in form[0]}
+        self._longest = longest  # characters of the view a whole form can take
         self._regex = re.compile(b"|".join(_pattern(f) for f in self._forms)) \
             if self._forms else None
 
@@ -301,18 +301,21 @@ class Scrubber:
         return b"".join([*out, value[last:]])
 
     def _tail_start(self, kept: bytes) -> int | None:
-        """Where the tail of ``kept`` that could begin a secret starts, if one does."""
+        """Where the tail of ``kept`` that could begin a secret starts, if one does: the
+        region that could hold one is read once, in every text of its view, and only the
+        last characters of each (as many as the longest form) are tried."""
         base = max(0, len(kept) - self.lookahead)
         region = kept[base:]
         partial = _PARTIAL_ESCAPE.search(region)
         whole = region[:partial.start()] if partial else region
-        for at in range(len(whole)):
-            if whole[at:at + 1].lower() not in self._starts:
-                continue
-            texts = [text for _, text in _View.of(whole[at:]).texts()]
-            if any(text and _prefix_of(text, form) for text in texts for form in self._forms):
-                return base + at
-        return base + len(whole) if partial else None
+        view, found = _View.of(whole), len(whole) if partial else None
+        for level, text in view.texts():
+            for at in range(max(0, len(text) - self._longest), len(text)):
+                if any(_prefix_of(text[at:], form) for form in self._forms):
+                    start = view.data_span(at, at + 1, level)[0]
+                    found = start if found is None else min(found, start)
+                    break
+        return None if found is None else base + found
 
     def cut(self, value: bytes, limit: int, more: bool = False) -> tuple[bytes, bool]:
         """``value`` scrubbed, then at most ``limit`` bytes of it, and whether anything

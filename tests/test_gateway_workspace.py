@@ -430,3 +430,26 @@ def test_an_exec_service_that_runs_in_a_work_tree_is_refused(tmp_path: Path) -> 
     services.write_text(services.read_text().replace(f'cwd = "{project}"\n', ""))
     code, stderr = serve("--store", str(store))
     assert code == 1 and PAST_THE_CHECK in stderr, stderr
+
+
+@pytest.mark.parametrize("reference", ["file:{dir}/token", "dotenv:{dir}/.env#API_KEY",
+                                       "dotenv:.env#API_KEY"])
+def test_a_credential_file_in_the_workspace_is_refused(tmp_path: Path, upstream: Upstream,
+                                                        reference: str) -> None:
+    """A ``file:``/``dotenv:`` reference into the workspace (a relative one is read from
+    the cwd) hands the agent the credential itself: read it, or swap it."""
+    (tmp_path / "token").write_text(SECRET)
+    (tmp_path / ".env").write_text(f"API_KEY={SECRET}\n")
+    store = tmp_path.parent / f"{tmp_path.name}-private" / "keys.json"
+    FileKeys(store).init()
+    services = store.parent / "services.toml"
+    services.write_text(f'[services.api]\nbase_url = "{upstream.url}/bearer"\n'
+                        f'auth = "bearer"\nsecret = "{reference.format(dir=tmp_path)}"\n'
+                        'allow = ["GET /things/**"]\n')
+    services.chmod(0o600)
+    code, stderr = serve("--store", str(store))
+    line = one_error_line(stderr)
+    assert code == 1 and "service api reads its credential from" in line, line
+    assert_absent(SECRET, stderr, "serve's stderr")
+    code, stderr = serve("--store", str(store), "--allow-workspace-policy")
+    assert code == 1 and PAST_THE_CHECK in stderr, stderr

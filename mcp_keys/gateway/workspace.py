@@ -6,8 +6,9 @@ record, and have the gateway hand it the real credential. So the gateway side (`
 ``gateway serve``, ``run --proxy``) defaults to a per-user directory, and serving refuses a
 policy file that resolves (symlinks followed) into the current directory or any git work
 tree, or that has a second hard link, unless the operator says ``--allow-workspace-policy``;
-and an exec service's working directory there, whose files the tool reads as its own
-configuration (a git repository's remote and hooks).
+an exec service's working directory there, whose files the tool reads as its own
+configuration (a git repository's remote and hooks); and a ``file:`` or ``dotenv:``
+credential there, which the agent could simply read.
 """
 
 from __future__ import annotations
@@ -87,24 +88,40 @@ def check_policy_location(store: str, services: Path, *, allow: bool) -> None:
                 f"the {what} {path} {why}, where an agent could rewrite where credentials "
                 f"go: move the store and services.toml to {user_dir()}/ (mode 0700) and "
                 f"leave --store and MCP_KEYS_STORE unset, or pass {ALLOW_FLAG}")
-    for name, cwd in _exec_directories(services):
-        why = workspace_of(os.path.join(cwd, ".probe"))  # the directory itself counts
-        if why is not None:
+    for name, kind, place in _places(services):
+        why = workspace_of(os.path.join(place, ".probe") if kind == "cwd" else place)
+        if why is None:
+            continue
+        if kind == "cwd":
             raise WorkspacePolicy(
-                f"exec service {name} runs in {cwd}, which {why.removeprefix('is ')}: the "
-                "tool reads its configuration there (git: the remote its credential goes "
-                "to, hooks run with it), so an agent could redirect it; remove its cwd (it "
-                f"then runs in a fresh directory) or pass {ALLOW_FLAG}")
+                f"exec service {name} runs in {place}, which {why.removeprefix('is ')}: "
+                "the tool reads its configuration there (git: the remote its credential "
+                "goes to, hooks run with it), so an agent could redirect it; remove its cwd "
+                f"(it then runs in a fresh directory) or pass {ALLOW_FLAG}")
+        raise WorkspacePolicy(
+            f"service {name} reads its credential from {place}, which {why.removeprefix('is ')}"
+            ": the agent can read it there (and swap it); keep it in a keyring, or in a "
+            f"file under {user_dir()}/, or pass {ALLOW_FLAG}")
 
 
-def _exec_directories(services: Path) -> list[tuple[str, str]]:
-    """(name, cwd) of each exec service given a working directory; none when the file
-    cannot be read (serving reports that itself)."""
+def _places(services: Path) -> list[tuple[str, str, str]]:
+    """(service, "cwd" or "secret", path) for each exec working directory and each
+    ``file:``/``dotenv:`` credential; none when the file cannot be read (serving reports
+    that itself)."""
+    from ..secrets.reference import parse_reference
     from .services import ConfigError, read
 
     try:
         found = read(services)
     except ConfigError:
         return []
-    return [(name, s.cwd) for name, s in sorted(found.items())
-            if s.kind == "exec" and s.cwd is not None]
+    places = []
+    for name, service in sorted(found.items()):
+        if service.kind == "exec" and service.cwd is not None:
+            places.append((name, "cwd", service.cwd))
+        for text in (service.secret, *(ref for _, ref in service.secret_env)):
+            if text:
+                ref = parse_reference(text)
+                if ref.scheme in ("file", "dotenv"):
+                    places.append((name, "secret", ref.target))
+    return places

@@ -453,3 +453,28 @@ def test_a_credential_file_in_the_workspace_is_refused(tmp_path: Path, upstream:
     assert_absent(SECRET, stderr, "serve's stderr")
     code, stderr = serve("--store", str(store), "--allow-workspace-policy")
     assert code == 1 and PAST_THE_CHECK in stderr, stderr
+
+
+@pytest.mark.parametrize("where", ["command", "argument"])
+def test_an_exec_program_or_script_in_the_workspace_is_refused(
+        tmp_path: Path, where: str) -> None:
+    """The destination check keeps the command's path, not what is in the file: a program,
+    or a script a rule names (``python /work/x.py``), in the workspace is the agent's to
+    rewrite, and it runs with the credential."""
+    script = tmp_path / "tool.py"
+    script.write_text("import os\nprint('ok')\n")
+    script.chmod(0o755)
+    store = tmp_path.parent / f"{tmp_path.name}-private" / "keys.json"
+    FileKeys(store).init()
+    services = store.parent / "services.toml"
+    command, rule = (str(script), "run") if where == "command" else (sys.executable,
+                                                                      f"{script} run")
+    services.write_text(f'[services.tool]\nkind = "exec"\ncommand = "{command}"\n'
+                        f'allow_args = ["{rule}", "-C / status"]\n'
+                        'secret_env = { TOKEN = "env:GW_SECRET" }\n')
+    services.chmod(0o600)
+    code, stderr = serve("--store", str(store))
+    line = one_error_line(stderr)
+    assert code == 1 and f"exec service tool runs {script}" in line, line
+    code, stderr = serve("--store", str(store), "--allow-workspace-policy")
+    assert code == 1 and PAST_THE_CHECK in stderr, stderr

@@ -104,6 +104,9 @@ FORMS: dict[str, Callable[[str], str]] = {
     "base32 of lower": lambda s: base64.b32encode(s.lower().encode()).decode().lower(),
     "base64 of UTF-16LE": lambda s: b64(1, s.encode("utf-16-le").decode("latin-1")),
     "hex of UTF-16BE": lambda s: s.encode("utf-16-be").hex(),
+    "percent escapes between spaces": lambda s: " ".join(f"%{ord(c):02x}" for c in s),
+    "\\u escapes on lines of their own": lambda s: "\n".join(f"\\u{ord(c):04x}" for c in s),
+    "=XX between zero-width spaces": lambda s: "\u200b".join(f"={ord(c):02X}" for c in s),
 }
 HEADER_SAFE = [name for name in FORMS if name in (
     "raw", "upper", "mixed case", "hex", "HEX", "hex of upper, colons", "\\u mixed",

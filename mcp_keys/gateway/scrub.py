@@ -102,6 +102,7 @@ class _Level:
     data: bytes
     text: bytes
     decoded: bool  # False: the text is the data, lower-cased
+    plain: bytes = b""  # the text before lower-casing (escapes are case-sensitive)
     _spans: list[tuple[int, int, int, int, bool]] | None = None
 
     tokens: re.Pattern[bytes] = _ESCAPE
@@ -109,8 +110,9 @@ class _Level:
     @classmethod
     def of(cls, data: bytes, tokens: re.Pattern[bytes] = _ESCAPE) -> _Level:
         if not tokens.search(data):
-            return cls(data, data.lower(), False, tokens=tokens)
-        return cls(data, tokens.sub(_decoded, data).lower(), True, tokens=tokens)
+            return cls(data, data.lower(), False, data, tokens=tokens)
+        plain = tokens.sub(_decoded, data)
+        return cls(data, plain.lower(), True, plain, tokens=tokens)
 
     def spans(self) -> list[tuple[int, int, int, int, bool]]:
         """(text start, text length, data start, data end, literal) for each run."""
@@ -146,43 +148,44 @@ class _Level:
 
 @dataclass(frozen=True, slots=True)
 class _View:
-    """``data`` decoded until stable (at most ``_DEPTH`` times), lower-cased."""
+    """``data`` with blanks dropped (``ground``: spaces, tabs, NULs, line breaks and
+    invisible characters between a secret's characters or escapes), then decoded until
+    stable (at most ``_DEPTH`` times), lower-cased."""
 
+    ground: _Level
     levels: tuple[_Level, ...]
 
     @classmethod
     def of(cls, data: bytes) -> _View:
-        levels = [_Level.of(data)]
+        ground = _Level.of(data, _BLANKS)
+        levels = [_Level.of(ground.plain)]
         while levels[-1].decoded and len(levels) < _DEPTH:
             deeper = _Level.of(levels[-1].text)
             if not deeper.decoded:
                 break
             levels.append(deeper)
-        return cls(tuple(levels))
+        return cls(ground, tuple(levels))
 
     @property
     def text(self) -> bytes:
         return self.levels[-1].text
 
-    def texts(self) -> list[tuple[_Level | None, bytes]]:
+    def texts(self) -> list[tuple[_Level, bytes]]:
         """Each text worth searching, with the level it was decoded at: the data with
-        only NULs and line breaks dropped, and every decoding of it, so an escape that
-        swallows the start of a secret (``%4`` before ``f3a...``) hides it from none."""
-        first = self.levels[0]
-        ground = _Level.of(first.data, _BLANKS)  # spaces and invisibles between characters
-        texts: list[tuple[_Level | None, bytes]] = [(level, level.text) for level in self.levels]
-        return [(ground, ground.text), *texts] if ground.decoded or first.decoded else texts
+        only blanks dropped, and every decoding of it, so an escape that swallows the
+        start of a secret (``%4`` before ``f3a...``) hides it from none."""
+        return [(self.ground, self.ground.text),
+                *((level, level.text) for level in self.levels if level.decoded)]
 
     def data_span(self, start: int, end: int, level: _Level | None = None
                   ) -> tuple[int, int]:
         """The bytes of the data that text[start:end] of ``level`` (default the deepest)
         came from."""
-        if level is not None and level.tokens is _BLANKS:
-            return level.data_span(start, end)
-        depth = len(self.levels) if level is None else self.levels.index(level) + 1
-        for each in reversed(self.levels[:depth]):
-            start, end = each.data_span(start, end)
-        return start, end
+        if level is not self.ground:
+            depth = len(self.levels) if level is None else self.levels.index(level) + 1
+            for each in reversed(self.levels[:depth]):
+                start, end = each.data_span(start, end)
+        return self.ground.data_span(start, end)
 
 
 def _literal(text: bytes) -> Form:

@@ -1,12 +1,12 @@
 """Scrubbing: the resolved secret, in every form it travels in, never leaves the gateway.
 
-The data is read through a *view*: lower-cased (ASCII), with percent-encoding (``%XX``,
-``%uXXXX``), ``\\x``, ``\\u``, ``\\U`` and octal escapes, HTML numeric references (with or
-without ``;``) and named entities, quoted-printable ``=XX`` and soft breaks, and ``\\/``
-decoded, fullwidth letters read as ASCII, and line breaks (raw or JSON-escaped) and
-invisible format characters (zero-width, soft hyphen, BOM) dropped, in any mix; the data
-with only blanks (spaces, tabs, NULs, line breaks, invisibles) dropped is searched too. In
-that view each secret (and, for ``user:password``, each half) is looked for raw; as hex
+The data is read through a *view*: blanks (spaces, tabs, NULs, line breaks, invisible
+format characters such as zero-width spaces, soft hyphens, BOMs) dropped first, then
+lower-cased (ASCII), with percent-encoding (``%XX``, ``%uXXXX``), ``\\x``, ``\\u``, ``\\U``
+and octal escapes, HTML numeric references (with or without ``;``) and named entities,
+quoted-printable ``=XX`` and soft breaks, and ``\\/`` decoded, fullwidth letters read as
+ASCII, in any mix; the blank-free data is searched undecoded too. In that view each
+secret (and, for ``user:password``, each half) is looked for raw; as hex
 of its own, upper- and lower-case spelling (bytes optionally separated by ``:``, ``-``,
 ``,``, a space or ``0x``) and of its UTF-16; as decimal bytes (a Node Buffer's JSON); and
 as base64, standard and URL-safe (of those spellings and of its UTF-16), and base32, at

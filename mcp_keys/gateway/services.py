@@ -2,8 +2,8 @@
 
 Read with ``tomllib`` and validated whole (unknown keys, bad URLs, rule syntax, a literal
 where a reference belongs) before anything is served; written by the CLI atomically
-(0600) under the store's lock. ``ServiceConfig`` notices a hand edit within
-``CHECK_INTERVAL`` by the file's inode, size and mtime, and on ``reload()`` (SIGHUP). A
+(0600) under the store's lock. ``ServiceConfig`` notices a hand edit on the next call
+by the file's inode, size, mtime and links, and on ``reload()`` (SIGHUP). A
 file that stops being valid makes every call fail (closed), not the last good one.
 """
 
@@ -23,7 +23,7 @@ from .model import RateLimit, Rule, Service, check_auth, check_name, parse_rate,
 
 FILE_NAME = "services.toml"
 SERVICES_VAR = "MCP_KEYS_SERVICES"
-CHECK_INTERVAL = 0.25
+CHECK_INTERVAL = 0.0  # every call stats the file: an edit applies to the very next call
 MAX_TIMEOUT = 600.0
 _KEYS = {"base_url", "auth", "secret", "description", "enabled", "timeout", "rate_limit",
          "env", "allow", "deny", "kind", "placeholder", "websocket"}

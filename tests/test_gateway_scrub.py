@@ -386,3 +386,22 @@ def test_any_key_in_any_form_amid_any_text_is_redacted() -> None:
         assert key.lower() not in shown.lower().replace("\x00", ""), "the key survived"
 
     check()
+
+
+@pytest.mark.parametrize("gap", [" " * 300, "\x00" * 1000, "\u200b" * 2000])
+def test_a_secret_spread_out_across_the_cut_leaves_no_prefix(gap: str) -> None:
+    """Runs of blanks between its characters put the start of a secret further before the
+    cut than the look-ahead reaches in bytes: the tail is measured without blanks."""
+    from mcp_keys.gateway.scrub import Scrubber
+
+    scrub = Scrubber([SECRET])
+    spread = gap.join(SECRET).encode()
+    limit = 50_000
+    for before in range(1, len(SECRET)):  # characters of the secret before the cut
+        data = b"A" * (limit - before * len(gap.encode()) - before) + spread + b"Z" * 9
+        read = data[:limit + scrub.lookahead]
+        out, _ = scrub.cut(read, limit, len(data) > len(read))
+        assert len(out) <= limit
+        kept = out.replace(gap.encode(), b"").lower()
+        assert SECRET[:4].lower().encode() not in kept, \
+            f"the start of the secret survives the cut ({before} characters before it)"

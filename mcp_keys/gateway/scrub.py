@@ -306,8 +306,12 @@ class Scrubber:
     def _tail_start(self, kept: bytes) -> int | None:
         """Where the tail of ``kept`` that could begin a secret starts, if one does: the
         region that could hold one is read once, in every text of its view, and only the
-        last characters of each (as many as the longest form) are tried."""
-        base = max(0, len(kept) - self.lookahead)
+        last characters of each (as many as the longest form) are tried. The region is
+        measured in data without blanks, so a secret spread out with runs of spaces (or
+        NULs) between its characters is in it from its first character."""
+        ground = _Level.of(kept, _BLANKS)
+        edge = max(0, len(ground.text) - self.lookahead)
+        base = ground.data_span(edge, edge + 1)[0] if edge < len(ground.text) else 0
         region = kept[base:]
         partial = _PARTIAL_ESCAPE.search(region)
         whole = region[:partial.start()] if partial else region

@@ -302,8 +302,15 @@ def _alone(value: str) -> set[Form]:
 
 
 def _pattern(form: Form) -> bytes:
-    return b"".join(re.escape(atom[0]) if len(atom) == 1 else
-                    b"(?:" + b"|".join(re.escape(a) for a in atom) + b")" for atom in form)
+    return b"".join(_atom(atom) for atom in form)
+
+
+@functools.lru_cache(maxsize=1024)
+def _atom(atom: tuple[bytes, ...]) -> bytes:
+    """One position of a form as a regex (a long hex form repeats the same few)."""
+    if len(atom) == 1:
+        return re.escape(atom[0])
+    return b"(?:" + b"|".join(re.escape(a) for a in atom) + b")"
 
 
 def _prefix_of(text: bytes, form: Form) -> bool:

@@ -131,6 +131,20 @@ OVERRIDES: list[tuple[str, dict[str, Any]]] = [
     ("_method in a JSON body", {"body": '{"a": 1, "_method": "DELETE"}'}),
     ("_method in a multipart body", {"body": '--b\r\nContent-Disposition: form-data; '
                                              'name="_method"\r\n\r\nDELETE\r\n--b--\r\n'}),
+    ("X_HTTP_Method_Override (CGI reads _ as -)",
+     {"headers": {"X_HTTP_Method_Override": "DELETE"}}),
+    ("_method[] in the query", {"query": {"_method[]": "DELETE"}}),
+    (".method in the query (PHP reads _method)", {"query": {".method": "DELETE"}}),
+    ("_method after a ';' in a form body", {"body": "name=x;_method=DELETE"}),
+    (".method in a form body", {"body": "name=x&.method=DELETE"}),
+    ("_method[] in a form body", {"body": "_method[]=DELETE"}),
+    ("_method in a UTF-16 JSON body", {"body": '{"_method": "DELETE"}'.encode("utf-16")}),
+    ("_method in a JSON body with a BOM", {"body": b'\xef\xbb\xbf{"_method": "DELETE"}'}),
+    (".method in a multipart body", {"body": '--b\r\nContent-Disposition: form-data; '
+                                             'name=".method"\r\n\r\nDELETE\r\n--b--\r\n'}),
+    ("name*= _method in a multipart body", {
+        "body": "--b\r\nContent-Disposition: form-data; name*=UTF-8''_method\r\n\r\n"
+                "DELETE\r\n--b--\r\n"}),
 ]
 
 

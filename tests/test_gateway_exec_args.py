@@ -272,3 +272,55 @@ def test_psql_cannot_send_its_password_to_a_host_the_agent_picks(
                 asyncio.run(gateway.run_exec(CALLER, "db", args))
             assert info.value.decision == "denied", args
         assert not reached(evil), "psql connected to the agent's host"
+
+
+def test_many_wildcards_against_a_long_argument_do_not_stall_the_gateway() -> None:
+    """A backtracking regex took time exponential in a rule's wildcards ('*.*.*.*'
+    against 400 characters held the event loop for minutes): the check is one pass."""
+    import threading
+
+    rules = service("*.*.*.*.*.*", "get x*-*-*-*-*-*-*", "**/**.*.*.*")
+    args = [["a." * 2000 + "!"], ["get", "x" + "a-" * 2000 + "/"], ["a/" * 1000 + "a.a!"]]
+    answers: list[bool] = []
+    worker = threading.Thread(
+        target=lambda: answers.extend(rules.args_allowed(a)[0] for a in args), daemon=True)
+    worker.start()
+    worker.join(60)  # a deadline for a hang, not a measured time: the check takes milliseconds
+    assert not worker.is_alive(), "the argument check did not finish"
+    assert answers == [False, False, False]
+    assert rules.args_allowed(["a.b.c.d.e.f"])[0] and rules.args_allowed(
+        ["get", "xa-b-c-d-e-f-g"])[0] and rules.args_allowed(["a/b.c.d.e"])[0]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_repository_above_the_fresh_home_runs_nothing_with_the_credential(
+        tmp_path: Path, manager: FileKeys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """git looks for a repository in every parent of where it runs; one whose
+    ``core.fsmonitor`` is a script ran it with the credential in its environment. Anyone
+    can create ``/tmp/.git``: the fresh HOME is under the gateway's per-user directory,
+    not the shared temporary one."""
+    import subprocess
+    import tempfile
+
+    secret = "gh_exec_token_9f8e7d6c5b4a"
+    monkeypatch.setenv("GW_EXEC_TOKEN", secret)
+    leak = tmp_path / "leak"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\nenv >> {leak}\necho /\n")
+    hook.chmod(0o755)
+    shared = tmp_path / "shared-tmp"  # stands for /tmp, which every agent may write
+    shared.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    subprocess.run(["git", "init", "-q", str(shared)], check=True)
+    subprocess.run(["git", "-C", str(shared), "config", "core.fsmonitor", str(hook)],
+                   check=True)
+    git = shutil.which("git")
+    gateway = exec_gateway(tmp_path, manager, f'[services.git]\nkind = "exec"\n'
+                           f'command = "{git}"\nallow_args = ["status"]\n'
+                           'secret_env = { GH_TOKEN = "env:GW_EXEC_TOKEN" }\n')
+    result = asyncio.run(gateway.run_exec(CALLER, "git", ["status"]))
+    assert result.exit_code != 0 and "not a git repository" in result.stderr, \
+        "git found a repository above the fresh HOME"
+    assert not leak.exists() or secret not in leak.read_text(), \
+        "a repository the agent planted ran a command with the credential"
+    assert_absent(secret, result.stdout + result.stderr, "the command's output")

@@ -83,6 +83,30 @@ FORMS: dict[str, Callable[[str], str]] = {
     "UTF-16LE": lambda s: s.encode("utf-16-le").decode("latin-1"),
     "UTF-16BE of upper": lambda s: s.upper().encode("utf-16-be").decode("latin-1"),
     "UTF-16 in JSON": lambda s: json.dumps(s.encode("utf-16-le").decode("latin-1")),
+    "zero-width spaces between": lambda s: "\u200b".join(s),
+    "soft hyphens and joiners": lambda s: "".join(c + "\u00ad\u2060\ufeff"[i % 3]
+                                                  for i, c in enumerate(s)),
+    "spaces between": lambda s: " ".join(s),
+    "folded over lines": lambda s: s[:7] + "\r\n\t" + s[7:],
+    "fullwidth": lambda s: "".join(chr(ord(c) + 0xFEE0) for c in s),
+    "html entities without ';'": lambda s: "".join(f"&#{ord(c)}" for c in s),
+    "html named entities": lambda s: s.replace("_", "&lowbar;").replace(".", "&period;"),
+    "quoted-printable": lambda s: "".join(f"={ord(c):02X}" for c in s),
+    "quoted-printable soft breaks": lambda s: "=\r\n".join(s[i:i + 5]
+                                                            for i in range(0, len(s), 5)),
+    "%u escapes": lambda s: "".join(f"%u{ord(c):04X}" for c in s),
+    "\\U escapes": lambda s: "".join(f"\\U{ord(c):08x}" for c in s),
+    "octal escapes": lambda s: "".join(f"\\{ord(c):03o}" for c in s),
+    "hex, 0x and commas": lambda s: ", ".join(f"0x{b:02x}" for b in s.encode()),
+    "decimal bytes (a Node Buffer)": lambda s: json.dumps(
+        {"type": "Buffer", "data": list(s.encode())}),
+    "base32, alignment 3": lambda s: base64.b32encode(b"PPP" + s.encode() + b"Q").decode(),
+    "base32 of lower": lambda s: base64.b32encode(s.lower().encode()).decode().lower(),
+    "base64 of UTF-16LE": lambda s: b64(1, s.encode("utf-16-le").decode("latin-1")),
+    "hex of UTF-16BE": lambda s: s.encode("utf-16-be").hex(),
+    "percent escapes between spaces": lambda s: " ".join(f"%{ord(c):02x}" for c in s),
+    "\\u escapes on lines of their own": lambda s: "\n".join(f"\\u{ord(c):04x}" for c in s),
+    "=XX between zero-width spaces": lambda s: "\u200b".join(f"={ord(c):02X}" for c in s),
 }
 HEADER_SAFE = [name for name in FORMS if name in (
     "raw", "upper", "mixed case", "hex", "HEX", "hex of upper, colons", "\\u mixed",
@@ -198,7 +222,8 @@ def test_every_form_in_a_header_value_or_name_is_redacted(gateway: Gateway, form
 
 
 @pytest.mark.parametrize("form", ["raw", "hex", "\\u every char", "base64, alignment 1",
-                                  "percent every char", "upper"])
+                                  "percent every char", "upper", "spaces between",
+                                  "zero-width spaces between", "quoted-printable"])
 def test_a_secret_at_the_max_body_cut_is_redacted_whole(gateway: Gateway, form: str) -> None:
     echoed = FORMS[form](SECRET)
     lead = 2 if form.startswith("base64") else 0  # 'P' and its partial character
@@ -394,3 +419,22 @@ def test_a_url_secret_redacts_its_password_not_its_scheme() -> None:
         "the scheme was redacted or the password was not"
     assert Scrubber(["alice:" + password]).text(f"alice {password}") == \
         f"{REDACTED} {REDACTED}", "user:password halves are no longer redacted"
+
+
+@pytest.mark.parametrize("gap", [" " * 300, "\x00" * 1000, "\u200b" * 2000])
+def test_a_secret_spread_out_across_the_cut_leaves_no_prefix(gap: str) -> None:
+    """Runs of blanks between its characters put the start of a secret further before the
+    cut than the look-ahead reaches in bytes: the tail is measured without blanks."""
+    from mcp_keys.gateway.scrub import Scrubber
+
+    scrub = Scrubber([SECRET])
+    spread = gap.join(SECRET).encode()
+    limit = 50_000
+    for before in range(1, len(SECRET)):  # characters of the secret before the cut
+        data = b"A" * (limit - before * len(gap.encode()) - before) + spread + b"Z" * 9
+        read = data[:limit + scrub.lookahead]
+        out, _ = scrub.cut(read, limit, len(data) > len(read))
+        assert len(out) <= limit
+        kept = out.replace(gap.encode(), b"").lower()
+        assert SECRET[:4].lower().encode() not in kept, \
+            f"the start of the secret survives the cut ({before} characters before it)"

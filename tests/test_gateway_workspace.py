@@ -372,3 +372,109 @@ def test_client_config_for_the_gateway_writes_an_absolute_store(tmp_path: Path) 
     both = run_cli_process("client-config", "cursor", "--gateway", "--url",
                            "https://x.example/mcp")
     assert both.returncode == 2 and "one of them" in one_error_line(both.stderr)
+
+
+def test_a_hard_link_made_while_running_refuses_the_file_until_a_restart(
+        gateway: Gateway, tmp_path: Path) -> None:
+    """The check at start sees no second link; one made later, in a workspace, would let
+    the agent rewrite the rules through it (a path-based sandbox allows writing there)."""
+    from mcp_keys.gateway.model import parse_rule
+
+    assert call(gateway).status == 200
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    linked = workspace / "policy.toml"
+    os.link(gateway.config.path, linked)
+    text = linked.read_text().replace('allow = ["GET /things/**"]', 'allow = ["GET /**"]')
+    with linked.open("r+") as handle:  # written in place, through the link
+        handle.write(text)
+        handle.truncate()
+    gateway.config.reload()
+    refused = call(gateway, path="/other")
+    assert isinstance(refused, Denied) and "hard link" in str(refused), str(refused)
+    assert isinstance(call(gateway), Denied), "the file is refused whatever the rule"
+    linked.unlink()
+    gateway.config.reload()
+    assert isinstance(call(gateway), Denied), "refused until a restart, not until unlinked"
+    restarted = Gateway(ServiceConfig(gateway.config.path))
+    assert call(restarted).status == 200
+    assert restarted.config.current().services["api"].allow == (
+        parse_rule("GET /**", "allow"),)
+
+
+def test_an_exec_service_that_runs_in_a_work_tree_is_refused(tmp_path: Path) -> None:
+    """git run in the agent's repository reads its .git/config: the remote the credential
+    goes to, hooks and core.fsmonitor that run with it in the environment."""
+    import shutil
+    import subprocess
+
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("needs git")
+    project = tmp_path.parent / f"{tmp_path.name}-repo"
+    project.mkdir()
+    subprocess.run([git, "init", "-q", str(project)], check=True)
+    store = tmp_path.parent / f"{tmp_path.name}-private" / "keys.json"
+    FileKeys(store).init()
+    services = store.parent / "services.toml"
+    services.write_text(f'[services.git]\nkind = "exec"\ncommand = "{git}"\n'
+                        f'allow_args = ["push"]\ncwd = "{project}"\n'
+                        'secret_env = { GH_TOKEN = "env:GW_SECRET" }\n')
+    services.chmod(0o600)
+    code, stderr = serve("--store", str(store))
+    line = one_error_line(stderr)
+    assert code == 1 and "exec service git runs in" in line and str(project) in line, line
+    assert "--allow-workspace-policy" in line, line
+    code, stderr = serve("--store", str(store), "--allow-workspace-policy")
+    assert code == 1 and PAST_THE_CHECK in stderr, stderr
+    services.write_text(services.read_text().replace(f'cwd = "{project}"\n', ""))
+    code, stderr = serve("--store", str(store))
+    assert code == 1 and PAST_THE_CHECK in stderr, stderr
+
+
+@pytest.mark.parametrize("reference", ["file:{dir}/token", "dotenv:{dir}/.env#API_KEY",
+                                       "dotenv:.env#API_KEY"])
+def test_a_credential_file_in_the_workspace_is_refused(tmp_path: Path, upstream: Upstream,
+                                                        reference: str) -> None:
+    """A ``file:``/``dotenv:`` reference into the workspace (a relative one is read from
+    the cwd) hands the agent the credential itself: read it, or swap it."""
+    (tmp_path / "token").write_text(SECRET)
+    (tmp_path / ".env").write_text(f"API_KEY={SECRET}\n")
+    store = tmp_path.parent / f"{tmp_path.name}-private" / "keys.json"
+    FileKeys(store).init()
+    services = store.parent / "services.toml"
+    services.write_text(f'[services.api]\nbase_url = "{upstream.url}/bearer"\n'
+                        f'auth = "bearer"\nsecret = "{reference.format(dir=tmp_path)}"\n'
+                        'allow = ["GET /things/**"]\n')
+    services.chmod(0o600)
+    code, stderr = serve("--store", str(store))
+    line = one_error_line(stderr)
+    assert code == 1 and "service api reads its credential from" in line, line
+    assert_absent(SECRET, stderr, "serve's stderr")
+    code, stderr = serve("--store", str(store), "--allow-workspace-policy")
+    assert code == 1 and PAST_THE_CHECK in stderr, stderr
+
+
+@pytest.mark.parametrize("where", ["command", "argument"])
+def test_an_exec_program_or_script_in_the_workspace_is_refused(
+        tmp_path: Path, where: str) -> None:
+    """The destination check keeps the command's path, not what is in the file: a program,
+    or a script a rule names (``python /work/x.py``), in the workspace is the agent's to
+    rewrite, and it runs with the credential."""
+    script = tmp_path / "tool.py"
+    script.write_text("import os\nprint('ok')\n")
+    script.chmod(0o755)
+    store = tmp_path.parent / f"{tmp_path.name}-private" / "keys.json"
+    FileKeys(store).init()
+    services = store.parent / "services.toml"
+    command, rule = (str(script), "run") if where == "command" else (sys.executable,
+                                                                      f"{script} run")
+    services.write_text(f'[services.tool]\nkind = "exec"\ncommand = "{command}"\n'
+                        f'allow_args = ["{rule}", "-C / status"]\n'
+                        'secret_env = { TOKEN = "env:GW_SECRET" }\n')
+    services.chmod(0o600)
+    code, stderr = serve("--store", str(store))
+    line = one_error_line(stderr)
+    assert code == 1 and f"exec service tool runs {script}" in line, line
+    code, stderr = serve("--store", str(store), "--allow-workspace-policy")
+    assert code == 1 and PAST_THE_CHECK in stderr, stderr

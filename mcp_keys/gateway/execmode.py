@@ -1,12 +1,12 @@
 """Exec services: run one configured executable with the credential in its environment.
 
 No shell; the executable was resolved to an absolute path when the service was added;
-the environment is PATH, a fresh HOME (removed afterwards), LANG and the injected
-variables, nothing inherited; the working directory is the configured one (or that
-fresh HOME); a timeout kills the whole process group; output is scrubbed, then capped
-(a secret at the cut is read whole and redacted). Which arguments may be passed is the
-service's rules' business (``model.ArgPattern``); here they are only checked to be
-printable, non-empty and few.
+the environment is PATH, a fresh HOME (removed afterwards; ``fresh_home`` says where and
+why), LANG and the injected variables, nothing inherited; the working directory is
+the configured one (or that fresh HOME); a timeout kills the whole process group;
+output is scrubbed, then capped (a secret at the cut is read whole and redacted).
+Which arguments may be passed is the service's rules' business (``model.ArgPattern``);
+here they are only checked to be printable, non-empty and few.
 """
 
 from __future__ import annotations
@@ -58,6 +58,20 @@ def check_args(args: object) -> list[str]:
     return list(args)
 
 
+def fresh_home() -> str:
+    """A new private directory for one run, under the gateway's per-user directory rather
+    than the shared temporary one: tools look for their configuration in every parent of
+    where they run (git for a repository whose ``core.fsmonitor`` or hooks run a command
+    with the credential in its environment, hg, cargo, npm), and anyone can create
+    ``/tmp/.git``. The parents of this one are the operator's (where the policy lives)."""
+    from ..safefs import make_private_dirs
+    from .workspace import user_dir
+
+    parent = user_dir() / "exec"
+    make_private_dirs(parent)
+    return tempfile.mkdtemp(prefix="run-", dir=parent)
+
+
 async def _read(stream: asyncio.StreamReader, limit: int) -> tuple[bytes, bool, int]:
     """Up to ``limit`` bytes, draining the rest so the child never blocks on a full pipe."""
     kept, total = bytearray(), 0
@@ -71,7 +85,7 @@ async def _read(stream: asyncio.StreamReader, limit: int) -> tuple[bytes, bool, 
 async def run(command: str, args: list[str], env: dict[str, str], *, cwd: str | None,
               timeout: float, limit: int, scrub: Scrubber) -> ExecResult:
     """Run it; stdout and stderr each scrubbed and capped at ``limit`` bytes."""
-    home = tempfile.mkdtemp(prefix="mcp-keys-exec-")
+    home = fresh_home()
     try:
         environment = {"PATH": SAFE_PATH, "HOME": home, "LANG": "C.UTF-8", **env}
         process = await asyncio.create_subprocess_exec(

@@ -32,8 +32,9 @@ FORBIDDEN_PREFIXES = ("proxy-", "x-forwarded-", "x-amz-", "sec-")
 METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 PATH_OVERRIDES = frozenset({"x-original-url", "x-rewrite-url", "x-override-url"})
 GATEWAY_HEADERS = frozenset({"accept-encoding"})  # the gateway chooses what it can scrub
-_MULTIPART_METHOD = re.compile(rb';\s*name\s*=\s*"?_method(?:"|\s|;|$)',
-                               re.IGNORECASE | re.MULTILINE)
+_MULTIPART_METHOD = re.compile(  # name="_method", ".method", "_method[]", name*=utf-8''_method
+    rb';\s*name\*?\s*=\s*"?(?:[\w-]*\'[\w-]*\')?\s*[ ._\[]method(?:\[[^"\r\n]*\])?(?:"|\s|;|$)',
+    re.IGNORECASE | re.MULTILINE)
 
 
 class Refused(ValueError):
@@ -186,32 +187,44 @@ def check_query(query: object, *, reserved: Iterable[str] = ()) -> list[tuple[st
     return result
 
 
+def _is_method_field(name: str) -> bool:
+    """Whether a parser may read the field ``name`` as ``_method``: any case, blanks
+    around it, a ``[]`` after it (an array), and PHP's rewriting of a leading ' ', '.' or
+    '[' to '_' (``.method`` is ``$_POST['_method']``); older parsers split on ';' too."""
+    core = name.strip(" \t\r\n\x00").split("]", 1)[0]
+    core = re.sub(r"^[ .\[]", "_", core).split("[", 1)[0]
+    return core.strip().lower() == "_method"
+
+
 def check_overrides(headers: Iterable[str], query: Iterable[str], body: bytes) -> None:
     """Refuse a request that asks the upstream to take it as another method or path:
     an override header (``headers`` are the names), a ``_method`` query parameter
     (``query`` the names), or a ``_method`` field in ``body`` read as a form, as JSON and
-    as multipart whatever the declared type (frameworks read it from each)."""
+    as multipart whatever the declared type (frameworks read it from each), spelled any
+    way a parser reads as ``_method`` (``_is_method_field``); header names with ``_`` are
+    read with ``-``."""
     for name in headers:
+        name = name.replace("_", "-")  # CGI, WSGI and Rack read X_HTTP_Method as X-HTTP-Method
         if name.lower() in METHOD_OVERRIDES:
             raise Refused(f"header {name[:40]} would override the method: send the method "
                           "you mean (the rules decide on it)")
         if name.lower() in PATH_OVERRIDES:
             raise Refused(f"header {name[:40]} would override the path: send the path you "
                           "mean (the rules decide on it)")
-    if any(name.strip().lower() == "_method" for name in query):
+    if any(_is_method_field(name) for name in query):
         raise Refused("query parameter _method would override the method: send the method "
                       "you mean")
     if not body:
         return
     text = body.decode("utf-8", "replace")
-    fields = [name for name, _ in parse_qsl(text, keep_blank_values=True)]
+    fields = [name for name, _ in parse_qsl(text.replace(";", "&"), keep_blank_values=True)]
     try:
-        data = json.loads(text)
+        data = json.loads(body)  # UTF-8, -16 or -32, a BOM or none, as parsers take it
     except ValueError:
         data = None
     if isinstance(data, dict):
         fields += list(data)
-    if any(name.strip().lower() == "_method" for name in fields if isinstance(name, str)) \
+    if any(_is_method_field(name) for name in fields if isinstance(name, str)) \
             or _MULTIPART_METHOD.search(body):
         raise Refused("the body holds a _method field, which would override the method: "
                       "send the method you mean")

@@ -95,8 +95,81 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts) or "/")
 
 
-_ARG_CHAR = "[A-Za-z0-9._-]"  # what a wildcard may stand for: one name or number, no list
-_ARG_NAME = "[A-Za-z0-9_][A-Za-z0-9._-]*"  # a wildcard piece that starts a segment
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_NAME_CHAR = _NAME_START | {".", "-"}  # what a wildcard may stand for: a name, no list
+_SLASH = frozenset("/")
+
+
+@dataclass(frozen=True, slots=True)
+class _Glob:
+    """An argument pattern as a small automaton, run over the argument in one pass: a
+    backtracking regex takes time exponential in the wildcards (``*.*.*.*`` against 400
+    characters held the gateway's event loop for minutes)."""
+
+    edges: tuple[tuple[tuple[frozenset[str], int], ...], ...]  # per state: (chars, next)
+    empty: tuple[tuple[int, ...], ...]  # per state: states reached on no character
+    final: int
+
+    def _closure(self, states: set[int]) -> set[int]:
+        todo, seen = list(states), set(states)
+        while todo:
+            for nxt in self.empty[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    def fullmatch(self, text: str) -> bool:
+        current = self._closure({0})
+        for char in text:
+            current = self._closure({nxt for state in current
+                                     for chars, nxt in self.edges[state] if char in chars})
+            if not current:
+                return False
+        return self.final in current
+
+
+def _compile_glob(pattern: str) -> _Glob:
+    """``*`` one run of name characters, ``**`` such runs joined by '/'; what starts
+    the argument, a '/'-segment, an ``=`` value or an ``@file`` is not empty and never
+    starts with '.' or '-', and ``**`` never starts with '/'."""
+    edges: list[list[tuple[frozenset[str], int]]] = [[]]
+    empty: list[list[int]] = [[]]
+
+    def state() -> int:
+        edges.append([])
+        empty.append([])
+        return len(edges) - 1
+
+    cur, index = 0, 0
+    for piece in re.split(r"(\*\*|\*)", pattern):
+        starts = index == 0 or pattern[index - 1] in "/=@"
+        if piece in ("*", "**"):
+            name = state()  # inside a name
+            if starts:
+                edges[cur].append((_NAME_START, name))
+            else:
+                empty[cur].append(name)
+            edges[name].append((_NAME_CHAR, name))
+            if piece == "**":  # then '/' and another name, any number of times
+                slash = state()
+                edges[name].append((_SLASH, slash))
+                nxt = state()
+                edges[slash].append((_NAME_START, nxt))
+                edges[nxt].append((_NAME_CHAR, nxt))
+                edges[nxt].append((_SLASH, slash))
+                out = state()
+                empty[name].append(out)
+                empty[nxt].append(out)
+                name = out
+            cur = name
+        else:
+            for char in piece:
+                nxt = state()
+                edges[cur].append((frozenset(char), nxt))
+                cur = nxt
+        index += len(piece)
+    return _Glob(tuple(tuple(e) for e in edges), tuple(tuple(e) for e in empty), cur)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,37 +179,18 @@ class ArgPattern:
     ``-`` or a path segment with ``.``. Everything else must be written out."""
 
     text: str
-    _regex: re.Pattern[str] = field(repr=False, compare=False, default=re.compile(""))
+    _glob: _Glob | None = field(repr=False, compare=False, default=None)
 
     @property
     def literal(self) -> bool:
         return "*" not in self.text
 
     def matches(self, arg: str) -> bool:
-        if self.literal:
+        if self.literal or self._glob is None:
             return arg == self.text
         if arg.startswith("-") and not self.text.startswith("-"):
             return False  # an option is never a wildcard's to grant
-        return bool(self._regex.fullmatch(arg))
-
-
-def _arg_regex(pattern: str) -> re.Pattern[str]:
-    """``*`` one run of name characters, ``**`` such runs joined by '/'; what starts
-    the argument, a '/'-segment, an ``=`` value or an ``@file`` is not empty and never
-    starts with '.' or '-', and ``**`` never starts with '/'."""
-    out, index = [], 0
-    for piece in re.split(r"(\*\*|\*)", pattern):
-        if piece == "*":
-            starts = index == 0 or pattern[index - 1] in "/=@"
-            out.append(_ARG_NAME if starts else f"{_ARG_CHAR}*")
-        elif piece == "**":
-            starts = index == 0 or pattern[index - 1] in "/=@"
-            out.append(f"{_ARG_NAME}(?:/{_ARG_NAME})*" if starts
-                       else f"{_ARG_CHAR}*(?:/{_ARG_NAME})*")
-        else:
-            out.append(re.escape(piece))
-        index += len(piece)
-    return re.compile("".join(out))
+        return self._glob.fullmatch(arg)
 
 
 def parse_arg_pattern(text: str) -> ArgPattern:
@@ -149,7 +203,7 @@ def parse_arg_pattern(text: str) -> ArgPattern:
     if text.startswith("-") and "*" in text.partition("=")[0]:
         raise UsageError(f"argument pattern {text!r}: an option must be named exactly (a "
                          "wildcard may follow '=' only, e.g. '--state=*')")
-    return ArgPattern(text, _arg_regex(text))
+    return ArgPattern(text, _compile_glob(text))
 
 
 def parse_args_rule(text: str) -> tuple[ArgPattern, ...]:

@@ -2,8 +2,8 @@
 
 Read with ``tomllib`` and validated whole (unknown keys, bad URLs, rule syntax, a literal
 where a reference belongs) before anything is served; written by the CLI atomically
-(0600) under the store's lock. ``ServiceConfig`` notices a hand edit within
-``CHECK_INTERVAL`` by the file's inode, size and mtime, and on ``reload()`` (SIGHUP). A
+(0600) under the store's lock. ``ServiceConfig`` notices a hand edit on the next call
+by the file's inode, size, mtime and links, and on ``reload()`` (SIGHUP). A
 file that stops being valid makes every call fail (closed), not the last good one.
 """
 
@@ -23,7 +23,7 @@ from .model import RateLimit, Rule, Service, check_auth, check_name, parse_rate,
 
 FILE_NAME = "services.toml"
 SERVICES_VAR = "MCP_KEYS_SERVICES"
-CHECK_INTERVAL = 0.25
+CHECK_INTERVAL = 0.0  # every call stats the file: an edit applies to the very next call
 MAX_TIMEOUT = 600.0
 _KEYS = {"base_url", "auth", "secret", "description", "enabled", "timeout", "rate_limit",
          "env", "allow", "deny", "kind", "placeholder", "websocket"}
@@ -325,6 +325,8 @@ class ServiceConfig:
         self._force = True
         self._lock = threading.Lock()
         self._pinned: dict[str, tuple[object, ...]] | None = None
+        self._links: int | None = None  # the file's hard links at the first good read
+        self._linked: str | None = None  # why it is refused until a restart, once linked
 
     def __repr__(self) -> str:
         return f"ServiceConfig({str(self.path)!r})"
@@ -343,7 +345,7 @@ class ServiceConfig:
             try:
                 info = os.stat(self.path)
                 signature: tuple[int, ...] = (info.st_ino, info.st_size, info.st_mtime_ns,
-                                              info.st_mode, info.st_uid)
+                                              info.st_mode, info.st_uid, info.st_nlink)
             except FileNotFoundError:
                 signature = ()
             except OSError as exc:
@@ -353,11 +355,26 @@ class ServiceConfig:
                 return self._snapshot
             self._force = False
             self._signature = signature
+            self._check_links(signature[-1] if signature else 1)
+            if self._linked is not None:
+                self._snapshot = Snapshot({}, self._linked)
+                return self._snapshot
             try:
                 self._snapshot = self._pin(read(self.path))
             except ConfigError as exc:
                 self._snapshot = Snapshot({}, str(exc))
             return self._snapshot
+
+    def _check_links(self, links: int) -> None:
+        """A hard link made while the gateway runs (one the workspace check at start could
+        not see) lets whoever can write where it is rewrite the rules through it: the
+        file is refused from then until a restart, which checks where it is again."""
+        if self._links is None:
+            self._links = links
+        elif links > self._links and self._linked is None:
+            self._linked = (f"{self.path} gained a hard link while the gateway was running "
+                            "(one may be in an agent's workspace): every service is refused "
+                            "until the gateway is restarted")
 
     def _pin(self, services: dict[str, Service]) -> Snapshot:
         """The first good read fixes each service's destination; a later file that adds a

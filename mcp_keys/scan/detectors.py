@@ -91,10 +91,10 @@ for _n, (_, _prefixes, _) in enumerate(PROVIDERS):
         _BY_HEAD.setdefault(_prefix[:2], []).append((_prefix, _n))
 _ANYWHERE = [n for n, (_, prefixes, _) in enumerate(PROVIDERS)
              if not all(_in_a_run(prefix) for prefix in prefixes)]  # ":AA", "hooks.slack…"
-# Where a key can be: a run of key characters (any other character becomes a space)
-_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+/=-")
-_KEY_BYTES = bytes(c if chr(c) in _KEY_CHARS else 32 for c in range(256))
+# Where a key can be: a run of key characters at least this long, found in C (not word by
+# word in Python)
 MIN_KEY_LENGTH = 16
+_KEY_RUN = re.compile(rf"[A-Za-z0-9_.+/=-]{{{MIN_KEY_LENGTH},}}")
 _SEPARATOR = re.compile(r"[./+=]+")
 
 
@@ -129,7 +129,9 @@ _PLACEHOLDER = re.compile(
 _WEAK_WORD = (r"(?:password|passwd|passw0rd|p@ssw0rd|p@ssword|pa55w0rd|pa55word|pass|pwd|"
               r"secret|s3cr3t|admin|root|postgres|mysql|mongo|redis|test|example|demo|"
               r"sample|changeme|changeit|letmein|qwerty|default|user|guest|welcome|dbpass)")
-_WEAK_PASSWORD = re.compile(  # the passwords docs write: "password", "mysecretpassword"
+# Compiled on first use (by ``re``'s own cache): most scans never test a password, and a
+# process that compiles every pattern at import pays for it on every run.
+_WEAK_PASSWORD = (  # the passwords docs write: "password", "mysecretpassword"
     rf"(?i)^(?:(?:my|the|db|user|some|your|super)[_-]?)?{_WEAK_WORD}(?:[_-]?{_WEAK_WORD})?"
     r"[_-]?\d{0,6}[!.]?$")
 
@@ -155,7 +157,7 @@ _NOT_SECRET_LAST = frozenset({
 _PUBLIC_WORDS = frozenset({"public", "publishable", "pub", "anon"})
 _PASSWORD_WORDS = frozenset({"password", "passwd", "pwd", "pass", "passphrase"})
 _NAME_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
-_NOT_RANDOM = re.compile(
+_NOT_RANDOM = (  # compiled on first use, as _WEAK_PASSWORD
     r"(?i)^(?:[a-z][a-z0-9+.-]*:|[/~.\\]|[a-z]:\\)"  # URL, scheme reference, path
     r"|^\d{4}-\d\d-\d\d"  # a date or timestamp
     r"|^v?\d+(?:\.\d+)+"  # a version
@@ -218,12 +220,12 @@ def looks_random(value: str, *, password: bool = False) -> bool:
         return False
     if value.startswith(PUBLIC_PREFIXES):
         return False
-    if any(c.isspace() for c in value) or _NOT_RANDOM.match(value) or is_placeholder(value):
+    if any(c.isspace() for c in value) or re.match(_NOT_RANDOM, value) or is_placeholder(value):
         return False
     if is_fake(value):
         return False
     if password:
-        if _WEAK_PASSWORD.match(value) is not None or _classes(value) < 2:
+        if re.match(_WEAK_PASSWORD, value) is not None or _classes(value) < 2:
             return False
         return not value.isalpha() or _flips_case(value)
     if _UUID.fullmatch(value):
@@ -260,17 +262,12 @@ def _classes(value: str) -> int:
 
 def find_formats(text: str) -> Iterator[tuple[str, str]]:
     """``(kind, token)`` for every real provider key in ``text`` (not a stand-in): keys
-    start a run of key characters with a provider's prefix (found with C-speed string
-    methods, no whole-text alternation)."""
-    data = text.encode("ascii", "replace").translate(_KEY_BYTES)
-    for chunk in data.split():
-        if len(chunk) < MIN_KEY_LENGTH:
-            continue
-        piece = chunk.decode("ascii")
-        starts = [0]
-        if any(c in piece for c in "./+="):  # several keys: "key=sk_live_…", a path, a JWT
-            starts += [m.end() for m in _SEPARATOR.finditer(piece)]
-        for start in starts:
+    start a run of key characters with a provider's prefix (runs found by one C-speed
+    regex, prefixes by ``startswith``: no whole-text alternation)."""
+    for run in _KEY_RUN.finditer(text):
+        piece = run.group()
+        # several keys in one run: "key=sk_live_…", a path, a JWT
+        for start in (0, *[m.end() for m in _SEPARATOR.finditer(piece)]):
             if piece.startswith(_PREFIXES, start):
                 yield from _formats_at(piece, start)
     for n in _ANYWHERE:
@@ -325,7 +322,7 @@ def url_credentials(url: str, *, named: bool = False) -> Iterator[tuple[str, str
         written = userinfo.split(":", 1)[1]
         password = unquote(written)
         if password and not is_placeholder(password) and not is_fake(password) \
-                and _WEAK_PASSWORD.match(password) is None:
+                and re.match(_WEAK_PASSWORD, password) is None:
             yield "url-password", "password", written
     if not named:
         for segment in parts.path.split("/"):
@@ -392,7 +389,7 @@ def _basic_password(encoded: str) -> bool:
         return False
     _, colon, password = decoded.partition(":")
     return bool(colon and password) and not is_placeholder(password) \
-        and _WEAK_PASSWORD.match(password) is None
+        and re.match(_WEAK_PASSWORD, password) is None
 
 
 def worth_a_look(text: str) -> bool:

@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from functools import cache, lru_cache
 from urllib.parse import unquote, unquote_plus, urlsplit
 
-from .. import tokens
 from ..secrets import is_reference
 
 _E = r"(?![A-Za-z0-9])"
@@ -77,7 +76,7 @@ PROVIDERS: list[tuple[str, tuple[str, ...], str]] = [
     ("telegram-bot-token", (":AA",), r"(?<![0-9])\d{8,10}:AA[0-9A-Za-z_-]{33}" + _E),
     ("jwt", ("eyJ",), r"eyJ[0-9A-Za-z_-]{10,}\.eyJ[0-9A-Za-z_-]{10,}\.[0-9A-Za-z_-]{20,}"),
     ("private-key", ("-----BEGIN",), r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----"),
-    ("mcp-keys-key", ("mcpk_",), tokens.TOKEN_SEARCH.pattern),
+    ("mcp-keys-key", ("mcpk_",), ""),  # tokens.TOKEN_SEARCH, imported when first needed
 ]
 def _in_a_run(prefix: str) -> bool:
     return prefix[0].isalnum() and "/" not in prefix
@@ -100,7 +99,13 @@ _SEPARATOR = re.compile(r"[./+=]+")
 
 @cache
 def _pattern(n: int) -> re.Pattern[str]:
-    return re.compile(PROVIDERS[n][2])  # compiled when first needed: start-up stays short
+    """Provider ``n``'s format, compiled when first needed: start-up stays short (and
+    ``tokens``, with ``hashlib`` and ``dataclasses``, is imported only for an ``mcpk_``)."""
+    if PROVIDERS[n][0] == "mcp-keys-key":
+        from .. import tokens
+
+        return tokens.TOKEN_SEARCH
+    return re.compile(PROVIDERS[n][2])
 
 
 # Keys that are public by design (they ship in web pages): never a finding.
@@ -287,6 +292,8 @@ def _formats_at(text: str, start: int) -> Iterator[tuple[str, str]]:
 
 def _real(kind: str, token: str) -> Iterator[tuple[str, str]]:
     if kind == "mcp-keys-key":
+        from .. import tokens
+
         if tokens.parse(token) is not None:
             yield kind, token
     elif kind in ("private-key", "slack-webhook") or not is_fake(token):
@@ -409,6 +416,8 @@ def may_hold_a_known_format(text: str) -> bool:
 
 def mcp_key_ids(value: str) -> list[str]:
     """The IDs of well-formed mcp-keys keys in ``value`` (checksum verified)."""
+    from .. import tokens
+
     return [parsed.key_id for match in tokens.TOKEN_SEARCH.finditer(value)
             if (parsed := tokens.parse(match.group(0))) is not None]
 

@@ -90,10 +90,11 @@ for _n, (_, _prefixes, _) in enumerate(PROVIDERS):
         _BY_HEAD.setdefault(_prefix[:2], []).append((_prefix, _n))
 _ANYWHERE = [n for n, (_, prefixes, _) in enumerate(PROVIDERS)
              if not all(_in_a_run(prefix) for prefix in prefixes)]  # ":AA", "hooks.slack…"
-# Where a key can be: a run of key characters at least this long, found in C (not word by
-# word in Python)
+# Where a key can be: a run of key characters (any other character becomes a space; a
+# translate and a split beat a regex over the runs by 2-4x)
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+/=-")
+_KEY_BYTES = bytes(c if chr(c) in _KEY_CHARS else 32 for c in range(256))
 MIN_KEY_LENGTH = 16
-_KEY_RUN = re.compile(rf"[A-Za-z0-9_.+/=-]{{{MIN_KEY_LENGTH},}}")
 _SEPARATOR = re.compile(r"[./+=]+")
 
 
@@ -267,10 +268,13 @@ def _classes(value: str) -> int:
 
 def find_formats(text: str) -> Iterator[tuple[str, str]]:
     """``(kind, token)`` for every real provider key in ``text`` (not a stand-in): keys
-    start a run of key characters with a provider's prefix (runs found by one C-speed
-    regex, prefixes by ``startswith``: no whole-text alternation)."""
-    for run in _KEY_RUN.finditer(text):
-        piece = run.group()
+    start a run of key characters with a provider's prefix (found with C-speed string
+    methods, no whole-text alternation)."""
+    data = text.encode("ascii", "replace").translate(_KEY_BYTES)
+    for chunk in data.split():
+        if len(chunk) < MIN_KEY_LENGTH:
+            continue
+        piece = chunk.decode("ascii")
         # several keys in one run: "key=sk_live_…", a path, a JWT
         for start in (0, *[m.end() for m in _SEPARATOR.finditer(piece)]):
             if piece.startswith(_PREFIXES, start):

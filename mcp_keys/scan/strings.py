@@ -55,7 +55,9 @@ class Walker:
             for index, value in enumerate(node):
                 kind = type(value)
                 if kind is str:
-                    if args and (value[:1] == "-" or (index and len(value) >= 8
+                    if len(value) < 8:
+                        continue  # nor can a part of it (--k=v) be a secret
+                    if args and (value[:1] == "-" or (index
                                                       and str(node[index - 1])[:1] == "-")):
                         item_name, value = _arg(node, index, value)
                     else:

@@ -14,29 +14,42 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import McpKeysError
+from .record import Record
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the scan path does not import typing
+if TYPE_CHECKING:
+    from typing import Any
 
 SKIP_DIRS = {".git", "node_modules", ".venv", "venv", "__pycache__", ".mcp-keys", ".tox"}
 MAX_FILE_BYTES = 5 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One value found in a file; ``value`` never leaves the process."""
+class Candidate(Record):
+    """One value found in a file; ``value`` never leaves the process (no ``repr``).
+    ``where``: env | headers | args | url | config (any other field) | dotenv | comment |
+    text; ``keys``: the JSON path, until ``strings.locate`` spells it out."""
 
+    _fields = ("file", "line", "path", "name", "value", "server", "where", "keys")
+    __slots__ = _fields
+    _unshown = frozenset({"value", "keys"})
+    _uncompared = frozenset({"keys"})
     file: Path
     line: int
     path: str
     name: str
-    value: str = field(repr=False)
-    server: str | None = None
-    # env | headers | args | url | config (any other field) | dotenv | comment | text
-    where: str = "env"
-    keys: tuple[str | int, ...] | None = field(default=None, repr=False, compare=False)
+    value: str
+    server: str | None
+    where: str
+    keys: tuple[str | int, ...] | None
+
+    def __init__(self, file: Path, line: int, path: str, name: str, value: str,
+                 server: str | None = None, where: str = "env",
+                 keys: tuple[str | int, ...] | None = None) -> None:
+        self._set(file=file, line=line, path=path, name=name, value=value, server=server,
+                  where=where, keys=keys)
 
 
 def default_paths(home: Path | None = None, cwd: Path | None = None) -> list[Path]:

@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from functools import cache, lru_cache
 from urllib.parse import unquote, unquote_plus, urlsplit
 
-from .. import tokens
 from ..secrets import is_reference
 
 _E = r"(?![A-Za-z0-9])"
@@ -77,7 +76,7 @@ PROVIDERS: list[tuple[str, tuple[str, ...], str]] = [
     ("telegram-bot-token", (":AA",), r"(?<![0-9])\d{8,10}:AA[0-9A-Za-z_-]{33}" + _E),
     ("jwt", ("eyJ",), r"eyJ[0-9A-Za-z_-]{10,}\.eyJ[0-9A-Za-z_-]{10,}\.[0-9A-Za-z_-]{20,}"),
     ("private-key", ("-----BEGIN",), r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----"),
-    ("mcp-keys-key", ("mcpk_",), tokens.TOKEN_SEARCH.pattern),
+    ("mcp-keys-key", ("mcpk_",), ""),  # tokens.TOKEN_SEARCH, imported when first needed
 ]
 def _in_a_run(prefix: str) -> bool:
     return prefix[0].isalnum() and "/" not in prefix
@@ -91,7 +90,8 @@ for _n, (_, _prefixes, _) in enumerate(PROVIDERS):
         _BY_HEAD.setdefault(_prefix[:2], []).append((_prefix, _n))
 _ANYWHERE = [n for n, (_, prefixes, _) in enumerate(PROVIDERS)
              if not all(_in_a_run(prefix) for prefix in prefixes)]  # ":AA", "hooks.slack…"
-# Where a key can be: a run of key characters (any other character becomes a space)
+# Where a key can be: a run of key characters (any other character becomes a space; a
+# translate and a split beat a regex over the runs by 2-4x)
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+/=-")
 _KEY_BYTES = bytes(c if chr(c) in _KEY_CHARS else 32 for c in range(256))
 MIN_KEY_LENGTH = 16
@@ -100,7 +100,13 @@ _SEPARATOR = re.compile(r"[./+=]+")
 
 @cache
 def _pattern(n: int) -> re.Pattern[str]:
-    return re.compile(PROVIDERS[n][2])  # compiled when first needed: start-up stays short
+    """Provider ``n``'s format, compiled when first needed: start-up stays short (and
+    ``tokens``, with ``hashlib`` and ``dataclasses``, is imported only for an ``mcpk_``)."""
+    if PROVIDERS[n][0] == "mcp-keys-key":
+        from .. import tokens
+
+        return tokens.TOKEN_SEARCH
+    return re.compile(PROVIDERS[n][2])
 
 
 # Keys that are public by design (they ship in web pages): never a finding.
@@ -129,7 +135,9 @@ _PLACEHOLDER = re.compile(
 _WEAK_WORD = (r"(?:password|passwd|passw0rd|p@ssw0rd|p@ssword|pa55w0rd|pa55word|pass|pwd|"
               r"secret|s3cr3t|admin|root|postgres|mysql|mongo|redis|test|example|demo|"
               r"sample|changeme|changeit|letmein|qwerty|default|user|guest|welcome|dbpass)")
-_WEAK_PASSWORD = re.compile(  # the passwords docs write: "password", "mysecretpassword"
+# Compiled on first use (by ``re``'s own cache): most scans never test a password, and a
+# process that compiles every pattern at import pays for it on every run.
+_WEAK_PASSWORD = (  # the passwords docs write: "password", "mysecretpassword"
     rf"(?i)^(?:(?:my|the|db|user|some|your|super)[_-]?)?{_WEAK_WORD}(?:[_-]?{_WEAK_WORD})?"
     r"[_-]?\d{0,6}[!.]?$")
 
@@ -155,7 +163,7 @@ _NOT_SECRET_LAST = frozenset({
 _PUBLIC_WORDS = frozenset({"public", "publishable", "pub", "anon"})
 _PASSWORD_WORDS = frozenset({"password", "passwd", "pwd", "pass", "passphrase"})
 _NAME_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
-_NOT_RANDOM = re.compile(
+_NOT_RANDOM = (  # compiled on first use, as _WEAK_PASSWORD
     r"(?i)^(?:[a-z][a-z0-9+.-]*:|[/~.\\]|[a-z]:\\)"  # URL, scheme reference, path
     r"|^\d{4}-\d\d-\d\d"  # a date or timestamp
     r"|^v?\d+(?:\.\d+)+"  # a version
@@ -218,12 +226,12 @@ def looks_random(value: str, *, password: bool = False) -> bool:
         return False
     if value.startswith(PUBLIC_PREFIXES):
         return False
-    if any(c.isspace() for c in value) or _NOT_RANDOM.match(value) or is_placeholder(value):
+    if any(c.isspace() for c in value) or re.match(_NOT_RANDOM, value) or is_placeholder(value):
         return False
     if is_fake(value):
         return False
     if password:
-        if _WEAK_PASSWORD.match(value) is not None or _classes(value) < 2:
+        if re.match(_WEAK_PASSWORD, value) is not None or _classes(value) < 2:
             return False
         return not value.isalpha() or _flips_case(value)
     if _UUID.fullmatch(value):
@@ -267,10 +275,8 @@ def find_formats(text: str) -> Iterator[tuple[str, str]]:
         if len(chunk) < MIN_KEY_LENGTH:
             continue
         piece = chunk.decode("ascii")
-        starts = [0]
-        if any(c in piece for c in "./+="):  # several keys: "key=sk_live_…", a path, a JWT
-            starts += [m.end() for m in _SEPARATOR.finditer(piece)]
-        for start in starts:
+        # several keys in one run: "key=sk_live_…", a path, a JWT
+        for start in (0, *[m.end() for m in _SEPARATOR.finditer(piece)]):
             if piece.startswith(_PREFIXES, start):
                 yield from _formats_at(piece, start)
     for n in _ANYWHERE:
@@ -290,6 +296,8 @@ def _formats_at(text: str, start: int) -> Iterator[tuple[str, str]]:
 
 def _real(kind: str, token: str) -> Iterator[tuple[str, str]]:
     if kind == "mcp-keys-key":
+        from .. import tokens
+
         if tokens.parse(token) is not None:
             yield kind, token
     elif kind in ("private-key", "slack-webhook") or not is_fake(token):
@@ -325,7 +333,7 @@ def url_credentials(url: str, *, named: bool = False) -> Iterator[tuple[str, str
         written = userinfo.split(":", 1)[1]
         password = unquote(written)
         if password and not is_placeholder(password) and not is_fake(password) \
-                and _WEAK_PASSWORD.match(password) is None:
+                and re.match(_WEAK_PASSWORD, password) is None:
             yield "url-password", "password", written
     if not named:
         for segment in parts.path.split("/"):
@@ -392,7 +400,7 @@ def _basic_password(encoded: str) -> bool:
         return False
     _, colon, password = decoded.partition(":")
     return bool(colon and password) and not is_placeholder(password) \
-        and _WEAK_PASSWORD.match(password) is None
+        and re.match(_WEAK_PASSWORD, password) is None
 
 
 def worth_a_look(text: str) -> bool:
@@ -412,6 +420,8 @@ def may_hold_a_known_format(text: str) -> bool:
 
 def mcp_key_ids(value: str) -> list[str]:
     """The IDs of well-formed mcp-keys keys in ``value`` (checksum verified)."""
+    from .. import tokens
+
     return [parsed.key_id for match in tokens.TOKEN_SEARCH.finditer(value)
             if (parsed := tokens.parse(match.group(0))) is not None]
 

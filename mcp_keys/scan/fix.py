@@ -121,13 +121,10 @@ def url_parts(finding: Finding) -> list[Finding]:
     each moves to its own variable. Any other finding as it is."""
     if finding.where != "url" or finding.candidate is None:
         return [finding]
-    import dataclasses
-
     from .detectors import url_credentials
 
     candidate = finding.candidate
-    return [dataclasses.replace(finding, candidate=dataclasses.replace(
-                candidate, name=name, value=written))
+    return [finding.replace(candidate=candidate.replace(name=name, value=written))
             for _, name, written in url_credentials(candidate.value)] or [finding]
 
 

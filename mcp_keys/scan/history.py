@@ -12,7 +12,6 @@ is usually code.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import threading
@@ -146,5 +145,5 @@ def scan_history(repo: Path, *, max_commits: int = 1000,
                 continue  # "name = high-entropy text" in source code is code, not a secret
             key = (path, finding.path, finding.preview)
             if key not in seen:
-                seen[key] = dataclasses.replace(finding, file=Path(path), commit=commit)
+                seen[key] = finding.replace(file=Path(path), commit=commit)
     return list(seen.values())

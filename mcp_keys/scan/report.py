@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from .. import __version__
 from .scanner import NOTE, Finding
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the scan path does not import typing
+if TYPE_CHECKING:
+    from typing import Any
 
 KIND_TEXT = {
     "mcp-keys-key": "an mcp-keys API key",

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .configs import Candidate, candidates, read_text, worth_scanning
 from .detectors import classify, mcp_key_ids, preview
+from .record import Record
 from .strings import locate
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the scan path does not import typing
+if TYPE_CHECKING:
+    from typing import Any
 
 NOTE = "note"
 ERROR = "error"
@@ -27,12 +30,17 @@ CONTEXTUAL_KINDS = frozenset({"generic-secret", "generic-bearer", "url-password"
                               "basic-auth", "aws-secret-access-key"})
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(Record):
     """A hard-coded secret: where it is and what kind; ``candidate`` holds the value for
     ``--fix`` and is never printed. ``level`` is ``error`` (a leak) or ``note`` (a key
-    where mcp-keys itself put it)."""
+    where mcp-keys itself put it). ``key_status``: active revoked expired not-in-store
+    no-store unknown."""
 
+    _fields = ("file", "line", "path", "kind", "preview", "server", "where", "key_id",
+               "key_status", "commit", "candidate", "level")
+    __slots__ = _fields
+    _unshown = frozenset({"candidate"})
+    _uncompared = frozenset({"candidate"})
     file: Path
     line: int
     path: str
@@ -40,11 +48,19 @@ class Finding:
     preview: str
     server: str | None
     where: str
-    key_id: str | None = None
-    key_status: str | None = None  # active revoked expired not-in-store no-store unknown
-    commit: str | None = None
-    candidate: Candidate | None = field(default=None, repr=False, compare=False)
-    level: str = ERROR
+    key_id: str | None
+    key_status: str | None
+    commit: str | None
+    candidate: Candidate | None
+    level: str
+
+    def __init__(self, file: Path, line: int, path: str, kind: str, preview: str,
+                 server: str | None, where: str, key_id: str | None = None,
+                 key_status: str | None = None, commit: str | None = None,
+                 candidate: Candidate | None = None, level: str = ERROR) -> None:
+        self._set(file=file, line=line, path=path, kind=kind, preview=preview,
+                  server=server, where=where, key_id=key_id, key_status=key_status,
+                  commit=commit, candidate=candidate, level=level)
 
     @property
     def advice(self) -> str:

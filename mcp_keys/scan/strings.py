@@ -4,26 +4,32 @@ JSON path and a line are worked out only for a string a detector reports."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .configs import Candidate, _key
 from .detectors import is_secret_name
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the scan path does not import typing
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass(slots=True)
+    Keys = tuple[Any, ...]  # (parent keys, key): a JSON path built in O(1) per step
+
+
 class Walker:
     """Collects the strings of one parsed config with where they sit; a JSON path is
-    spelled out only for a string a detector could care about."""
+    spelled out only for a string a detector could care about. ``entries``: the server
+    entries by ``id``; ``formats``: the provider keys anywhere in the file's text."""
 
-    file: Path
-    entries: dict[int, str]
-    formats: list[str]  # the provider keys anywhere in the file's text
-    found: list[Candidate] = field(default_factory=list)
+    __slots__ = ("entries", "file", "formats", "found")
+
+    def __init__(self, file: Path, entries: dict[int, str], formats: list[str]) -> None:
+        self.file = file
+        self.entries = entries
+        self.formats = formats
+        self.found: list[Candidate] = []
 
     def walk(self, node: Any, keys: Keys, server: str | None, name: str, where: str) -> None:
         if type(node) is dict:  # json.loads makes exact dicts, lists and strs: type() is
@@ -49,7 +55,9 @@ class Walker:
             for index, value in enumerate(node):
                 kind = type(value)
                 if kind is str:
-                    if args and (value[:1] == "-" or (index and len(value) >= 8
+                    if len(value) < 8:
+                        continue  # nor can a part of it (--k=v) be a secret
+                    if args and (value[:1] == "-" or (index
                                                       and str(node[index - 1])[:1] == "-")):
                         item_name, value = _arg(node, index, value)
                     else:
@@ -88,7 +96,6 @@ class Walker:
         self.found.append(Candidate(self.file, 0, "", name, value, server, where, path))
 
 
-Keys = tuple[Any, ...]  # (parent keys, key): a JSON path built in O(1) per step
 _TABLES = ("env", "headers", "args")
 _URLS = ("url", "serverUrl")  # a remote server's address: ``scan --fix`` moves a key out
 
@@ -133,7 +140,7 @@ def locate(item: Candidate, text: str) -> Candidate:
     anchor = _offset(text, json.dumps(item.server), 0) if item.server is not None else 0
     last = keys[-1] if keys else None
     line = _line(text, last if isinstance(last, str) else None, item.value, anchor)
-    return dataclasses.replace(item, line=line, path=path.lstrip("."), keys=None)
+    return item.replace(line=line, path=path.lstrip("."), keys=None)
 
 
 def _offset(text: str, needle: str, start: int) -> int:

@@ -27,9 +27,8 @@ from tests.conftest import (
     run_cli_process,
     shared_dir,
 )
-from tests.gateway_upstream import SECRET, Upstream, running_upstream
+from tests.gateway_upstream import SECRET, Upstream, issue_certificates, running_upstream
 from tests.secret_servers import KvServer
-from tests.test_proxy_run import make_test_ca
 
 pytest.importorskip("cryptography")
 if "proxy" not in os.environ.get("MCP_KEYS_REQUIRE_STACKS", "").split(","):
@@ -99,7 +98,7 @@ def store_path() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def upstream_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Upstream, str]]:
     """An HTTPS upstream on loopback that accepts only the real credential, and its CA."""
-    ca, cert, key = make_test_ca(tmp_path_factory.mktemp("tls"))
+    ca, cert, key = issue_certificates(tmp_path_factory.mktemp("tls"))
     with running_upstream(cert, key) as upstream:
         yield upstream, ca
 

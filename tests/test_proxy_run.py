@@ -4,7 +4,6 @@ that accepts only the real credential, and a second listener that must see nothi
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
@@ -26,7 +25,7 @@ from tests.conftest import (
     run_cli_process,
     wait_for,
 )
-from tests.gateway_upstream import SECRET, Upstream, running_upstream
+from tests.gateway_upstream import SECRET, Upstream, issue_certificates, running_upstream
 
 pytest.importorskip("cryptography")
 if "proxy" not in os.environ.get("MCP_KEYS_REQUIRE_STACKS", "").split(","):
@@ -53,46 +52,9 @@ print(json.dumps({"status": status, "body": body[:500], "token": token,
 '''
 
 
-def make_test_ca(tmp_path: Path) -> tuple[str, str, str]:
-    """A CA and a leaf for 127.0.0.1 for the HTTPS upstream (files: ca, cert, key)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "upstream test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(hours=1))
-          .not_valid_after(now + dt.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    files = (tmp_path / "up-ca.pem", tmp_path / "up-cert.pem", tmp_path / "up-key.pem")
-    files[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    files[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(files[0]), str(files[1]), str(files[2])
-
-
 @pytest.fixture(scope="module")
 def https(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Upstream, str]]:
-    ca, cert, key = make_test_ca(tmp_path_factory.mktemp("tls"))
+    ca, cert, key = issue_certificates(tmp_path_factory.mktemp("tls"))
     with running_upstream(cert, key) as upstream:
         yield upstream, ca
 
@@ -356,7 +318,7 @@ def test_http2_to_an_http2_upstream(tmp_path: Path, manager: FileKeys) -> None:
     from hypercorn.config import Config
 
 
-    ca, cert, key = make_test_ca(tmp_path)
+    ca, cert, key = issue_certificates(tmp_path)
     from tests.conftest import free_port
 
     upstream = Upstream(port=free_port(), scheme="https")

@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime as dt
-import ipaddress
 import json
 import os
 import socket
@@ -33,7 +31,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import FileKeys, accepting, free_port, mcp_keys_cmd, run_cli_process, wait_for
-from tests.gateway_upstream import SECRET, Seen, Upstream
+from tests.gateway_upstream import SECRET, Seen, Upstream, issue_certificates
 
 pytest.importorskip("cryptography")
 if "proxy" not in os.environ.get("MCP_KEYS_REQUIRE_STACKS", "").split(","):
@@ -54,42 +52,6 @@ def assert_no_secret(data: str | bytes, where: str) -> None:
 
 
 # -- the upstreams --------------------------------------------------------------------
-
-
-def edge_certificates(directory: Path) -> tuple[str, str, str]:
-    """A private CA and the edge's leaf for both names and 127.0.0.1 (ca, cert, key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(hours=1))
-          .not_valid_after(now + dt.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [x509.DNSName(n) for n in EDGE_NAMES]
-    names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = (directory / "edge-ca.pem", directory / "edge.pem", directory / "edge.key")
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(paths[0]), str(paths[1]), str(paths[2])
 
 
 CHARSETS = {"utf-16-le-json": "", "utf-32-be-json": "", "utf-16-bom": "",
@@ -475,7 +437,8 @@ def add_services(store: str, edge: int, sink: int, names: list[str], raw: int = 
 
 @pytest.fixture(scope="module")
 def edge_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
-    return edge_certificates(tmp_path_factory.mktemp("edge"))
+    return issue_certificates(tmp_path_factory.mktemp("edge"), "edge", "edge test CA", "edge",
+                              EDGE_NAMES)
 
 
 @pytest.fixture(scope="module")

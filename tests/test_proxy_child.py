@@ -24,15 +24,14 @@ from tests.conftest import (
     assert_absent,
     mcp_keys_cmd,
     one_error_line,
+    require_proxy_stack,
     run_cli_process,
     shared_dir,
 )
 from tests.gateway_upstream import SECRET, Upstream, issue_certificates, running_upstream
 from tests.secret_servers import KvServer
 
-pytest.importorskip("cryptography")
-if "proxy" not in os.environ.get("MCP_KEYS_REQUIRE_STACKS", "").split(","):
-    pytest.importorskip("mitmproxy", reason="run --proxy needs mitmproxy 12 (Python 3.12+)")
+require_proxy_stack()
 
 # What the child may see: the documented base, LC_*, what run --proxy sets, the placeholder.
 ALLOWED = {"PATH", "HOME", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME", "SHELL",

@@ -22,14 +22,13 @@ from tests.conftest import (
     accepting,
     assert_absent,
     mcp_keys_cmd,
+    require_proxy_stack,
     run_cli_process,
     wait_for,
 )
 from tests.gateway_upstream import SECRET, Upstream, issue_certificates, running_upstream
 
-pytest.importorskip("cryptography")
-if "proxy" not in os.environ.get("MCP_KEYS_REQUIRE_STACKS", "").split(","):
-    pytest.importorskip("mitmproxy", reason="run --proxy needs mitmproxy 12 (Python 3.12+)")
+require_proxy_stack()
 
 CHILD = r'''
 import json, os, sys

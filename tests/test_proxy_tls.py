@@ -30,12 +30,18 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FileKeys, accepting, free_port, mcp_keys_cmd, run_cli_process, wait_for
+from tests.conftest import (
+    FileKeys,
+    accepting,
+    free_port,
+    mcp_keys_cmd,
+    require_proxy_stack,
+    run_cli_process,
+    wait_for,
+)
 from tests.gateway_upstream import SECRET, Seen, Upstream, issue_certificates
 
-pytest.importorskip("cryptography")
-if "proxy" not in os.environ.get("MCP_KEYS_REQUIRE_STACKS", "").split(","):
-    pytest.importorskip("mitmproxy", reason="run --proxy needs mitmproxy 12 (Python 3.12+)")
+require_proxy_stack()
 pytest.importorskip("hypercorn")
 
 EDGE_NAMES = ("localhost", "other.localhost")  # one TLS edge, two names

@@ -194,16 +194,15 @@ def running_edge(cert: str, key: str) -> Iterator[Edge]:
         thread.join(10)
 
 
-class Sink:
-    """A plain TCP listener that records every byte sent to it (and answers nothing)."""
+class Listener:
+    """A TCP listener on a free loopback port that hands each connection it accepts to
+    ``handle`` in a thread of its own; a subclass sets its own state first."""
 
     def __init__(self) -> None:
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
         self.port = int(self.listener.getsockname()[1])
-        self.received = bytearray()
-        self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -212,9 +211,25 @@ class Sink:
                 connection, _ = self.listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._read, args=(connection,), daemon=True).start()
+            threading.Thread(target=self.handle, args=(connection,), daemon=True).start()
 
-    def _read(self, connection: socket.socket) -> None:
+    def handle(self, connection: socket.socket) -> None:
+        """Serve one accepted connection (the subclass's job)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class Sink(Listener):
+    """A plain TCP listener that records every byte sent to it (and answers nothing)."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def handle(self, connection: socket.socket) -> None:
         with connection:
             connection.settimeout(30)
             with contextlib.suppress(OSError):
@@ -222,33 +237,18 @@ class Sink:
                     with self._lock:
                         self.received += chunk
 
-    def close(self) -> None:
-        self.listener.close()
 
-
-class Raw:
+class Raw(Listener):
     """A TLS upstream that writes scripted bytes, well-formed or not, once it got the
     real credential (``/bearer/raw/NAME`` picks the script; anything else gets 401)."""
 
     def __init__(self, cert: str, key: str) -> None:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert, key)
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = int(self.listener.getsockname()[1])
         self.authorised = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
+    def handle(self, connection: socket.socket) -> None:
         with contextlib.suppress(OSError), connection:
             connection.settimeout(30)
             with self.context.wrap_socket(connection, server_side=True) as tls:
@@ -490,7 +490,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, edge: Edge,
     finally:
         proxy.stop()
         sink.close()
-        raw.listener.close()
+        raw.close()
         if saved is None:
             os.environ.pop("GW_SECRET", None)
         else:

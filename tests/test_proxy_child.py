@@ -28,8 +28,9 @@ from tests.conftest import (
     run_cli_process,
     shared_dir,
 )
-from tests.gateway_upstream import SECRET, Upstream, issue_certificates, running_upstream
+from tests.gateway_upstream import SECRET, Upstream
 from tests.secret_servers import KvServer
+from tests.test_proxy_run import https, proxied_service  # noqa: F401 (a fixture)
 
 require_proxy_stack()
 
@@ -94,29 +95,10 @@ def store_path() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def upstream_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Upstream, str]]:
-    """An HTTPS upstream on loopback that accepts only the real credential, and its CA."""
-    ca, cert, key = issue_certificates(tmp_path_factory.mktemp("tls"))
-    with running_upstream(cert, key) as upstream:
-        yield upstream, ca
-
-
 @pytest.fixture
-def proxy(manager: FileKeys, upstream_tls: tuple[Upstream, str]) -> dict[str, Any]:
+def proxy(manager: FileKeys, https: tuple[Upstream, str]) -> dict[str, Any]:  # noqa: F811
     """A store with an agent key and the service ``api`` (its secret an env: reference)."""
-    upstream, ca = upstream_tls
-    manager.init()
-    store = str(manager.store.path)
-    added = run_cli_process("--store", store, "service", "add", "api", "--base-url",
-                            f"{upstream.url}/bearer", "--auth", "bearer", "--secret",
-                            "env:GW_SECRET", "--env", "UPSTREAM_KEY", "--allow",
-                            "GET /bearer/things/**", "--placeholder", "sk_test_{random}",
-                            env={"GW_SECRET": SECRET})
-    assert added.returncode == 0, added.stderr
-    upstream.seen.clear()
-    return {"store": store, "key": manager.create("proxied", scopes=["gateway:api"]),
-            "ca": ca, "upstream": upstream}
+    return proxied_service(manager, *https)
 
 
 @pytest.fixture

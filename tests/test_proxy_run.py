@@ -64,9 +64,10 @@ def bystander() -> Iterator[Upstream]:
         yield other
 
 
-@pytest.fixture
-def setup(manager: FileKeys, https: tuple[Upstream, str], tmp_path: Path) -> dict[str, Any]:
-    upstream, ca = https
+def proxied_service(manager: FileKeys, upstream: Upstream, ca: str) -> dict[str, Any]:
+    """A store with the service ``api`` (bearer to ``upstream``, its secret an env:
+    reference, only ``GET /bearer/things/**``) and an agent key for it, the upstream's
+    record cleared: the store, key, upstream CA and upstream."""
     manager.init()
     store = str(manager.store.path)
     added = run_cli_process("--store", store, "service", "add", "api", "--base-url",
@@ -77,9 +78,13 @@ def setup(manager: FileKeys, https: tuple[Upstream, str], tmp_path: Path) -> dic
     assert added.returncode == 0, added.stderr
     key = manager.create("proxied", scopes=["gateway:api"])
     upstream.seen.clear()
+    return {"store": store, "key": key, "ca": ca, "upstream": upstream}
+
+
+@pytest.fixture
+def setup(manager: FileKeys, https: tuple[Upstream, str], tmp_path: Path) -> dict[str, Any]:
     (tmp_path / "child.py").write_text(CHILD)
-    return {"store": store, "key": key, "ca": ca, "upstream": upstream,
-            "child": str(tmp_path / "child.py")}
+    return {**proxied_service(manager, *https), "child": str(tmp_path / "child.py")}
 
 
 def proxied(setup: dict[str, Any], *command: str, key: str | None = None,

@@ -41,11 +41,12 @@ def _plain_run(args: list[str]) -> tuple[list[str], str | None, bool, list[str]]
     return None
 
 
-def _plain_list(args: list[str]) -> tuple[str | None] | None:
-    """``[--store X] list --json [--store X]``: the store (the last ``--store`` wins, as
-    in Click), or ``None`` for any other command line."""
+def _take_store(args: list[str]) -> tuple[str | None, list[str]]:
+    """Every ``--store X`` and ``--store=X`` taken out of ``args``: the store (the last
+    wins, as in Click) and the other arguments in order (a ``--store`` with no value stays
+    among them, for the caller to refuse)."""
     store: str | None = None
-    seen: list[str] = []
+    rest: list[str] = []
     i = 0
     while i < len(args):
         arg = args[i]
@@ -54,13 +55,24 @@ def _plain_list(args: list[str]) -> tuple[str | None] | None:
             i += 1
         elif arg.startswith("--store="):
             store = arg[len("--store="):]
-        elif arg in ("list", "--json") and arg not in seen:
+        else:
+            rest.append(arg)
+        i += 1
+    return store, rest
+
+
+def _plain_list(args: list[str]) -> tuple[str | None] | None:
+    """``[--store X] list --json [--store X]``: the store (the last ``--store`` wins, as
+    in Click), or ``None`` for any other command line."""
+    store, rest = _take_store(args)
+    seen: list[str] = []
+    for arg in rest:
+        if arg in ("list", "--json") and arg not in seen:
             if arg == "--json" and "list" not in seen:
                 return None  # a global --json is Click's to refuse
             seen.append(arg)
         else:
             return None
-        i += 1
     return (store,) if seen == ["list", "--json"] else None
 
 
@@ -92,24 +104,16 @@ def _plain_scan(args: list[str]) -> tuple[str | None, list[str]] | None:
     and the paths, or ``None`` for any other command line (Click's to handle)."""
     import os
 
-    store: str | None = None
+    store, rest = _take_store(args)
     paths: list[str] = []
     seen: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--store" and i + 1 < len(args):
-            store = args[i + 1]
-            i += 1
-        elif arg.startswith("--store="):
-            store = arg[len("--store="):]
-        elif arg in ("scan", "--json") and arg not in seen and (arg == "scan" or seen):
+    for arg in rest:
+        if arg in ("scan", "--json") and arg not in seen and (arg == "scan" or seen):
             seen.append(arg)
         elif seen and not arg.startswith("-") and os.path.exists(arg):
             paths.append(arg)
         else:
             return None
-        i += 1
     return (store, paths) if seen == ["scan", "--json"] and paths else None
 
 

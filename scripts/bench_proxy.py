@@ -42,12 +42,11 @@ def bench(count: int = 400, rounds: int = 3) -> list[Row]:
     sys.path.insert(0, str(ROOT))
     from mcp_keys.gateway.interceptor.ca import LocalCA
     from mcp_keys.gateway.interceptor.run import RunningProxy, system_bundle
-    from tests.gateway_upstream import SECRET, running_upstream
-    from tests.test_proxy_run import make_test_ca
+    from tests.gateway_upstream import SECRET, issue_certificates, running_upstream
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        ca, cert, key = make_test_ca(tmp)
+        ca, cert, key = issue_certificates(tmp)
         child = tmp / "child.py"
         child.write_text(CHILD)
         with running_upstream(cert, key) as upstream:

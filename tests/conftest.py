@@ -317,3 +317,12 @@ def rand(n: int, alphabet: str = B62) -> str:
                    if any(c(ch) for ch in alphabet)]
         if n < 8 or all(any(c(ch) for ch in value) for c in classes):
             return value
+
+
+def require_proxy_stack() -> None:
+    """Skip a ``run --proxy`` test module without cryptography or mitmproxy 12 (Python
+    3.12+); where ``MCP_KEYS_REQUIRE_STACKS`` names ``proxy`` (CI), a missing mitmproxy
+    is not skipped but fails."""
+    pytest.importorskip("cryptography")
+    if "proxy" not in os.environ.get("MCP_KEYS_REQUIRE_STACKS", "").split(","):
+        pytest.importorskip("mitmproxy", reason="run --proxy needs mitmproxy 12 (Python 3.12+)")

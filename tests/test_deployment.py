@@ -6,6 +6,9 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +24,45 @@ DOC_BINARY = "/opt/mcp-keys/bin/mcp-keys"
 
 def block(language: str, index: int = 0) -> str:
     return str(re.findall(rf"```{language}\n(.*?)```", DOC, flags=re.S)[index])
+
+
+@dataclass
+class Roles:
+    """Connection URLs for the documented admin and server roles."""
+
+    admin: str
+    server: str
+
+
+@contextmanager
+def documented_roles(pg_url: str) -> Iterator[Roles]:
+    """The GRANTs of "Many hosts" run as written on a fresh store, the role names made
+    unique per run; the roles and what they own are dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    from tests.conftest import postgres_server
+
+    sql = block("sql")
+    suffix = uuid.uuid4().hex[:8]
+    for role in ("mcp_keys_owner", "mcp_keys_admin", "mcp_keys_server"):
+        sql = sql.replace(role, f"{role}_{suffix}")
+    KeyManager(pg_url).init()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql)
+    base, _, database = pg_url.rpartition("/")
+    host = base.split("@", 1)[1]
+    try:
+        yield Roles(f"postgresql://mcp_keys_admin_{suffix}@{host}/{database}",
+                    f"postgresql://mcp_keys_server_{suffix}@{host}/{database}")
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY mcp_keys_owner_{suffix}, mcp_keys_admin_{suffix}, "
+                         f"mcp_keys_server_{suffix}")
+        with psycopg.connect(postgres_server(), autocommit=True) as conn:
+            for role in ("owner", "admin", "server"):
+                conn.execute(f"DROP ROLE IF EXISTS mcp_keys_{role}_{suffix}")
 
 
 def as_written(env: dict[str, str], argv: list[str],
@@ -95,41 +137,20 @@ def test_timer_schedules_the_service() -> None:
 def test_least_privilege_roles_as_written(pg_url: str) -> None:
     """The GRANTs of "Many hosts", run as written (role names made unique per run): the
     admin role runs the lifecycle, the server role validates and cannot change a key."""
-    import uuid
-
     import psycopg
 
     from mcp_keys import Reason, Validator
-    from tests.conftest import postgres_server
 
-    sql = block("sql")
-    suffix = uuid.uuid4().hex[:8]
-    for role in ("mcp_keys_owner", "mcp_keys_admin", "mcp_keys_server"):
-        sql = sql.replace(role, f"{role}_{suffix}")
-    KeyManager(pg_url).init()
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(sql)
-    base, _, database = pg_url.rpartition("/")
-    host = base.split("@", 1)[1]
-    admin_url = f"postgresql://mcp_keys_admin_{suffix}@{host}/{database}"
-    server_url = f"postgresql://mcp_keys_server_{suffix}@{host}/{database}"
-    try:
-        admin = KeyManager(admin_url)
+    with documented_roles(pg_url) as roles:
+        admin = KeyManager(roles.admin)
         issued = admin.create("svc")
-        check = Validator(server_url, refresh_interval=0)
+        check = Validator(roles.server, refresh_interval=0)
         assert check.validate(issued.key).valid
         admin.revoke(issued.record.id)
         assert check.validate(issued.key).reason is Reason.REVOKED
-        with psycopg.connect(server_url, autocommit=True) as server, \
+        with psycopg.connect(roles.server, autocommit=True) as server, \
                 pytest.raises(psycopg.errors.InsufficientPrivilege):
             server.execute("UPDATE api_keys SET revoked_at = NULL")
-        with psycopg.connect(admin_url, autocommit=True) as conn, \
+        with psycopg.connect(roles.admin, autocommit=True) as conn, \
                 pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM audit_events")
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY mcp_keys_owner_{suffix}, mcp_keys_admin_{suffix}, "
-                         f"mcp_keys_server_{suffix}")
-        with psycopg.connect(postgres_server(), autocommit=True) as conn:
-            for role in ("owner", "admin", "server"):
-                conn.execute(f"DROP ROLE IF EXISTS mcp_keys_{role}_{suffix}")

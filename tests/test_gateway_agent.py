@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,25 +88,33 @@ async def stdio_session(setup: dict[str, Any]) -> AsyncIterator[Any]:
             yield session
 
 
-@pytest.fixture
-def http_gateway(setup: dict[str, Any], tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """The HTTP gateway, ready once it has printed the URL it serves on stderr."""
+@contextmanager
+def running_http_gateway(setup: dict[str, Any], errors: Path, *options: str) -> Iterator[str]:
+    """``gateway serve --transport http`` (plus ``options``) on a free loopback port, its
+    stderr in ``errors``: its URL once it has printed it; stopped afterwards."""
     port = free_port()
     env = {**os.environ, **setup["env"], "MCP_KEYS_STORE": setup["store"]}
-    errors = tmp_path / "http-stderr.log"
     with errors.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mcp_keys", "gateway", "serve", "--transport", "http",
-             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=log)
+             "--port", str(port), *options], env=env, stdout=subprocess.DEVNULL, stderr=log)
         url = f"http://127.0.0.1:{port}/mcp"
         try:
             wait_for(lambda: url in errors.read_text() or process.poll() is not None, 30,
                      "the HTTP gateway to print its URL")
             assert process.poll() is None, errors.read_text()[-2000:]
-            yield url, errors
+            yield url
         finally:
             process.terminate()
             process.wait(10)
+
+
+@pytest.fixture
+def http_gateway(setup: dict[str, Any], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The HTTP gateway, ready once it has printed the URL it serves on stderr."""
+    errors = tmp_path / "http-stderr.log"
+    with running_http_gateway(setup, errors) as url:
+        yield url, errors
 
 
 def for_each_transport(setup: dict[str, Any], url: str, calls: Any) -> list[Any]:
@@ -367,33 +375,20 @@ def test_the_per_key_429_names_its_rule_and_next_step(setup: dict[str, Any],
     import urllib.error
     import urllib.request
 
-    port = free_port()
-    env = {**os.environ, **setup["env"], "MCP_KEYS_STORE": setup["store"]}
-    errors = tmp_path / "limited.log"
-    with errors.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mcp_keys", "gateway", "serve", "--transport", "http",
-             "--port", str(port), "--rate-limit", "3/min"], env=env,
-            stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            wait_for(lambda: "serving" in errors.read_text() or process.poll() is not None,
-                     30, "the HTTP gateway")
-            found: dict[str, Any] = {}
-            for _ in range(10):
-                request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/mcp", data=b"{}", method="POST", headers={
-                        "Content-Type": "application/json",
-                        "Accept": "application/json, text/event-stream",
-                        "Authorization": f"Bearer {setup['agent'].key}"})
-                try:
-                    urllib.request.urlopen(request, timeout=10).close()
-                except urllib.error.HTTPError as error:
-                    if error.code == 429:
-                        found = json.loads(error.read())
-                        break
-        finally:
-            process.terminate()
-            process.wait(10)
+    with running_http_gateway(setup, tmp_path / "limited.log", "--rate-limit", "3/min") as url:
+        found: dict[str, Any] = {}
+        for _ in range(10):
+            request = urllib.request.Request(
+                url, data=b"{}", method="POST", headers={
+                    "Content-Type": "application/json",
+                    "Accept": "application/json, text/event-stream",
+                    "Authorization": f"Bearer {setup['agent'].key}"})
+            try:
+                urllib.request.urlopen(request, timeout=10).close()
+            except urllib.error.HTTPError as error:
+                if error.code == 429:
+                    found = json.loads(error.read())
+                    break
     assert found.get("reason") == "rate_limited", found
     assert found["rule"] == "rate limit 3/min per key", found
     assert found["next_step"].startswith("retry in "), found

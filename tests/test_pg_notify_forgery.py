@@ -11,16 +11,14 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from mcp_keys import KeyManager, Reason, Validator
 from mcp_keys.stores.postgres import CHANNEL
-from tests.conftest import assert_absent, postgres_server
-from tests.test_deployment import block
+from tests.conftest import assert_absent
+from tests.test_deployment import Roles, documented_roles
 
 FORGED = [
     json.dumps({"seq": 10**12}),  # the counter far ahead
@@ -38,36 +36,11 @@ FORGED = [
 ]
 
 
-@dataclass
-class Roles:
-    admin: str
-    server: str
-
-
 @pytest.fixture
 def roles(pg_url: str) -> Iterator[Roles]:
     """The documented owner, admin and server roles on a fresh store."""
-    import psycopg
-
-    suffix = uuid.uuid4().hex[:8]
-    sql = block("sql")
-    for role in ("mcp_keys_owner", "mcp_keys_admin", "mcp_keys_server"):
-        sql = sql.replace(role, f"{role}_{suffix}")
-    KeyManager(pg_url).init()
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(sql)
-    base, _, database = pg_url.rpartition("/")
-    host = base.split("@", 1)[1]
-    try:
-        yield Roles(f"postgresql://mcp_keys_admin_{suffix}@{host}/{database}",
-                    f"postgresql://mcp_keys_server_{suffix}@{host}/{database}")
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY mcp_keys_owner_{suffix}, mcp_keys_admin_{suffix}, "
-                         f"mcp_keys_server_{suffix}")
-        with psycopg.connect(postgres_server(), autocommit=True) as conn:
-            for role in ("owner", "admin", "server"):
-                conn.execute(f"DROP ROLE IF EXISTS mcp_keys_{role}_{suffix}")
+    with documented_roles(pg_url) as made:
+        yield made
 
 
 def revoke_arrives(check: Validator, admin: KeyManager, doomed: str, doomed_id: str,

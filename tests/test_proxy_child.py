@@ -24,16 +24,15 @@ from tests.conftest import (
     assert_absent,
     mcp_keys_cmd,
     one_error_line,
+    require_proxy_stack,
     run_cli_process,
     shared_dir,
 )
-from tests.gateway_upstream import SECRET, Upstream, running_upstream
+from tests.gateway_upstream import SECRET, Upstream
 from tests.secret_servers import KvServer
-from tests.test_proxy_run import make_test_ca
+from tests.test_proxy_run import https, proxied_service  # noqa: F401 (a fixture)
 
-pytest.importorskip("cryptography")
-if "proxy" not in os.environ.get("MCP_KEYS_REQUIRE_STACKS", "").split(","):
-    pytest.importorskip("mitmproxy", reason="run --proxy needs mitmproxy 12 (Python 3.12+)")
+require_proxy_stack()
 
 # What the child may see: the documented base, LC_*, what run --proxy sets, the placeholder.
 ALLOWED = {"PATH", "HOME", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME", "SHELL",
@@ -96,29 +95,10 @@ def store_path() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def upstream_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Upstream, str]]:
-    """An HTTPS upstream on loopback that accepts only the real credential, and its CA."""
-    ca, cert, key = make_test_ca(tmp_path_factory.mktemp("tls"))
-    with running_upstream(cert, key) as upstream:
-        yield upstream, ca
-
-
 @pytest.fixture
-def proxy(manager: FileKeys, upstream_tls: tuple[Upstream, str]) -> dict[str, Any]:
+def proxy(manager: FileKeys, https: tuple[Upstream, str]) -> dict[str, Any]:  # noqa: F811
     """A store with an agent key and the service ``api`` (its secret an env: reference)."""
-    upstream, ca = upstream_tls
-    manager.init()
-    store = str(manager.store.path)
-    added = run_cli_process("--store", store, "service", "add", "api", "--base-url",
-                            f"{upstream.url}/bearer", "--auth", "bearer", "--secret",
-                            "env:GW_SECRET", "--env", "UPSTREAM_KEY", "--allow",
-                            "GET /bearer/things/**", "--placeholder", "sk_test_{random}",
-                            env={"GW_SECRET": SECRET})
-    assert added.returncode == 0, added.stderr
-    upstream.seen.clear()
-    return {"store": store, "key": manager.create("proxied", scopes=["gateway:api"]),
-            "ca": ca, "upstream": upstream}
+    return proxied_service(manager, *https)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ that accepts only the real credential, and a second listener that must see nothi
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
@@ -23,14 +22,13 @@ from tests.conftest import (
     accepting,
     assert_absent,
     mcp_keys_cmd,
+    require_proxy_stack,
     run_cli_process,
     wait_for,
 )
-from tests.gateway_upstream import SECRET, Upstream, running_upstream
+from tests.gateway_upstream import SECRET, Upstream, issue_certificates, running_upstream
 
-pytest.importorskip("cryptography")
-if "proxy" not in os.environ.get("MCP_KEYS_REQUIRE_STACKS", "").split(","):
-    pytest.importorskip("mitmproxy", reason="run --proxy needs mitmproxy 12 (Python 3.12+)")
+require_proxy_stack()
 
 CHILD = r'''
 import json, os, sys
@@ -53,46 +51,9 @@ print(json.dumps({"status": status, "body": body[:500], "token": token,
 '''
 
 
-def make_test_ca(tmp_path: Path) -> tuple[str, str, str]:
-    """A CA and a leaf for 127.0.0.1 for the HTTPS upstream (files: ca, cert, key)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "upstream test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(hours=1))
-          .not_valid_after(now + dt.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    files = (tmp_path / "up-ca.pem", tmp_path / "up-cert.pem", tmp_path / "up-key.pem")
-    files[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    files[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(files[0]), str(files[1]), str(files[2])
-
-
 @pytest.fixture(scope="module")
 def https(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Upstream, str]]:
-    ca, cert, key = make_test_ca(tmp_path_factory.mktemp("tls"))
+    ca, cert, key = issue_certificates(tmp_path_factory.mktemp("tls"))
     with running_upstream(cert, key) as upstream:
         yield upstream, ca
 
@@ -103,9 +64,10 @@ def bystander() -> Iterator[Upstream]:
         yield other
 
 
-@pytest.fixture
-def setup(manager: FileKeys, https: tuple[Upstream, str], tmp_path: Path) -> dict[str, Any]:
-    upstream, ca = https
+def proxied_service(manager: FileKeys, upstream: Upstream, ca: str) -> dict[str, Any]:
+    """A store with the service ``api`` (bearer to ``upstream``, its secret an env:
+    reference, only ``GET /bearer/things/**``) and an agent key for it, the upstream's
+    record cleared: the store, key, upstream CA and upstream."""
     manager.init()
     store = str(manager.store.path)
     added = run_cli_process("--store", store, "service", "add", "api", "--base-url",
@@ -116,9 +78,13 @@ def setup(manager: FileKeys, https: tuple[Upstream, str], tmp_path: Path) -> dic
     assert added.returncode == 0, added.stderr
     key = manager.create("proxied", scopes=["gateway:api"])
     upstream.seen.clear()
+    return {"store": store, "key": key, "ca": ca, "upstream": upstream}
+
+
+@pytest.fixture
+def setup(manager: FileKeys, https: tuple[Upstream, str], tmp_path: Path) -> dict[str, Any]:
     (tmp_path / "child.py").write_text(CHILD)
-    return {"store": store, "key": key, "ca": ca, "upstream": upstream,
-            "child": str(tmp_path / "child.py")}
+    return {**proxied_service(manager, *https), "child": str(tmp_path / "child.py")}
 
 
 def proxied(setup: dict[str, Any], *command: str, key: str | None = None,
@@ -356,7 +322,7 @@ def test_http2_to_an_http2_upstream(tmp_path: Path, manager: FileKeys) -> None:
     from hypercorn.config import Config
 
 
-    ca, cert, key = make_test_ca(tmp_path)
+    ca, cert, key = issue_certificates(tmp_path)
     from tests.conftest import free_port
 
     upstream = Upstream(port=free_port(), scheme="https")

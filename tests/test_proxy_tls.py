@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime as dt
-import ipaddress
 import json
 import os
 import socket
@@ -32,12 +30,18 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FileKeys, accepting, free_port, mcp_keys_cmd, run_cli_process, wait_for
-from tests.gateway_upstream import SECRET, Seen, Upstream
+from tests.conftest import (
+    FileKeys,
+    accepting,
+    free_port,
+    mcp_keys_cmd,
+    require_proxy_stack,
+    run_cli_process,
+    wait_for,
+)
+from tests.gateway_upstream import SECRET, Seen, Upstream, issue_certificates
 
-pytest.importorskip("cryptography")
-if "proxy" not in os.environ.get("MCP_KEYS_REQUIRE_STACKS", "").split(","):
-    pytest.importorskip("mitmproxy", reason="run --proxy needs mitmproxy 12 (Python 3.12+)")
+require_proxy_stack()
 pytest.importorskip("hypercorn")
 
 EDGE_NAMES = ("localhost", "other.localhost")  # one TLS edge, two names
@@ -54,42 +58,6 @@ def assert_no_secret(data: str | bytes, where: str) -> None:
 
 
 # -- the upstreams --------------------------------------------------------------------
-
-
-def edge_certificates(directory: Path) -> tuple[str, str, str]:
-    """A private CA and the edge's leaf for both names and 127.0.0.1 (ca, cert, key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(hours=1))
-          .not_valid_after(now + dt.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [x509.DNSName(n) for n in EDGE_NAMES]
-    names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = (directory / "edge-ca.pem", directory / "edge.pem", directory / "edge.key")
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(paths[0]), str(paths[1]), str(paths[2])
 
 
 CHARSETS = {"utf-16-le-json": "", "utf-32-be-json": "", "utf-16-bom": "",
@@ -226,16 +194,15 @@ def running_edge(cert: str, key: str) -> Iterator[Edge]:
         thread.join(10)
 
 
-class Sink:
-    """A plain TCP listener that records every byte sent to it (and answers nothing)."""
+class Listener:
+    """A TCP listener on a free loopback port that hands each connection it accepts to
+    ``handle`` in a thread of its own; a subclass sets its own state first."""
 
     def __init__(self) -> None:
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
         self.port = int(self.listener.getsockname()[1])
-        self.received = bytearray()
-        self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -244,9 +211,25 @@ class Sink:
                 connection, _ = self.listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._read, args=(connection,), daemon=True).start()
+            threading.Thread(target=self.handle, args=(connection,), daemon=True).start()
 
-    def _read(self, connection: socket.socket) -> None:
+    def handle(self, connection: socket.socket) -> None:
+        """Serve one accepted connection (the subclass's job)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class Sink(Listener):
+    """A plain TCP listener that records every byte sent to it (and answers nothing)."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def handle(self, connection: socket.socket) -> None:
         with connection:
             connection.settimeout(30)
             with contextlib.suppress(OSError):
@@ -254,33 +237,18 @@ class Sink:
                     with self._lock:
                         self.received += chunk
 
-    def close(self) -> None:
-        self.listener.close()
 
-
-class Raw:
+class Raw(Listener):
     """A TLS upstream that writes scripted bytes, well-formed or not, once it got the
     real credential (``/bearer/raw/NAME`` picks the script; anything else gets 401)."""
 
     def __init__(self, cert: str, key: str) -> None:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert, key)
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = int(self.listener.getsockname()[1])
         self.authorised = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
+    def handle(self, connection: socket.socket) -> None:
         with contextlib.suppress(OSError), connection:
             connection.settimeout(30)
             with self.context.wrap_socket(connection, server_side=True) as tls:
@@ -475,7 +443,8 @@ def add_services(store: str, edge: int, sink: int, names: list[str], raw: int = 
 
 @pytest.fixture(scope="module")
 def edge_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
-    return edge_certificates(tmp_path_factory.mktemp("edge"))
+    return issue_certificates(tmp_path_factory.mktemp("edge"), "edge", "edge test CA", "edge",
+                              EDGE_NAMES)
 
 
 @pytest.fixture(scope="module")
@@ -521,7 +490,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, edge: Edge,
     finally:
         proxy.stop()
         sink.close()
-        raw.listener.close()
+        raw.close()
         if saved is None:
             os.environ.pop("GW_SECRET", None)
         else:

@@ -13,8 +13,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,9 +26,9 @@ from mcp_keys.errors import UsageError
 from mcp_keys.integrations.mcp import ApiKeyMiddleware
 from mcp_keys.integrations.origin import HOSTS_VAR, ORIGINS_VAR, OriginGuard
 from mcp_keys.integrations.refusal import Message, Receive, Scope, Send
-from tests.conftest import FileKeys, accepting, assert_absent, free_port, wait_for
+from tests.conftest import FileKeys, assert_absent
 from tests.test_middleware import echo_app
-from tests.test_stacks import EXAMPLES, INIT, Stack, stack  # noqa: F401
+from tests.test_stacks import INIT, Stack, running_example, stack  # noqa: F401
 
 EVIL_ORIGIN = "http://evil.example"
 EVIL_HOST = "evil.example"
@@ -82,25 +80,11 @@ def example(chosen: Stack, manager: FileKeys, tmp_path: Path,
             extra: dict[str, str] | None = None) -> Iterator[tuple[int, Path]]:
     """The stack's example under uvicorn on 127.0.0.1, and its log."""
     manager.init()
-    port = free_port()
     log = tmp_path / f"{chosen.name}.log"
     env = {k: v for k, v in os.environ.items() if k not in (HOSTS_VAR, ORIGINS_VAR)}
     env.update(MCP_KEYS_STORE=str(manager.store.path), **(extra or {}))
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, str(EXAMPLES / chosen.example),
-                                    "--port", str(port)],
-                                   env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: accepting(port) or process.poll() is not None, 60, "the server")
-            assert process.poll() is None, f"the {chosen.name} example exited"
-            yield port, log
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with running_example(chosen, env, log) as port:
+        yield port, log
 
 
 def test_every_example_refuses_a_foreign_origin_and_host(

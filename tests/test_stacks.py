@@ -16,6 +16,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -111,20 +112,19 @@ def stack(request: pytest.FixtureRequest) -> Stack:
     return chosen
 
 
-@pytest.fixture
-def served(stack: Stack, manager: FileKeys, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    manager.init()
+@contextmanager
+def running_example(chosen: Stack, env: dict[str, str], log: Path) -> Iterator[int]:
+    """The stack's example under uvicorn on a free loopback port (its port), with ``env``
+    and its output in ``log``; stopped afterwards."""
     port = free_port()
-    log = tmp_path / "server.log"
-    env = dict(os.environ, MCP_KEYS_STORE=str(manager.store.path))
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, str(EXAMPLES / stack.example),
+        process = subprocess.Popen([sys.executable, str(EXAMPLES / chosen.example),
                                     "--port", str(port)],
                                    env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_for(lambda: accepting(port) or process.poll() is not None, 60, "the server")
-            assert process.poll() is None, f"the {stack.name} example exited"
-            yield f"http://127.0.0.1:{port}/mcp", log
+            assert process.poll() is None, f"the {chosen.name} example exited"
+            yield port
         finally:
             process.terminate()
             try:
@@ -132,6 +132,15 @@ def served(stack: Stack, manager: FileKeys, tmp_path: Path) -> Iterator[tuple[st
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture
+def served(stack: Stack, manager: FileKeys, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    manager.init()
+    log = tmp_path / "server.log"
+    env = dict(os.environ, MCP_KEYS_STORE=str(manager.store.path))
+    with running_example(stack, env, log) as port:
+        yield f"http://127.0.0.1:{port}/mcp", log
 
 
 def bearer(key: str) -> dict[str, str]:

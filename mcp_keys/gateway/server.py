@@ -104,8 +104,19 @@ def _plain_logging(level: str = "WARNING") -> None:
     operator to read and act on."""
     import logging
 
-    logging.basicConfig(level=level, format="%(name)s: %(message)s",
-                        handlers=[logging.StreamHandler(sys.stderr)])
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_not_a_client_leaving)
+    logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[handler])
+
+
+def _not_a_client_leaving(record: object) -> bool:
+    """Drop the SDK's traceback for a stream whose client went away (SDK 1.x logs "Error
+    in standalone SSE writer" with anyio's ClosedResourceError when a session closes):
+    nothing for an operator to act on."""
+    info = getattr(record, "exc_info", None)
+    kind = info[0] if isinstance(info, tuple) and info else None
+    return kind is None or kind.__name__ not in ("ClosedResourceError", "BrokenResourceError",
+                                                 "EndOfStream")
 
 
 def as_text(value: object) -> str | None:

@@ -23,6 +23,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -982,15 +983,18 @@ def test_an_uninvited_protocol_switch_is_refused(rig: Rig) -> None:
                                  rig.bearer("raw"), "Sec-WebSocket-Version: 13",
                                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="],
                       connect=host, tls=True, sni="localhost", cafile=rig.ca, close=False)
-        # mitmproxy crashes on the frames that follow, perhaps after the reply was read
-        wait_for(lambda: any("mitmproxy has crashed" in line for line in kept.lines), 20,
-                 "mitmproxy's crash report")
+        # mitmproxy may crash on the frames that follow, after the reply was read (or not
+        # at all, when the connection closes first): give its report time to arrive, so
+        # that what it logs is checked below
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not any("mitmproxy has crashed" in line
+                                                 for line in kept.lines):
+            time.sleep(0.05)
     finally:
         logging.getLogger().removeHandler(kept)
     assert_no_secret(reply.body, "the client")
     assert reply.status in (0, 502), (reply.status, reply.body[:200])
     assert_no_secret("\n".join(kept.lines), "the log")
-    assert any("mitmproxy has crashed" in line for line in kept.lines), kept.lines[-5:]
 
 
 def as_read(reply: Reply) -> str:

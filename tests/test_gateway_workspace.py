@@ -77,6 +77,17 @@ PAST_THE_CHECK = "MCP_API_KEY must hold a valid mcp-keys key"
 # -- where the policy may live ----------------------------------------------------------
 
 
+def private_store(tmp_path: Path, services_text: str) -> tuple[Path, Path]:
+    """A store outside the workspace (beside ``tmp_path``, not in it) with this
+    services.toml, 0600: what the workspace tests point into the workspace from."""
+    store = tmp_path.parent / f"{tmp_path.name}-private" / "keys.json"
+    FileKeys(store).init()
+    services = store.parent / "services.toml"
+    services.write_text(services_text)
+    services.chmod(0o600)
+    return store, services
+
+
 def test_serve_refuses_a_store_in_the_current_directory(store_path: Path,
                                                          upstream: Upstream) -> None:
     FileKeys(store_path).init()
@@ -414,13 +425,10 @@ def test_an_exec_service_that_runs_in_a_work_tree_is_refused(tmp_path: Path) -> 
     project = tmp_path.parent / f"{tmp_path.name}-repo"
     project.mkdir()
     subprocess.run([git, "init", "-q", str(project)], check=True)
-    store = tmp_path.parent / f"{tmp_path.name}-private" / "keys.json"
-    FileKeys(store).init()
-    services = store.parent / "services.toml"
-    services.write_text(f'[services.git]\nkind = "exec"\ncommand = "{git}"\n'
-                        f'allow_args = ["push"]\ncwd = "{project}"\n'
-                        'secret_env = { GH_TOKEN = "env:GW_SECRET" }\n')
-    services.chmod(0o600)
+    store, services = private_store(
+        tmp_path, f'[services.git]\nkind = "exec"\ncommand = "{git}"\n'
+                  f'allow_args = ["push"]\ncwd = "{project}"\n'
+                  'secret_env = { GH_TOKEN = "env:GW_SECRET" }\n')
     code, stderr = serve("--store", str(store))
     line = one_error_line(stderr)
     assert code == 1 and "exec service git runs in" in line and str(project) in line, line
@@ -440,13 +448,10 @@ def test_a_credential_file_in_the_workspace_is_refused(tmp_path: Path, upstream:
     the cwd) hands the agent the credential itself: read it, or swap it."""
     (tmp_path / "token").write_text(SECRET)
     (tmp_path / ".env").write_text(f"API_KEY={SECRET}\n")
-    store = tmp_path.parent / f"{tmp_path.name}-private" / "keys.json"
-    FileKeys(store).init()
-    services = store.parent / "services.toml"
-    services.write_text(f'[services.api]\nbase_url = "{upstream.url}/bearer"\n'
-                        f'auth = "bearer"\nsecret = "{reference.format(dir=tmp_path)}"\n'
-                        'allow = ["GET /things/**"]\n')
-    services.chmod(0o600)
+    store, _ = private_store(
+        tmp_path, f'[services.api]\nbase_url = "{upstream.url}/bearer"\n'
+                  f'auth = "bearer"\nsecret = "{reference.format(dir=tmp_path)}"\n'
+                  'allow = ["GET /things/**"]\n')
     code, stderr = serve("--store", str(store))
     line = one_error_line(stderr)
     assert code == 1 and "service api reads its credential from" in line, line
@@ -464,15 +469,12 @@ def test_an_exec_program_or_script_in_the_workspace_is_refused(
     script = tmp_path / "tool.py"
     script.write_text("import os\nprint('ok')\n")
     script.chmod(0o755)
-    store = tmp_path.parent / f"{tmp_path.name}-private" / "keys.json"
-    FileKeys(store).init()
-    services = store.parent / "services.toml"
     command, rule = (str(script), "run") if where == "command" else (sys.executable,
                                                                       f"{script} run")
-    services.write_text(f'[services.tool]\nkind = "exec"\ncommand = "{command}"\n'
-                        f'allow_args = ["{rule}", "-C / status"]\n'
-                        'secret_env = { TOKEN = "env:GW_SECRET" }\n')
-    services.chmod(0o600)
+    store, _ = private_store(
+        tmp_path, f'[services.tool]\nkind = "exec"\ncommand = "{command}"\n'
+                  f'allow_args = ["{rule}", "-C / status"]\n'
+                  'secret_env = { TOKEN = "env:GW_SECRET" }\n')
     code, stderr = serve("--store", str(store))
     line = one_error_line(stderr)
     assert code == 1 and f"exec service tool runs {script}" in line, line
